@@ -1,0 +1,3 @@
+"""The Moldau broker: asyncio server, request dispatch, cluster state, coordinators, config and CLI."""
+
+__version__ = "0.1.0"

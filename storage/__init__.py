@@ -1,0 +1,1 @@
+"""Partition storage engines behind one interface (file and in-memory)."""
