@@ -1,0 +1,111 @@
+"""Kafka's size-prefixed frames: a big-endian int32 length, then that many bytes. Sans-io.
+
+`FrameDecoder` is fed bytes as they arrive and hands back each complete frame without its prefix;
+`frame_prefix` is the writer's half. Nothing here knows about API keys or headers.
+
+Size rules, as a Kafka broker applies them to `socket.request.max.bytes`:
+- a size above the limit, or a negative one, raises `FrameSizeError` as soon as the 4 size bytes
+  are in, before anything of that size is allocated or awaited. A plaintext Kafka port hit by TLS
+  or HTTP sees exactly this: the first four bytes read as a huge length.
+- a size equal to the limit is allowed (Kafka rejects only sizes above it).
+- a size of 0 is also rejected. No Kafka message is empty (a request header is at least 8 bytes, a
+  response header 4), and Kafka would fail to parse one and drop the connection anyway; saying so at
+  the framing layer gives a clearer error. Frames shorter than a header are the header codec's
+  business, since framing does not know header layouts.
+"""
+
+from __future__ import annotations
+
+import struct
+
+SIZE_PREFIX = struct.Struct(">i")
+PREFIX_BYTES = SIZE_PREFIX.size
+INT32_MAX = (1 << 31) - 1
+DEFAULT_LIMIT_NAME = "socket.request.max.bytes"
+
+BytesLike = bytes | bytearray | memoryview
+
+
+class FrameSizeError(ValueError):
+    """A frame's size prefix is unacceptable. The connection cannot be resynchronised: close it."""
+
+    def __init__(self, size: int, max_size: int, limit_name: str = DEFAULT_LIMIT_NAME) -> None:
+        if size < 0:
+            reason = f"frame size {size} is negative"
+        elif size == 0:
+            reason = "frame size 0 is invalid: a Kafka message is never empty"
+        else:
+            reason = f"frame size {size} exceeds {limit_name}={max_size}"
+        super().__init__(reason)
+        self.size = size
+        self.max_size = max_size
+        self.limit_name = limit_name
+
+
+class FrameDecoder:
+    """Split a byte stream into frames. Feed it whatever the socket gave; get back complete frames.
+
+    Partial data is kept in one bytearray: appending is amortised O(len(chunk)) and each buffered
+    byte is moved at most once when consumed frames are dropped from the front, so a large frame
+    arriving in many small chunks costs O(frame size) overall. When nothing is buffered, frames are
+    cut straight from the caller's chunk and only its incomplete tail is kept.
+
+    After a `FrameSizeError` the stream has lost its framing: every later `feed` raises the same
+    error. Complete frames that came before the bad prefix in the same chunk are dropped with it.
+    """
+
+    def __init__(self, max_frame_size: int, *, limit_name: str = DEFAULT_LIMIT_NAME) -> None:
+        if not 1 <= max_frame_size <= INT32_MAX:
+            raise ValueError(f"max_frame_size must be between 1 and {INT32_MAX}, got {max_frame_size}")
+        self.max_frame_size = max_frame_size
+        self.limit_name = limit_name
+        self._buffer = bytearray()
+        self._error: FrameSizeError | None = None
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes held for a frame not yet complete; 0 means the stream is at a frame boundary."""
+        return len(self._buffer)
+
+    def feed(self, data: BytesLike) -> list[bytes]:
+        """Take the next bytes of the stream; return the frames they complete, in order."""
+        if self._error is not None:
+            raise self._error
+        if not data:
+            return []
+        if self._buffer:
+            self._buffer += data
+            with memoryview(self._buffer) as view:
+                frames, consumed = self._split(view)
+            # Outside the `with`: a bytearray cannot be resized while a memoryview of it is alive.
+            del self._buffer[:consumed]
+        else:
+            with memoryview(data) as raw, raw.cast("B") as view:
+                frames, consumed = self._split(view)
+                self._buffer += view[consumed:]
+        return frames
+
+    def _split(self, view: memoryview) -> tuple[list[bytes], int]:
+        """Cut every complete frame from `view`; return them and how many bytes they used."""
+        frames: list[bytes] = []
+        pos = 0
+        end = len(view)
+        while end - pos >= PREFIX_BYTES:
+            (size,) = SIZE_PREFIX.unpack_from(view, pos)
+            if size <= 0 or size > self.max_frame_size:
+                self._error = FrameSizeError(size, self.max_frame_size, self.limit_name)
+                raise self._error
+            start = pos + PREFIX_BYTES
+            if end - start < size:
+                break
+            frames.append(view[start : start + size].tobytes())
+            pos = start + size
+        return frames, pos
+
+
+def frame_prefix(length: int) -> bytes:
+    """The 4-byte size prefix for a frame of `length` bytes (write it, then the frame itself)."""
+    if not 1 <= length <= INT32_MAX:
+        # Same rule as the decoder: an empty frame is never a valid Kafka message.
+        raise ValueError(f"frame length must be between 1 and {INT32_MAX}, got {length}")
+    return SIZE_PREFIX.pack(length)

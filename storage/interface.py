@@ -1,0 +1,147 @@
+"""The partition storage interface: what the broker needs from any storage engine.
+
+A `StorageEngine` owns many `PartitionLog`s, one per (topic, partition). A log is an ordered sequence of
+v2 record batches kept as raw bytes exactly as they will be served to consumers: the engine assigns
+offsets by patching each batch's base offset in place (outside the CRC) and never looks at records
+unless a lookup needs them (timestamp search). Engines are chosen by URL: ``memory://`` now;
+``file:///path`` and remote engines later. Everything that may touch a disk or a network is async.
+
+Offsets follow Kafka's names: the log start offset is the first offset still readable, the log end
+offset is the offset the next append gets, and the high watermark is the end of what consumers may
+read (on a single node, everything appended).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocol.errors import ErrorCode, KafkaError
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """Offsets given to the appended batches (first base offset, last offset of the last batch)."""
+
+    base_offset: int
+    last_offset: int
+    log_append_time: int = -1  # the broker time written into the batches under LogAppendTime, else -1
+
+
+@dataclass(slots=True)
+class ReadResult:
+    """Whole batches starting at or before the requested offset, as buffers for zero-copy writes."""
+
+    chunks: list[Any] = field(default_factory=list)
+    size: int = 0
+    high_watermark: int = 0
+    log_start_offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TimestampOffset:
+    """The answer to a lookup by timestamp: the first offset whose record timestamp is >= the target."""
+
+    offset: int
+    timestamp: int
+
+
+class OffsetOutOfRange(KafkaError):
+    """A read or truncation before the log start offset or past the log end offset."""
+
+    def __init__(self, offset: int, log_start_offset: int, log_end_offset: int) -> None:
+        super().__init__(ErrorCode.OFFSET_OUT_OF_RANGE,
+                         f"offset {offset} is outside the log's range [{log_start_offset}, {log_end_offset}]")
+        self.offset = offset
+
+
+class PartitionLog(abc.ABC):
+    """One partition's log. Appends are serialised by the caller (one appender per partition at a time)."""
+
+    topic: str
+    partition: int
+
+    @property
+    @abc.abstractmethod
+    def log_start_offset(self) -> int: ...
+
+    @property
+    @abc.abstractmethod
+    def log_end_offset(self) -> int: ...
+
+    @property
+    def high_watermark(self) -> int:
+        return self.log_end_offset
+
+    @abc.abstractmethod
+    async def append(self, records: bytearray | memoryview, log_append_time: int | None = None) -> AppendResult:
+        """Append one or more whole, already validated v2 batches held in a writable buffer.
+
+        The engine patches base offsets in place, starting at the log end offset; with
+        ``log_append_time`` it also stamps that time into each batch (recomputing its CRC).
+        """
+
+    @abc.abstractmethod
+    async def read(self, offset: int, max_bytes: int, *, min_one_batch: bool = True,
+                   max_offset: int | None = None) -> ReadResult:
+        """Whole batches from the one containing ``offset``, up to ``max_bytes`` in total.
+
+        With ``min_one_batch`` the first batch is returned even if it alone exceeds ``max_bytes``
+        (Kafka does this so that a consumer always makes progress). Batches at or past
+        ``max_offset`` (default: the high watermark) are not returned. Raises `OffsetOutOfRange`.
+        """
+
+    @abc.abstractmethod
+    async def offset_for_timestamp(self, timestamp: int) -> TimestampOffset | None:
+        """First record with timestamp >= ``timestamp``; None if there is none."""
+
+    @abc.abstractmethod
+    async def max_timestamp(self) -> TimestampOffset | None:
+        """The record with the largest timestamp (the earliest such offset); None for an empty log."""
+
+    @abc.abstractmethod
+    async def truncate_to(self, offset: int) -> None:
+        """Drop every batch at or after ``offset`` (which must be a batch boundary or the end)."""
+
+    @abc.abstractmethod
+    async def delete_records_before(self, offset: int) -> int:
+        """Advance the log start offset to ``offset`` (DeleteRecords); returns the new log start offset."""
+
+    async def flush(self) -> None:
+        """Make every appended batch durable (no-op for engines without durability)."""
+
+    async def close(self) -> None:
+        """Release resources; the log is not used afterwards."""
+
+
+class StorageEngine(abc.ABC):
+    """Creates, opens and deletes partition logs."""
+
+    url: str
+
+    @abc.abstractmethod
+    async def open_log(self, topic: str, partition: int) -> PartitionLog:
+        """Open (creating if needed) the log of one partition; the same object for repeated calls."""
+
+    @abc.abstractmethod
+    async def delete_log(self, topic: str, partition: int) -> None:
+        """Delete a partition's log and its data; unknown partitions are ignored."""
+
+    @abc.abstractmethod
+    def partitions(self) -> list[tuple[str, int]]:
+        """Every (topic, partition) the engine holds a log for."""
+
+    async def close(self) -> None:
+        """Close every log."""
+
+
+def open_engine(url: str) -> StorageEngine:
+    """The engine for a storage URL: ``memory://``, or ``file:///path`` once the file engine lands."""
+    if url == "memory://" or url.startswith("memory:"):
+        from storage.memory import MemoryEngine
+
+        return MemoryEngine()
+    if url.startswith("file://"):
+        raise ValueError(f"storage URL {url!r}: the file engine is not available yet; use memory://")
+    raise ValueError(f"unknown storage URL {url!r}: expected memory:// or file:///path")
