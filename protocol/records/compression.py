@@ -1,0 +1,241 @@
+"""Compression codecs of the v2 record format: none, gzip, snappy, lz4 (frame) and zstd.
+
+`compress` writes what Kafka's Java client writes (gzip stream, xerial-framed snappy, LZ4 frame with
+independent blocks, zstd frame); `decompress` also accepts raw snappy and zstd frames without a
+content size, and never produces more than `max_size` bytes, so a small batch cannot expand into
+gigabytes (a "decompression bomb").
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Callable
+from enum import IntEnum
+from typing import Any
+
+import cramjam
+import lz4.frame
+import zstandard
+
+from protocol.records.errors import (
+    DecompressionBombError,
+    DecompressionError,
+    UnsupportedCompressionError,
+)
+from protocol.records.varint import Buffer
+
+# Enough for any batch a default-configured client sends, with room for very compressible data.
+DEFAULT_MAX_DECOMPRESSED_SIZE = 64 * 1024 * 1024
+
+
+class Compression(IntEnum):
+    """Codec ids stored in bits 0-2 of the batch attributes."""
+
+    NONE = 0
+    GZIP = 1
+    SNAPPY = 2
+    LZ4 = 3
+    ZSTD = 4
+
+
+def compress(codec: int, data: Buffer, level: int | None = None) -> bytes:
+    """Compress `data` with `codec`; `level` is the codec's own level (ignored by snappy)."""
+    return _codec(codec)[0](data, level)
+
+
+def decompress(codec: int, data: Buffer, max_size: int = DEFAULT_MAX_DECOMPRESSED_SIZE) -> bytes:
+    """Decompress `data`, raising `DecompressionBombError` if it would exceed `max_size` bytes."""
+    return _codec(codec)[1](data, max_size)
+
+
+def _codec(codec: int) -> tuple[Callable[[Buffer, int | None], bytes], Callable[[Buffer, int], bytes]]:
+    try:
+        return _CODECS[codec]
+    except KeyError:
+        raise UnsupportedCompressionError(f"unknown compression codec {codec}") from None
+
+
+# --- none ---------------------------------------------------------------------------------------------
+
+def _none_compress(data: Buffer, level: int | None) -> bytes:
+    return bytes(data)
+
+
+def _none_decompress(data: Buffer, max_size: int) -> bytes:
+    if len(data) > max_size:
+        raise DecompressionBombError("none", max_size)
+    return bytes(data)
+
+
+# --- gzip ---------------------------------------------------------------------------------------------
+
+_GZIP_WBITS = 16 + zlib.MAX_WBITS  # deflate inside a gzip header and trailer
+
+
+def _gzip_compress(data: Buffer, level: int | None) -> bytes:
+    return zlib.compress(data, zlib.Z_DEFAULT_COMPRESSION if level is None else level, _GZIP_WBITS)
+
+
+def _gzip_decompress(data: Buffer, max_size: int) -> bytes:
+    return _decompress_frames("gzip", lambda: zlib.decompressobj(_GZIP_WBITS), zlib.error, data, max_size)
+
+
+def _decompress_frames(
+    codec: str, new_decoder: Callable[[], Any], errors: type[Exception], data: Buffer, max_size: int
+) -> bytes:
+    """Drive a zlib-style decoder (decompress(data, max_length), eof, unused_data) over one or more
+    frames placed back to back: gzip members (Java's GZIPInputStream reads them all), LZ4 frames."""
+    out = bytearray()
+    rest: Buffer = data
+    while True:
+        decoder = new_decoder()
+        try:
+            # max_length caps this call's output, so a bomb stops one byte past the limit.
+            out += decoder.decompress(rest, max_length=max_size - len(out) + 1)
+        except errors as exc:
+            raise DecompressionError(f"invalid {codec} data: {exc}") from None
+        if len(out) > max_size:
+            raise DecompressionBombError(codec, max_size)
+        if not decoder.eof:
+            raise DecompressionError(f"{codec} data is truncated")
+        rest = decoder.unused_data
+        if not rest:
+            return bytes(out)
+
+
+# --- snappy -------------------------------------------------------------------------------------------
+
+# xerial snappy-java stream: magic, int32 version, int32 minimum compatible version, then chunks of
+# [int32 big-endian length][raw snappy block]. A raw snappy block cannot start with this magic: after
+# the length varint 0x82 0x53 comes 'N' (0x4E), a copy tag, which is invalid as a block's first element.
+_XERIAL_MAGIC = b"\x82SNAPPY\x00"
+_XERIAL_HEADER = struct.Struct(">8sii")
+_XERIAL_VERSION = 1
+_XERIAL_BLOCK_SIZE = 32 * 1024  # snappy-java's default block size
+_INT32 = struct.Struct(">i")
+
+
+def _snappy_compress(data: Buffer, level: int | None) -> bytes:
+    # xerial framing: the format Java producers write, so every Kafka consumer can read it.
+    view = memoryview(data)
+    out = bytearray(_XERIAL_HEADER.pack(_XERIAL_MAGIC, _XERIAL_VERSION, _XERIAL_VERSION))
+    for start in range(0, len(view), _XERIAL_BLOCK_SIZE):
+        block = cramjam.snappy.compress_raw(view[start : start + _XERIAL_BLOCK_SIZE])
+        out += _INT32.pack(len(block))
+        out += block
+    return bytes(out)
+
+
+def _snappy_decompress(data: Buffer, max_size: int) -> bytes:
+    if bytes(data[: len(_XERIAL_MAGIC)]) == _XERIAL_MAGIC:
+        return _xerial_decompress(memoryview(data), max_size)
+    return _raw_snappy_decompress(data, max_size)
+
+
+def _xerial_decompress(view: memoryview, max_size: int) -> bytes:
+    # The two version fields are not checked: some producers write them little-endian.
+    pos = _XERIAL_HEADER.size
+    if len(view) < pos:
+        raise DecompressionError("xerial snappy header is truncated")
+    parts: list[bytes] = []
+    total = 0
+    while pos < len(view):
+        if pos + _INT32.size > len(view):
+            raise DecompressionError(f"xerial snappy chunk length at {pos} is truncated")
+        (length,) = _INT32.unpack_from(view, pos)
+        pos += _INT32.size
+        if length < 0 or pos + length > len(view):
+            raise DecompressionError(f"xerial snappy chunk of {length} bytes at {pos} runs past the data")
+        chunk = view[pos : pos + length]
+        total += _snappy_length(chunk)
+        if total > max_size:
+            raise DecompressionBombError("snappy", max_size)
+        parts.append(_snappy_block(chunk))
+        pos += length
+    return b"".join(parts)
+
+
+def _raw_snappy_decompress(data: Buffer, max_size: int) -> bytes:
+    if _snappy_length(data) > max_size:
+        raise DecompressionBombError("snappy", max_size)
+    return _snappy_block(data)
+
+
+def _snappy_length(block: Buffer) -> int:
+    """The uncompressed length a raw block declares up front, read before allocating anything."""
+    try:
+        return cramjam.snappy.decompress_raw_len(block)
+    except cramjam.DecompressionError as exc:
+        raise DecompressionError(f"invalid snappy data: {exc}") from None
+
+
+def _snappy_block(block: Buffer) -> bytes:
+    try:
+        return bytes(cramjam.snappy.decompress_raw(block))
+    except cramjam.DecompressionError as exc:
+        raise DecompressionError(f"invalid snappy data: {exc}") from None
+
+
+# --- lz4 ----------------------------------------------------------------------------------------------
+
+def _lz4_compress(data: Buffer, level: int | None) -> bytes:
+    # Kafka's Java reader (KafkaLZ4BlockInputStream) supports only independent blocks.
+    return lz4.frame.compress(data, compression_level=level or 0, block_linked=False)
+
+
+def _lz4_decompress(data: Buffer, max_size: int) -> bytes:
+    return _decompress_frames("lz4", lz4.frame.LZ4FrameDecompressor, RuntimeError, data, max_size)
+
+
+# --- zstd ---------------------------------------------------------------------------------------------
+
+# One input byte regenerates at most this much: an RLE block is 4 bytes for up to 128 KiB.
+_ZSTD_MAX_RATIO = 32 * 1024
+_ZSTD_MIN_STEP = 64
+_ZSTD_DEFAULT_LEVEL = 3  # Kafka's default zstd level
+
+
+# zstandard's (de)compressor objects are not thread-safe, and making one costs microseconds: one per call.
+
+def _zstd_compress(data: Buffer, level: int | None) -> bytes:
+    return zstandard.ZstdCompressor(level=_ZSTD_DEFAULT_LEVEL if level is None else level).compress(data)
+
+
+def _zstd_decompress(data: Buffer, max_size: int) -> bytes:
+    # Java's zstd-jni streams frames without a content size, so the output size is unknown up front.
+    view = memoryview(data)
+    out = bytearray()
+    pos = _zstd_frame(view, 0, out, max_size)
+    while pos < len(view):  # frames may follow one another
+        pos = _zstd_frame(view, pos, out, max_size)
+    return bytes(out)
+
+
+def _zstd_frame(view: memoryview, pos: int, out: bytearray, max_size: int) -> int:
+    """Decode one frame starting at `pos` into `out`; return the position after it."""
+    decoder = zstandard.ZstdDecompressor().decompressobj()
+    # The decoder has no output cap, so feed it slices small enough that even an all-RLE slice
+    # cannot overshoot the remaining budget by more than the budget itself.
+    while pos < len(view):
+        step = max(_ZSTD_MIN_STEP, (max_size - len(out)) // _ZSTD_MAX_RATIO)
+        piece = view[pos : pos + step]
+        pos += len(piece)
+        try:
+            out += decoder.decompress(piece)
+        except zstandard.ZstdError as exc:
+            raise DecompressionError(f"invalid zstd data: {exc}") from None
+        if len(out) > max_size:
+            raise DecompressionBombError("zstd", max_size)
+        if decoder.eof:
+            return pos - len(decoder.unused_data)
+    raise DecompressionError("zstd frame is truncated")
+
+
+_CODECS: dict[int, tuple[Callable[[Buffer, int | None], bytes], Callable[[Buffer, int], bytes]]] = {
+    Compression.NONE: (_none_compress, _none_decompress),
+    Compression.GZIP: (_gzip_compress, _gzip_decompress),
+    Compression.SNAPPY: (_snappy_compress, _snappy_decompress),
+    Compression.LZ4: (_lz4_compress, _lz4_decompress),
+    Compression.ZSTD: (_zstd_compress, _zstd_decompress),
+}

@@ -1,0 +1,124 @@
+"""Records inside a v2 batch: the `Record` type, decoding them from a batch, encoding one record.
+
+Record layout: varint length, int8 attributes (unused), varlong timestamp delta, varint offset delta,
+nullable key, nullable value, varint header count, headers (string key, nullable value). Only features
+that need records (compaction, tests, internal topics) come here; the produce path never does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
+
+from protocol.records.batch import RecordBatch, TimestampType
+from protocol.records.compression import DEFAULT_MAX_DECOMPRESSED_SIZE, decompress
+from protocol.records.errors import CorruptRecordError
+from protocol.records.varint import (
+    Buffer,
+    read_nullable_bytes,
+    read_varint,
+    read_varlong,
+    write_nullable_bytes,
+    write_varint,
+    write_varlong,
+)
+
+Header = tuple[str, bytes | None]
+
+
+class Record(NamedTuple):
+    """One record with absolute offset and timestamp; decoded headers come back as a tuple."""
+
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[Header] = ()
+
+
+def iter_records(batch: RecordBatch, max_size: int = DEFAULT_MAX_DECOMPRESSED_SIZE) -> Iterator[Record]:
+    """Decode the records of `batch`, decompressing first (output capped at `max_size` bytes).
+
+    Under LogAppendTime every record carries the batch's max timestamp, as Kafka reports it.
+    """
+    count = batch.record_count
+    if count < 0:
+        raise CorruptRecordError(f"record batch declares a negative record count {count}")
+    if count == 0:
+        return
+    payload = batch.records_payload
+    if batch.compression:
+        payload = memoryview(decompress(batch.compression, payload, max_size))
+    base_offset = batch.base_offset
+    base_timestamp = batch.base_timestamp
+    log_append_time = batch.max_timestamp if batch.timestamp_type == TimestampType.LOG_APPEND_TIME else None
+    pos = 0
+    for _ in range(count):
+        record, pos = decode_record(payload, pos, base_offset, base_timestamp, log_append_time)
+        yield record
+    if pos != len(payload):
+        raise CorruptRecordError(f"{len(payload) - pos} bytes follow the {count} records the batch declares")
+
+
+def decode_record(
+    payload: memoryview, pos: int, base_offset: int, base_timestamp: int, log_append_time: int | None
+) -> tuple[Record, int]:
+    """Decode the record at `pos` in an uncompressed records payload; return it and the next position."""
+    length, pos = read_varint(payload, pos)
+    end = pos + length
+    if length < 1 or end > len(payload):
+        raise CorruptRecordError(f"record length {length} at position {pos} is invalid for the batch")
+    # Reads within the slice fail at its end, so a record cannot borrow bytes from the next one.
+    body = payload[pos:end]
+    timestamp_delta, p = read_varlong(body, 1)  # byte 0 holds the unused record attributes
+    offset_delta, p = read_varint(body, p)
+    key, p = read_nullable_bytes(body, p)
+    value, p = read_nullable_bytes(body, p)
+    headers, p = _decode_headers(body, p)
+    if p != length:
+        raise CorruptRecordError(f"record at position {pos} declares {length} bytes but holds {p}")
+    timestamp = base_timestamp + timestamp_delta if log_append_time is None else log_append_time
+    return Record(base_offset + offset_delta, timestamp, key, value, headers), end
+
+
+def _decode_headers(body: memoryview, p: int) -> tuple[tuple[Header, ...], int]:
+    count, p = read_varint(body, p)
+    if count < 0:
+        raise CorruptRecordError(f"invalid negative header count {count}")
+    headers = []
+    for _ in range(count):  # no preallocation: a lying count runs out of bytes instead
+        key, p = read_nullable_bytes(body, p)
+        if key is None:
+            raise CorruptRecordError("record header key is null")
+        value, p = read_nullable_bytes(body, p)
+        headers.append((_utf8(key), value))
+    return tuple(headers), p
+
+
+def _utf8(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorruptRecordError(f"record header key is not valid UTF-8: {exc}") from None
+
+
+def encode_record(
+    out: bytearray,
+    offset_delta: int,
+    timestamp_delta: int,
+    key: Buffer | None,
+    value: Buffer | None,
+    headers: Sequence[Header] = (),
+) -> None:
+    """Append one record, length-prefixed, to `out`."""
+    body = bytearray(b"\x00")  # attributes: no record-level attribute is defined
+    write_varlong(body, timestamp_delta)
+    write_varint(body, offset_delta)
+    write_nullable_bytes(body, key)
+    write_nullable_bytes(body, value)
+    write_varint(body, len(headers))
+    for header_key, header_value in headers:
+        write_nullable_bytes(body, header_key.encode("utf-8"))
+        write_nullable_bytes(body, header_value)
+    write_varint(out, len(body))
+    out += body
