@@ -13,12 +13,14 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from protocol import codec, messages as m  # noqa: E402
+from protocol import codec
+from protocol import messages as m
 
 MIB = 1024 * 1024
 

@@ -1,0 +1,136 @@
+"""The ``moldau`` command line: ``moldau --version`` and ``moldau serve``, a thin shell around ``Broker``.
+
+Exit codes: 0 after a clean stop (SIGINT/SIGTERM), 2 for bad usage, bad settings or an unusable data
+directory, 1 when the listen address cannot be bound. Errors are one line on stderr, never a traceback.
+Imports beyond argparse happen inside ``serve`` so ``--version`` and ``--help`` stay instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from broker import __version__
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+
+_LEVELS = ("debug", "info", "warning", "error")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="moldau", description="Moldau: a Kafka-wire-compatible broker in Python.")
+    parser.add_argument("--version", action="version", version=f"moldau {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve", help="run a broker", description="Run a broker until SIGINT or SIGTERM.",
+        epilog="Settings use Kafka's names (num.partitions, socket.request.max.bytes, ...). Precedence, "
+               "lowest first: defaults, --config FILE, MOLDAU_<NAME> environment variables (dots as "
+               "underscores, e.g. MOLDAU_NUM_PARTITIONS), --set, then the dedicated flags.")
+    serve.add_argument("--listen", metavar="HOST:PORT",
+                       help="address to listen on (default localhost:9092; port 0 picks a free port)")
+    serve.add_argument("--advertised", metavar="HOST:PORT",
+                       help="address given to clients (default: the listen host and bound port; the "
+                            "machine's hostname when listening on 0.0.0.0)")
+    serve.add_argument("--data-dir", metavar="PATH",
+                       help="data directory (default $XDG_DATA_HOME/moldau or ~/.local/share/moldau)")
+    serve.add_argument("--memory", action="store_true",
+                       help="keep everything in memory; nothing is written to disk")
+    serve.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
+                       help="set a broker setting by its Kafka name (repeatable)")
+    serve.add_argument("--config", metavar="FILE", help="a Kafka-style .properties file")
+    serve.add_argument("--log-level", choices=_LEVELS, default="info", help="(default info)")
+    serve.add_argument("--log-format", choices=("console", "json"), default=None,
+                       help="(default console when stderr is a terminal, json otherwise)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    if args.command == "serve":
+        return _serve(args)
+    raise AssertionError(args.command)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"moldau: error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def config_from_args(args: argparse.Namespace, environ: Any = None) -> Any:
+    """The BrokerConfig the ``serve`` flags describe (raises ConfigError)."""
+    from broker.config import MEMORY_STORAGE_URL, load_config, parse_assignments
+
+    overrides: dict[str, Any] = parse_assignments(args.settings)
+    if args.listen is not None:
+        overrides["listeners"] = args.listen
+    if args.advertised is not None:
+        overrides["advertised.listeners"] = args.advertised
+    if args.data_dir is not None:
+        overrides["log.dirs"] = args.data_dir
+    if args.memory:
+        overrides["storage.url"] = MEMORY_STORAGE_URL
+    return load_config(config_file=args.config, environ=os.environ if environ is None else environ,
+                       overrides=overrides)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from broker.config import ConfigError
+
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+
+    from broker.log import configure_logging
+
+    configure_logging(args.log_level, args.log_format)
+
+    import asyncio
+
+    try:
+        return asyncio.run(_run(config))
+    except KeyboardInterrupt:
+        # SIGINT before the signal handlers were installed: nothing was started yet.
+        return EXIT_OK
+
+
+async def _run(config: Any) -> int:
+    import asyncio
+    import signal
+
+    import structlog
+
+    from broker.config import ConfigError, format_address
+    from broker.server import Broker
+
+    log = structlog.get_logger()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+    broker = Broker(config)
+    try:
+        await broker.start()
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except OSError as exc:
+        where = format_address(config.listen_host, config.listen_port)
+        return _fail(f"cannot listen on {where}: {exc.strerror or exc}", EXIT_RUNTIME)
+    try:
+        await stop.wait()
+        log.info("stopping", reason="signal")
+    finally:
+        await broker.stop()
+    return EXIT_OK

@@ -1,0 +1,477 @@
+"""Broker configuration: the settings registry (Kafka names, types, defaults, docs), the typed
+``BrokerConfig`` built from layered sources, and the data directory's ``meta.properties``.
+
+Sources, lowest precedence first: registry defaults, a Kafka-style ``.properties`` file, environment
+variables ``MOLDAU_<NAME>`` (dots as underscores, upper case), and command-line ``--set NAME=VALUE``.
+The registry (``SETTINGS``) is derived from the ``BrokerConfig`` fields, so a setting is declared once and
+DescribeConfigs can list every setting with its doc, default and where its value came from.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import difflib
+import os
+import socket
+import tempfile
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "MOLDAU_"
+MEMORY_STORAGE_URL = "memory://"
+META_PROPERTIES = "meta.properties"
+
+# Where a value came from, named like DescribeConfigs' ConfigSource so that API can report it directly.
+SOURCE_DEFAULT = "DEFAULT_CONFIG"
+SOURCE_STATIC = "STATIC_BROKER_CONFIG"
+
+
+class ConfigError(ValueError):
+    """A setting the user gave is unknown, malformed or inconsistent; the message says which and why."""
+
+
+class DataDirError(ConfigError):
+    """The data directory cannot be created, read or written, or its meta.properties disagrees."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One broker setting as the registry describes it."""
+
+    name: str
+    type: type
+    default: Any
+    doc: str
+    synonyms: tuple[str, ...] = ()
+    minimum: int | None = None
+    attr: str = ""
+
+    @property
+    def env_name(self) -> str:
+        return ENV_PREFIX + self.name.replace(".", "_").upper()
+
+
+def _setting(name: str, default: Any, doc: str, *, synonyms: tuple[str, ...] = (),
+             minimum: int | None = None) -> Any:
+    return field(default=default, metadata={"setting": (name, doc, synonyms, minimum)})
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """Typed broker settings. Attribute names are the Kafka names with dots as underscores."""
+
+    listeners: str = _setting(
+        "listeners", "PLAINTEXT://localhost:9092",
+        "The address to listen on, as HOST:PORT or PLAINTEXT://HOST:PORT. Port 0 picks a free port; "
+        "host 0.0.0.0 or empty listens on every interface. One listener only.")
+    advertised_listeners: str | None = _setting(
+        "advertised.listeners", None,
+        "The address given to clients in Metadata, as HOST:PORT or PLAINTEXT://HOST:PORT. "
+        "Default: the listen host (the machine's hostname for a wildcard host) and the bound port.")
+    node_id: int = _setting("node.id", 1, "This broker's node id.", synonyms=("broker.id",), minimum=0)
+    broker_rack: str | None = _setting("broker.rack", None, "The rack of this broker, reported in Metadata.")
+    log_dirs: str | None = _setting(
+        "log.dirs", None,
+        "The data directory (one). Default: $XDG_DATA_HOME/moldau, else ~/.local/share/moldau.",
+        synonyms=("log.dir",))
+    storage_url: str | None = _setting(
+        "storage.url", None,
+        "Partition storage engine: memory:// (nothing is written to disk) or file:///PATH. "
+        "Default: file:// in the data directory.")
+    socket_request_max_bytes: int = _setting(
+        "socket.request.max.bytes", 104857600,
+        "The largest request frame accepted; a larger size prefix closes the connection.", minimum=1)
+    queued_max_requests: int = _setting(
+        "queued.max.requests", 500,
+        "Requests in flight on one connection before the broker stops reading from it.", minimum=1)
+    connections_max_idle_ms: int = _setting(
+        "connections.max.idle.ms", 600000,
+        "Close connections idle for this long. Negative: never.")
+    auto_create_topics_enable: bool = _setting(
+        "auto.create.topics.enable", True, "Create a topic when Metadata names one that does not exist.")
+    num_partitions: int = _setting(
+        "num.partitions", 1, "Partition count of auto-created topics.", minimum=1)
+    message_max_bytes: int = _setting(
+        "message.max.bytes", 1048588, "The largest record batch accepted.", minimum=0)
+    group_initial_rebalance_delay_ms: int = _setting(
+        "group.initial.rebalance.delay.ms", 3000,
+        "How long the coordinator waits for more members before the first rebalance of an empty group.",
+        minimum=0)
+
+    # Not settings: where each setting's value came from (for DescribeConfigs' ConfigSource).
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Validates listeners and storage.url up front so a bad value fails at load, not at start().
+        parse_listener(self.listeners, "listeners")
+        if self.advertised_listeners is not None:
+            host, port = parse_listener(self.advertised_listeners, "advertised.listeners")
+            if not host or port == 0:
+                raise ConfigError(
+                    f"setting 'advertised.listeners' needs a host and a non-zero port, "
+                    f"got {self.advertised_listeners!r}")
+        if self.storage_url is not None:
+            storage_path = _storage_path(self.storage_url)
+            if storage_path is not None and self.log_dirs and Path(self.log_dirs).expanduser() != storage_path:
+                raise ConfigError(f"settings 'log.dirs' ({self.log_dirs}) and 'storage.url' ({self.storage_url}) "
+                                  f"name different directories; give one of them")
+        if "," in (self.log_dirs or ""):
+            raise ConfigError(f"setting 'log.dirs' takes one directory, got {self.log_dirs!r}")
+
+    # ------------------------------------------------------------ derived values
+
+    @property
+    def listen_host(self) -> str:
+        return parse_listener(self.listeners, "listeners")[0]
+
+    @property
+    def listen_port(self) -> int:
+        return parse_listener(self.listeners, "listeners")[1]
+
+    @property
+    def in_memory(self) -> bool:
+        return self.storage_url == MEMORY_STORAGE_URL
+
+    @property
+    def data_dir(self) -> Path | None:
+        """The directory holding meta.properties and file storage; None for in-memory storage."""
+        if self.in_memory:
+            return None
+        if self.log_dirs:
+            return Path(self.log_dirs).expanduser()
+        if self.storage_url is not None:
+            return _storage_path(self.storage_url)
+        return default_data_dir()
+
+    @property
+    def effective_storage_url(self) -> str:
+        if self.storage_url is not None:
+            return self.storage_url
+        data_dir = self.data_dir
+        assert data_dir is not None
+        return data_dir.absolute().as_uri()
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any] | None = None, /, **kwargs: Any) -> BrokerConfig:
+        """Build from Kafka names (``{"num.partitions": 3}``) and/or attribute names (``num_partitions=3``),
+        with the same checks as every other source."""
+        merged: dict[str, Any] = dict(settings or {})
+        merged.update({_BY_ATTR[k].name if k in _BY_ATTR else k: v for k, v in kwargs.items()})
+        return build_config([("code", merged)])
+
+    def get(self, name: str) -> Any:
+        """The value of a setting by its Kafka name (or a synonym)."""
+        return getattr(self, _lookup(name, "get()").attr)
+
+    def describe(self) -> list[tuple[Setting, Any, str]]:
+        """(setting, value, source) for every setting, in registry order."""
+        return [(s, getattr(self, s.attr), self.sources.get(s.name, SOURCE_DEFAULT)) for s in SETTINGS]
+
+
+def _build_registry() -> tuple[Setting, ...]:
+    settings = []
+    for f in dataclasses.fields(BrokerConfig):
+        if "setting" not in f.metadata:
+            continue
+        name, doc, synonyms, minimum = f.metadata["setting"]
+        # Annotations are strings (postponed evaluation); the registry needs the runtime type.
+        base = {"int": int, "bool": bool}.get(str(f.type).split(" ")[0], str)
+        settings.append(Setting(name, base, f.default, doc, synonyms, minimum, f.name))
+    return tuple(settings)
+
+
+SETTINGS: tuple[Setting, ...] = _build_registry()
+_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+_BY_NAME.update({syn: s for s in SETTINGS for syn in s.synonyms})
+_BY_ATTR: dict[str, Setting] = {s.attr: s for s in SETTINGS}
+_BY_ENV: dict[str, Setting] = {s.env_name: s for s in SETTINGS}
+_BY_ENV.update({ENV_PREFIX + syn.replace(".", "_").upper(): s for s in SETTINGS for syn in s.synonyms})
+
+
+def setting(name: str) -> Setting:
+    """The registry entry of a setting by its Kafka name or synonym; ConfigError if unknown."""
+    return _lookup(name, "lookup")
+
+
+def _lookup(name: str, source: str) -> Setting:
+    s = _BY_NAME.get(name)
+    if s is None:
+        raise ConfigError(f"unknown setting {name!r} (from {source})" + _suggest(name, _BY_NAME))
+    return s
+
+
+def _suggest(name: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+# ---------------------------------------------------------------- value parsing
+
+_TRUE = {"true"}
+_FALSE = {"false"}
+
+
+def _convert(s: Setting, value: Any, source: str) -> Any:
+    """Type-check one value; strings (files, env, command line) are parsed like Kafka does."""
+    where = f"setting {s.name!r} (from {source})"
+    if value is None:
+        if s.default is None:
+            return None
+        raise ConfigError(f"{where} cannot be empty")
+    if s.type is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ConfigError(f"{where} expects true or false, got {value!r}")
+    if s.type is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            result = value
+        elif isinstance(value, str):
+            try:
+                result = int(value.strip(), 10)
+            except ValueError:
+                raise ConfigError(f"{where} expects an integer, got {value!r}") from None
+        else:
+            raise ConfigError(f"{where} expects an integer, got {value!r}")
+        if s.minimum is not None and result < s.minimum:
+            raise ConfigError(f"{where} must be at least {s.minimum}, got {result}")
+        return result
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} expects a string, got {value!r}")
+    value = value.strip()
+    if not value and s.default is None:
+        return None
+    return value
+
+
+def parse_listener(value: str, name: str = "listeners") -> tuple[str, int]:
+    """Split ``[PLAINTEXT://]HOST:PORT`` (IPv6 hosts in brackets) into host and port."""
+    text = value.strip()
+    if "://" in text:
+        scheme, _, text = text.partition("://")
+        if scheme.upper() != "PLAINTEXT":
+            raise ConfigError(f"setting {name!r}: only PLAINTEXT listeners are supported, got {value!r}")
+    if "," in text:
+        raise ConfigError(f"setting {name!r}: one listener only, got {value!r}")
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        raise ConfigError(f"setting {name!r} expects HOST:PORT, got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        port = int(port_text, 10)
+    except ValueError:
+        raise ConfigError(f"setting {name!r} expects HOST:PORT with a numeric port, got {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"setting {name!r}: port must be 0-65535, got {port}")
+    return host, port
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _storage_path(url: str) -> Path | None:
+    if url == MEMORY_STORAGE_URL:
+        return None
+    if url.startswith("file://"):
+        path = url[len("file://"):]
+        if path.startswith("/"):
+            return Path(path)
+    raise ConfigError(f"setting 'storage.url' expects memory:// or file:///ABSOLUTE/PATH, got {url!r}")
+
+
+def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "moldau"
+
+
+# ---------------------------------------------------------------- sources
+
+def parse_properties(text: str, source: str = "properties") -> dict[str, str]:
+    """Parse Java .properties text: ``name=value`` or ``name: value``, ``#``/``!`` comments,
+    backslash line continuations, whitespace trimmed. Errors name the source and line."""
+    result: dict[str, str] = {}
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        lineno = i + 1
+        line = lines[i].strip()
+        i += 1
+        if not line or line[0] in "#!":
+            continue
+        # An odd number of trailing backslashes continues the logical line on the next one.
+        while (len(line) - len(line.rstrip("\\"))) % 2 == 1 and i < len(lines):
+            line = line[:-1] + lines[i].strip()
+            i += 1
+        cut = [p for p in (line.find("="), line.find(":")) if p >= 0]
+        if not cut:
+            raise ConfigError(f"{source} line {lineno}: expected name=value, got {line!r}")
+        pos = min(cut)
+        name, value = line[:pos].strip(), line[pos + 1:].strip()
+        if not name:
+            raise ConfigError(f"{source} line {lineno}: missing setting name in {line!r}")
+        result[name] = value
+    return result
+
+
+def read_properties_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8: {exc}") from None
+    return parse_properties(text, f"config file {str(path)!r}")
+
+
+def settings_from_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """``MOLDAU_*`` variables as setting names; an unknown ``MOLDAU_*`` name is an error."""
+    result: dict[str, str] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        s = _BY_ENV.get(key)
+        if s is None:
+            raise ConfigError(f"unknown setting in environment variable {key!r}" + _suggest(key, _BY_ENV))
+        result[s.name if key == s.env_name else _env_synonym(key, s)] = value
+    return result
+
+
+def _env_synonym(key: str, s: Setting) -> str:
+    return next(syn for syn in s.synonyms if ENV_PREFIX + syn.replace(".", "_").upper() == key)
+
+
+def parse_assignments(items: Iterable[str], source: str = "--set") -> dict[str, str]:
+    """``NAME=VALUE`` strings (as given to ``--set``) into a dict, in order; the last one wins."""
+    result: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"{source} expects NAME=VALUE, got {item!r}")
+        result[name.strip()] = value.strip()
+    return result
+
+
+Layer = tuple[str, Mapping[str, Any]]
+
+
+def build_config(layers: Iterable[Layer]) -> BrokerConfig:
+    """Merge ``(source label, {name: value})`` layers, lowest precedence first, into a BrokerConfig.
+
+    Every name is checked against the registry (synonyms map to their setting) and every value is
+    type-checked, with errors naming the setting and the source it came from.
+    """
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for label, mapping in layers:
+        seen: dict[str, str] = {}
+        for name, raw in mapping.items():
+            s = _lookup(name, label)
+            if s.name in seen and seen[s.name] != name:
+                raise ConfigError(
+                    f"{label} sets both {seen[s.name]!r} and its synonym {name!r}; give only one")
+            seen[s.name] = name
+            values[s.attr] = _convert(s, raw, label)
+            sources[s.name] = SOURCE_STATIC
+    return BrokerConfig(**values, sources=sources)
+
+
+def load_config(*, config_file: str | os.PathLike[str] | None = None,
+                environ: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> BrokerConfig:
+    """Defaults < ``config_file`` < ``MOLDAU_*`` environment < ``overrides`` (command line)."""
+    layers: list[Layer] = []
+    if config_file is not None:
+        layers.append((f"config file {str(config_file)!r}", read_properties_file(config_file)))
+    layers.append(("environment", settings_from_env(os.environ if environ is None else environ)))
+    if overrides:
+        layers.append(("command line", overrides))
+    return build_config(layers)
+
+
+# ---------------------------------------------------------------- data dir and meta.properties
+
+@dataclass(frozen=True)
+class MetaProperties:
+    """What Kafka keeps in each log dir's meta.properties: the cluster id and this node's id."""
+
+    cluster_id: str
+    node_id: int
+
+
+def generate_cluster_id() -> str:
+    """A random cluster id in Kafka's format: a UUID as unpadded URL-safe base64 (22 characters)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+
+
+def prepare_data_dir(path: Path, node_id: int) -> MetaProperties:
+    """Create the data directory if needed, check it is writable, and read or create meta.properties.
+
+    The cluster id is generated once and persisted, so a restarted broker keeps its identity.
+    """
+    where = str(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataDirError(f"cannot create data directory {where!r}: {exc.strerror or exc}") from None
+    if not path.is_dir():
+        raise DataDirError(f"data directory {where!r} is not a directory")
+    try:
+        # os.access is no help when running as root or on read-only mounts; a real write is.
+        fd, probe = tempfile.mkstemp(prefix=".moldau-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise DataDirError(f"data directory {where!r} is not writable: {exc.strerror or exc}") from None
+
+    meta_path = path / META_PROPERTIES
+    if meta_path.exists():
+        try:
+            props = parse_properties(meta_path.read_text(encoding="utf-8"), f"{str(meta_path)!r}")
+        except (OSError, UnicodeDecodeError, ConfigError) as exc:
+            raise DataDirError(f"cannot read {str(meta_path)!r}: {exc}") from None
+        cluster_id = props.get("cluster.id", "")
+        stored_node = props.get("node.id", props.get("broker.id", ""))
+        if not cluster_id or not stored_node.lstrip("-").isdigit():
+            raise DataDirError(f"{str(meta_path)!r} lacks a valid cluster.id and node.id")
+        if int(stored_node) != node_id:
+            raise DataDirError(
+                f"{str(meta_path)!r} belongs to node.id {stored_node}, but this broker has node.id "
+                f"{node_id}; use that node.id or another data directory")
+        return MetaProperties(cluster_id, node_id)
+
+    meta = MetaProperties(generate_cluster_id(), node_id)
+    text = (f"#Written by Moldau\nversion=1\ncluster.id={meta.cluster_id}\nnode.id={meta.node_id}\n")
+    tmp = meta_path.with_name(META_PROPERTIES + ".tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, meta_path)
+        _fsync_dir(path)
+    except OSError as exc:
+        raise DataDirError(f"cannot write {str(meta_path)!r}: {exc.strerror or exc}") from None
+    return meta
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def advertised_host_for(listen_host: str) -> str:
+    """The host to advertise when none is configured: the listen host, or the hostname for a wildcard."""
+    if listen_host in ("", "0.0.0.0", "::"):
+        return socket.gethostname()
+    return listen_host

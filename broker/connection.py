@@ -1,0 +1,305 @@
+"""One client connection: frames in, dispatch to handlers, responses out in request order.
+
+Requests on a connection may be handled concurrently (handlers may be async), but responses are
+written strictly in request order, which Kafka clients rely on: each request gets a slot in a FIFO and
+only completed slots at its head are written. A handler returning None sends nothing (acks=0 Produce)
+and its slot is simply skipped.
+
+Backpressure: reading pauses while ``queued.max.requests`` requests are in flight or the transport's
+write buffer is full, and resumes when both drain.
+
+Bad input closes the connection, never the broker, as Kafka does: an unacceptable frame size, a header
+or body that does not decode, an unknown API key, or an unsupported version of a known API. The one
+exception is an unsupported ApiVersions version, which gets a v0-format UNSUPPORTED_VERSION answer
+listing the served ranges, so the client can retry on the same connection (KIP-511).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from broker.config import format_address
+from broker.handlers import API_VERSIONS, ConnectionInfo, RequestContext
+from protocol import codec
+from protocol.framing import FrameDecoder, FrameSizeError
+
+if TYPE_CHECKING:
+    from broker.server import Broker
+
+log = structlog.get_logger()
+
+
+class _Slot:
+    """A request's place in the response order."""
+
+    __slots__ = ("api_key", "api_version", "correlation_id", "done", "response", "task")
+
+    def __init__(self, api_key: int, api_version: int, correlation_id: int) -> None:
+        self.api_key = api_key
+        self.api_version = api_version
+        self.correlation_id = correlation_id
+        self.done = False
+        self.response: Any = None
+        self.task: asyncio.Future[Any] | None = None
+
+
+class Connection(asyncio.Protocol):
+    """The asyncio protocol for one accepted client socket."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        config = broker.config
+        self._max_in_flight = config.queued_max_requests
+        self._idle_s = config.connections_max_idle_ms / 1000 if config.connections_max_idle_ms >= 0 else None
+        self._decoder = FrameDecoder(config.socket_request_max_bytes)
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._pending: deque[_Slot] = deque()
+        self._backlog: deque[bytes] = deque()
+        self._reading_paused = False
+        self._writing_paused = False
+        self._pumping = False
+        self._closing = False
+        self._close_reason = "peer closed"
+        self._last_active = self._loop.time()
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self.info = ConnectionInfo(peer="?")
+        self.closed: asyncio.Future[None] = self._loop.create_future()
+
+    # ------------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        self.info.peer = format_address(str(peer[0]), int(peer[1])) if peer else "?"
+        self._broker._connection_opened(self)
+        log.debug("connection.opened", peer=self.info.peer)
+        self._arm_idle_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None and not self._closing:
+            self._close_reason = f"socket error: {exc}"
+        self._closing = True
+        self._cancel_pending()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        self._broker._connection_closed(self)
+        log.debug("connection.closed", peer=self.info.peer, reason=self._close_reason)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self._last_active = self._loop.time()
+        try:
+            frames = self._decoder.feed(data)
+        except FrameSizeError as exc:
+            log.warning("request.frame_size_rejected", peer=self.info.peer, size=exc.size,
+                        max_size=exc.max_size, reason=str(exc))
+            self.close(f"frame size {exc.size} rejected")
+            return
+        if frames:
+            self._backlog.extend(frames)
+            self._pump()
+
+    def eof_received(self) -> bool:
+        self._close_reason = "peer closed"
+        return False
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._pump()
+
+    # ------------------------------------------------------------ public
+
+    def close(self, reason: str) -> None:
+        """Close the connection, dropping requests still in flight (their responses are never sent)."""
+        if self._closing:
+            return
+        self._closing = True
+        self._close_reason = reason
+        self._cancel_pending()
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        """Close at once, discarding unsent output (a broker stop that cannot wait for a slow reader)."""
+        self._closing = True
+        if self._transport is not None:
+            self._transport.abort()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    # ------------------------------------------------------------ dispatch
+
+    def _pump(self) -> None:
+        """Dispatch queued frames while under the in-flight limit and write finished responses."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            self._flush()
+            while self._backlog and not self._closing and not self._writing_paused \
+                    and len(self._pending) < self._max_in_flight:
+                self._dispatch(self._backlog.popleft())
+                self._flush()
+        except Exception:
+            # A bug in dispatch must cost this connection only.
+            log.exception("connection.internal_error", peer=self.info.peer)
+            self.close("internal error")
+        finally:
+            self._pumping = False
+        self._update_reading()
+
+    def _dispatch(self, frame: bytes) -> None:
+        peer = self.info.peer
+        try:
+            header, offset = codec.decode_request_header(frame)
+        except codec.DecodeError as exc:
+            log.warning("request.malformed_header", peer=peer, api_key=exc.api_key, api_version=exc.api_version,
+                        correlation_id=exc.correlation_id, size=len(frame), reason=str(exc))
+            self.close("malformed request header")
+            return
+        api_key = header.request_api_key
+        version = header.request_api_version
+        corr = header.correlation_id
+        entry = self._broker.registry.lookup(api_key)
+        if entry is None:
+            log.warning("request.unknown_api_key", peer=peer, api_key=api_key, api_version=version,
+                        correlation_id=corr, client_id=header.client_id, api_name=codec.api_name(api_key))
+            self.close(f"unknown api key {api_key}")
+            return
+        if not entry.supports(version):
+            if api_key == API_VERSIONS:
+                # KIP-511: answer in v0 format so any client can read the error and our ranges.
+                from broker.handlers.api_versions import unsupported_version_response
+
+                log.debug("request.api_versions_unsupported_version", peer=peer, api_version=version,
+                          correlation_id=corr, client_id=header.client_id)
+                slot = _Slot(api_key, 0, corr)
+                slot.done = True
+                slot.response = unsupported_version_response(self._broker.registry)
+                self._pending.append(slot)
+                return
+            log.warning("request.unsupported_version", peer=peer, api_key=api_key,
+                        api_name=codec.api_name(api_key), api_version=version, correlation_id=corr,
+                        client_id=header.client_id, min_version=entry.min_version,
+                        max_version=entry.max_version)
+            self.close(f"unsupported version {version} of api key {api_key}")
+            return
+        try:
+            body = codec.decode_request_body(api_key, version, frame, offset, corr)
+        except codec.DecodeError as exc:
+            log.warning("request.malformed_body", peer=peer, api_key=api_key, api_name=codec.api_name(api_key),
+                        api_version=version, correlation_id=corr, client_id=header.client_id,
+                        size=len(frame), reason=str(exc))
+            self.close("malformed request body")
+            return
+
+        slot = _Slot(api_key, version, corr)
+        self._pending.append(slot)
+        ctx = RequestContext(self._broker, self.info, version)
+        try:
+            result = entry.handler(header, body, ctx)
+        except Exception:  # noqa: BLE001 - logged with traceback; a handler bug costs only this connection
+            self._handler_failed(slot, None)
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            slot.task = task
+            task.add_done_callback(lambda t, s=slot: self._handler_done(s, t))
+        else:
+            slot.done = True
+            slot.response = result
+
+    def _handler_done(self, slot: _Slot, task: asyncio.Future[Any]) -> None:
+        if task.cancelled() or self._closing:
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._handler_failed(slot, exc)
+            return
+        slot.done = True
+        slot.response = task.result()
+        self._pump()
+
+    def _handler_failed(self, slot: _Slot, exc: BaseException | None) -> None:
+        log.error("handler.failed", peer=self.info.peer, api_key=slot.api_key,
+                  api_name=codec.api_name(slot.api_key), api_version=slot.api_version,
+                  correlation_id=slot.correlation_id, exc_info=exc if exc is not None else True)
+        self.close("handler failed")
+
+    def _flush(self) -> None:
+        """Write the responses at the head of the FIFO that are ready, in order."""
+        pending = self._pending
+        transport = self._transport
+        wrote = False
+        while pending and pending[0].done and not self._closing:
+            slot = pending.popleft()
+            if slot.response is None:
+                continue
+            try:
+                parts = codec.encode_response(slot.api_key, slot.api_version, slot.correlation_id, slot.response)
+            except Exception:
+                log.exception("response.encode_failed", peer=self.info.peer, api_key=slot.api_key,
+                              api_name=codec.api_name(slot.api_key), api_version=slot.api_version,
+                              correlation_id=slot.correlation_id)
+                self.close("response encoding failed")
+                return
+            assert transport is not None
+            transport.writelines(parts)
+            wrote = True
+        if wrote:
+            self._last_active = self._loop.time()
+
+    def _update_reading(self) -> None:
+        transport = self._transport
+        if transport is None or self._closing:
+            return
+        should_pause = self._writing_paused or bool(self._backlog) or len(self._pending) >= self._max_in_flight
+        if should_pause and not self._reading_paused:
+            self._reading_paused = True
+            transport.pause_reading()
+        elif not should_pause and self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+
+    def _cancel_pending(self) -> None:
+        for slot in self._pending:
+            if slot.task is not None and not slot.task.done():
+                slot.task.cancel()
+        self._pending.clear()
+        self._backlog.clear()
+
+    # ------------------------------------------------------------ idle timeout
+
+    def _arm_idle_timer(self) -> None:
+        if self._idle_s is not None:
+            self._idle_timer = self._loop.call_at(self._last_active + self._idle_s, self._check_idle)
+
+    def _check_idle(self) -> None:
+        if self._closing:
+            return
+        now = self._loop.time()
+        if self._pending:
+            # A request still being handled (a long-poll Fetch, say) is activity, not idleness.
+            self._last_active = now
+        if now - self._last_active >= self._idle_s:  # type: ignore[operator]
+            log.info("connection.idle_timeout", peer=self.info.peer,
+                     idle_ms=self._broker.config.connections_max_idle_ms)
+            self.close("idle timeout")
+            return
+        self._arm_idle_timer()

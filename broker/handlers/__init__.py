@@ -1,0 +1,125 @@
+"""One module per Kafka API family; the registry here is the single source of truth for ApiVersions.
+
+A handler is called as ``handler(header, body, ctx)`` with the decoded request header and body and a
+``RequestContext``; it returns a response body object, ``None`` for "send no response" (acks=0
+Produce), or an awaitable of either. Handlers never touch sockets.
+
+Handlers are registered by reference (``"broker.handlers.metadata:handle"``) and imported on first
+use, so building the registry and answering ApiVersions imports no handler module.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from broker.server import Broker
+
+Handler = Callable[[Any, Any, "RequestContext"], Any | Awaitable[Any] | None]
+
+API_VERSIONS = 18
+METADATA = 3
+
+
+@dataclass
+class ConnectionInfo:
+    """What a handler may know about the connection a request came on."""
+
+    peer: str
+    client_software_name: str | None = None
+    client_software_version: str | None = None
+
+
+@dataclass
+class RequestContext:
+    """The broker state and connection a request belongs to, handed to every handler."""
+
+    broker: Broker
+    connection: ConnectionInfo
+    api_version: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def registry(self) -> HandlerRegistry:
+        return self.broker.registry
+
+
+class ApiEntry:
+    """One served API: its version range and its handler (imported on first call)."""
+
+    __slots__ = ("_handler", "_ref", "api_key", "max_version", "min_version")
+
+    def __init__(self, api_key: int, min_version: int, max_version: int, handler: Handler | str) -> None:
+        if not 0 <= min_version <= max_version:
+            raise ValueError(f"api {api_key}: bad version range {min_version}-{max_version}")
+        self.api_key = api_key
+        self.min_version = min_version
+        self.max_version = max_version
+        self._handler: Handler | None = None if isinstance(handler, str) else handler
+        self._ref = handler if isinstance(handler, str) else ""
+
+    def supports(self, version: int) -> bool:
+        return self.min_version <= version <= self.max_version
+
+    @property
+    def handler(self) -> Handler:
+        if self._handler is None:
+            module, _, attr = self._ref.partition(":")
+            self._handler = getattr(importlib.import_module(module), attr)
+        return self._handler
+
+    def __repr__(self) -> str:
+        return f"ApiEntry({self.api_key}, {self.min_version}-{self.max_version}, {self._ref or self._handler!r})"
+
+
+class HandlerRegistry:
+    """Served API keys, their version ranges and handlers."""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, ApiEntry] = {}
+
+    def register(self, api_key: int, min_version: int, max_version: int, handler: Handler | str) -> None:
+        """Serve ``api_key`` at ``min_version..max_version`` with ``handler`` (a callable, or
+        ``"module:attr"`` to import on first use). Registering a key again replaces it."""
+        self._entries[api_key] = ApiEntry(api_key, min_version, max_version, handler)
+
+    def unregister(self, api_key: int) -> None:
+        self._entries.pop(api_key, None)
+
+    def lookup(self, api_key: int) -> ApiEntry | None:
+        return self._entries.get(api_key)
+
+    def __contains__(self, api_key: object) -> bool:
+        return api_key in self._entries
+
+    def __iter__(self) -> Iterator[ApiEntry]:
+        return iter(sorted(self._entries.values(), key=lambda e: e.api_key))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def version_ranges(self) -> list[tuple[int, int, int]]:
+        """(api_key, min_version, max_version) for every served API, by api key: what ApiVersions says."""
+        return [(e.api_key, e.min_version, e.max_version) for e in self]
+
+    def capped(self, max_versions: Mapping[int, int]) -> HandlerRegistry:
+        """A copy with some APIs' maximum versions lowered (a "behave like Kafka X" profile); an API
+        capped below its minimum is dropped."""
+        copy = HandlerRegistry()
+        for e in self:
+            cap = max_versions.get(e.api_key, e.max_version)
+            if cap >= e.min_version:
+                copy._entries[e.api_key] = ApiEntry(e.api_key, e.min_version, min(cap, e.max_version),
+                                                    e._handler or e._ref)
+        return copy
+
+
+def default_registry() -> HandlerRegistry:
+    """The APIs this broker serves. Version ranges must lie inside the JSON spec (a unit test checks)."""
+    registry = HandlerRegistry()
+    registry.register(API_VERSIONS, 0, 4, "broker.handlers.api_versions:handle_api_versions")
+    registry.register(METADATA, 0, 12, "broker.handlers.metadata:handle_metadata")
+    return registry

@@ -1,0 +1,76 @@
+"""Metadata (key 3), versions 0-12: this broker as the only node and controller, and the topics asked for.
+
+Kafka behaviours implemented:
+- v0: an empty topic list means "all topics"; v1+: null means all, empty means none;
+- topics named but not present: UNKNOWN_TOPIC_OR_PARTITION with a zero topic id (v10+);
+  topics asked for by id only (v12): UNKNOWN_TOPIC_ID with a null name;
+- authorized operations: INT32_MIN ("not requested") unless asked for; when asked for, every operation
+  that applies to the resource, as Kafka answers when no authorizer is configured.
+Left out until topic storage exists: real topics, auto-creation (auto.create.topics.enable).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from broker.handlers import RequestContext
+from protocol import messages
+from protocol.errors import ErrorCode
+
+AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
+
+# AclOperation codes (org.apache.kafka.common.acl.AclOperation) and the ones each resource supports
+# (AclEntry.supportedOperations); Kafka reports exactly these when there is no authorizer.
+_READ, _WRITE, _CREATE, _DELETE, _ALTER, _DESCRIBE = 3, 4, 5, 6, 7, 8
+_CLUSTER_ACTION, _DESCRIBE_CONFIGS, _ALTER_CONFIGS, _IDEMPOTENT_WRITE = 9, 10, 11, 12
+
+
+def _bitfield(*operations: int) -> int:
+    return sum(1 << op for op in set(operations))
+
+
+TOPIC_OPERATIONS = _bitfield(_READ, _WRITE, _CREATE, _DESCRIBE, _DELETE, _ALTER, _DESCRIBE_CONFIGS,
+                             _ALTER_CONFIGS)
+CLUSTER_OPERATIONS = _bitfield(_CREATE, _CLUSTER_ACTION, _DESCRIBE_CONFIGS, _ALTER_CONFIGS, _IDEMPOTENT_WRITE,
+                               _ALTER, _DESCRIBE)
+
+
+def handle_metadata(header: Any, body: Any, ctx: RequestContext) -> Any:
+    broker = ctx.broker
+    version = ctx.api_version
+    resp = messages.MetadataResponse
+    host, port = broker.advertised_address
+
+    include_topic_ops = version >= 8 and body.include_topic_authorized_operations
+    topic_ops = TOPIC_OPERATIONS if include_topic_ops else AUTHORIZED_OPERATIONS_OMITTED
+    topics = []
+    # No topics exist yet, so "all topics" (v0 empty list, v1+ null) is simply an empty answer.
+    wants_all = body.topics is None or (version == 0 and not body.topics)
+    if not wants_all:
+        seen: set[Any] = set()
+        for requested in body.topics:
+            # Kafka answers each topic once, however often the request names it.
+            key = requested.name if requested.name is not None else requested.topic_id
+            if key in seen:
+                continue
+            seen.add(key)
+            if requested.name is None:
+                topics.append(resp.MetadataResponseTopic(
+                    error_code=int(ErrorCode.UNKNOWN_TOPIC_ID), name=None, topic_id=requested.topic_id,
+                    topic_authorized_operations=topic_ops))
+            else:
+                topics.append(resp.MetadataResponseTopic(
+                    error_code=int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION), name=requested.name,
+                    topic_authorized_operations=topic_ops))
+
+    include_cluster_ops = 8 <= version <= 10 and body.include_cluster_authorized_operations
+    return resp(
+        throttle_time_ms=0,
+        brokers=[resp.MetadataResponseBroker(node_id=broker.node_id, host=host, port=port,
+                                             rack=broker.config.broker_rack)],
+        cluster_id=broker.cluster_id,
+        controller_id=broker.node_id,
+        topics=topics,
+        cluster_authorized_operations=CLUSTER_OPERATIONS if include_cluster_ops
+        else AUTHORIZED_OPERATIONS_OMITTED,
+    )

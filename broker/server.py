@@ -1,0 +1,198 @@
+"""The broker as a library object: ``Broker(config)``, ``await start()``, ``bound_address``, ``await stop()``.
+
+``start()`` resolves the cluster id (from the data directory's meta.properties, or fresh per process for
+in-memory storage), binds the listener (port 0 picks a free port, shared by every address the host
+resolves to) and logs one ``ready`` event. ``stop()`` closes the listener and every connection, waits
+for them to finish and releases the port. Everything runs on the event loop that called ``start()``, so
+a broker can live inside a test's loop or on a background thread's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Self
+
+import structlog
+
+from broker import __version__
+from broker.config import (
+    BrokerConfig,
+    advertised_host_for,
+    format_address,
+    generate_cluster_id,
+    parse_listener,
+    prepare_data_dir,
+)
+from broker.handlers import HandlerRegistry, default_registry
+
+if TYPE_CHECKING:
+    from broker.connection import Connection
+
+log = structlog.get_logger()
+
+_STOP_GRACE_S = 2.0
+
+
+class Broker:
+    """One Moldau broker: config, handler registry, listener and connections."""
+
+    def __init__(self, config: BrokerConfig | None = None, *, registry: HandlerRegistry | None = None) -> None:
+        self.config = config if config is not None else BrokerConfig()
+        self.registry = registry if registry is not None else default_registry()
+        self.node_id = self.config.node_id
+        self.cluster_id: str = ""
+        self._servers: list[asyncio.base_events.Server] = []
+        self._connections: set[Connection] = set()
+        self._bound: tuple[str, int] | None = None
+        self._advertised: tuple[str, int] | None = None
+        self._state = "new"
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Resolve the cluster id, bind the listener and start accepting. Raises ``DataDirError`` for an
+        unusable data directory and ``OSError`` when the address cannot be bound."""
+        if self._state != "new":
+            raise RuntimeError(f"broker already {self._state}")
+        started = time.perf_counter()
+        data_dir = self.config.data_dir
+        if data_dir is None:
+            self.cluster_id = generate_cluster_id()
+        else:
+            self.cluster_id = prepare_data_dir(data_dir, self.node_id).cluster_id
+
+        sockets = _bind(self.config.listen_host, self.config.listen_port)
+        loop = asyncio.get_running_loop()
+        from broker.connection import Connection
+
+        try:
+            for sock in sockets:
+                self._servers.append(await loop.create_server(lambda: Connection(self), sock=sock, backlog=128))
+        except BaseException:
+            for server in self._servers:
+                server.close()
+            for sock in sockets:
+                sock.close()
+            raise
+        host, port = sockets[0].getsockname()[:2]
+        self._bound = (host, port)
+        if self.config.advertised_listeners is not None:
+            self._advertised = parse_listener(self.config.advertised_listeners, "advertised.listeners")
+        else:
+            self._advertised = (advertised_host_for(self.config.listen_host), port)
+        self._state = "running"
+        log.info("ready", host=host, port=port, advertised=format_address(*self._advertised),
+                 listeners=[format_address(*s.getsockname()[:2]) for s in sockets],
+                 cluster_id=self.cluster_id, node_id=self.node_id,
+                 storage=self.storage_url, data_dir=str(data_dir) if data_dir else None,
+                 version=__version__, pid=os.getpid(),
+                 start_ms=round((time.perf_counter() - started) * 1000, 1))
+
+    async def stop(self) -> None:
+        """Stop accepting, close every connection (in-flight requests are dropped), release the port."""
+        if self._state != "running":
+            self._state = "stopped"
+            return
+        self._state = "stopping"
+        for server in self._servers:
+            server.close()
+        connections = list(self._connections)
+        for conn in connections:
+            conn.close("broker stopping")
+        for server in self._servers:
+            await server.wait_closed()
+        waiting = [conn.closed for conn in connections if not conn.closed.done()]
+        if waiting:
+            _, late = await asyncio.wait(waiting, timeout=_STOP_GRACE_S)
+            if late:
+                # A peer that stopped reading keeps close() flushing forever; drop its output.
+                for conn in connections:
+                    if not conn.closed.done():
+                        conn.abort()
+                await asyncio.wait(late, timeout=_STOP_GRACE_S)
+        self._servers.clear()
+        self._state = "stopped"
+        log.info("stopped", node_id=self.node_id, cluster_id=self.cluster_id)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def running(self) -> bool:
+        return self._state == "running"
+
+    @property
+    def bound_address(self) -> tuple[str, int]:
+        """(host, port) the listener is bound to; the first one if the host resolved to several."""
+        if self._bound is None:
+            raise RuntimeError("broker not started")
+        return self._bound
+
+    @property
+    def advertised_address(self) -> tuple[str, int]:
+        """(host, port) clients are told to connect to (Metadata's broker entry)."""
+        if self._advertised is None:
+            raise RuntimeError("broker not started")
+        return self._advertised
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return format_address(*self.advertised_address)
+
+    @property
+    def storage_url(self) -> str:
+        return self.config.effective_storage_url
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    def _connection_opened(self, conn: Connection) -> None:
+        self._connections.add(conn)
+
+    def _connection_closed(self, conn: Connection) -> None:
+        self._connections.discard(conn)
+
+
+def _bind(host: str, port: int) -> list[socket.socket]:
+    """Bound listening sockets for every address ``host`` resolves to, all on one port.
+
+    asyncio's own multi-address bind would give each address a different port when port is 0; here the
+    first socket picks it and the rest follow. Addresses that cannot be bound (IPv6 disabled, say) are
+    skipped as long as one works.
+    """
+    infos = socket.getaddrinfo(host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    # IPv4 first so the reported address is the familiar one; duplicates dropped.
+    infos = sorted(dict.fromkeys(infos), key=lambda i: i[0] != socket.AF_INET)
+    sockets: list[socket.socket] = []
+    errors: list[OSError] = []
+    for family, type_, proto, _, addr in infos:
+        sock = socket.socket(family, type_, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            chosen = sockets[0].getsockname()[1] if sockets else port
+            sock.bind((addr[0], chosen, *addr[2:]))
+            sock.listen(128)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            errors.append(exc)
+            continue
+        sockets.append(sock)
+    if not sockets:
+        raise errors[0] if errors else OSError(f"{host!r} resolves to no address")
+    if errors:
+        log.debug("listener.partial_bind", host=host, port=sockets[0].getsockname()[1],
+                  skipped=[str(e) for e in errors])
+    return sockets

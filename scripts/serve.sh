@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Start Moldau on localhost:9092 with a durable data directory, installing it into .venv first if needed.
+# Extra arguments go to `moldau serve` (see `moldau serve --help`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/_venv.sh
+ensure_venv
+exec "$VENV/bin/moldau" serve "$@"

@@ -1,0 +1,172 @@
+"""The ``moldau`` command line: --version, flag-to-setting mapping and precedence, startup errors as one
+clear line with exit code 2 (never a traceback), persistence of the cluster id, clean stop on signals."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from broker import __version__, cli
+from broker.config import BrokerConfig, ConfigError
+from tests.compat.conftest import REPO, BrokerProcess, finish
+
+RUN_TIMEOUT_S = 20
+
+
+def _run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("MOLDAU_")}
+    full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "broker", *args], check=False, capture_output=True,
+                          text=True, timeout=RUN_TIMEOUT_S, env=full_env, cwd=cwd, stdin=subprocess.DEVNULL)
+
+
+def test_version_flag_prints_version() -> None:
+    result = _run("--version")
+    assert (result.returncode, result.stdout.strip()) == (0, f"moldau {__version__}")
+
+
+def test_version_flag_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"moldau {__version__}"
+
+
+def test_no_command_prints_usage_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([]) == cli.EXIT_USAGE
+    assert "serve" in capsys.readouterr().err
+
+
+def _config(*argv: str, environ: dict[str, str] | None = None) -> BrokerConfig:
+    args = cli.build_parser().parse_args(["serve", *argv])
+    return cli.config_from_args(args, environ=environ or {})
+
+
+def test_serve_flags_map_to_kafka_settings(tmp_path: Path) -> None:
+    config = _config("--listen", "127.0.0.1:0", "--advertised", "broker.example:19092",
+                     "--data-dir", str(tmp_path), "--set", "num.partitions=4")
+    assert (config.listen_host, config.listen_port) == ("127.0.0.1", 0)
+    assert config.advertised_listeners == "broker.example:19092"
+    assert config.data_dir == tmp_path
+    assert config.num_partitions == 4
+    assert _config("--memory").in_memory
+
+
+def test_serve_precedence_file_env_set_then_flags(tmp_path: Path) -> None:
+    path = tmp_path / "server.properties"
+    path.write_text("listeners=PLAINTEXT://127.0.0.1:1111\nnum.partitions=2\nqueued.max.requests=7\n")
+    config = _config("--config", str(path), "--set", "listeners=127.0.0.1:2222", "--set", "num.partitions=3",
+                     "--listen", "127.0.0.1:3333",
+                     environ={"MOLDAU_NUM_PARTITIONS": "9", "MOLDAU_QUEUED_MAX_REQUESTS": "8"})
+    assert config.listen_port == 3333  # dedicated flag over --set
+    assert config.num_partitions == 3  # --set over env
+    assert config.queued_max_requests == 8  # env over file
+
+
+def test_serve_unknown_setting_is_rejected_in_process() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'num.partitions'"):
+        _config("--set", "num.partitons=3")
+
+
+def test_serve_unknown_setting_exits_2_with_suggestion(tmp_path: Path) -> None:
+    result = _run("serve", "--memory", "--set", "num.partitons=3", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "unknown setting 'num.partitons'" in result.stderr and "num.partitions" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_bad_listen_exits_2(tmp_path: Path) -> None:
+    result = _run("serve", "--memory", "--listen", "no-port-here", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "'listeners' expects HOST:PORT" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_unknown_env_setting_exits_2(tmp_path: Path) -> None:
+    result = _run("serve", "--memory", env={"MOLDAU_NUM_PARTITONS": "3"}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "MOLDAU_NUM_PARTITIONS" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_data_dir_that_cannot_be_created_exits_2_naming_the_path(tmp_path: Path) -> None:
+    # Tests run as root, so permissions would not stop the broker; a path under a file always fails.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    target = blocker / "moldau-data"
+    result = _run("serve", "--data-dir", str(target), "--listen", "127.0.0.1:0", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert str(target) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_default_data_dir_under_a_file_exits_2(tmp_path: Path) -> None:
+    blocker = tmp_path / "xdg-file"
+    blocker.write_text("x")
+    result = _run("serve", "--listen", "127.0.0.1:0", env={"XDG_DATA_HOME": str(blocker)}, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert str(blocker / "moldau") in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_port_in_use_exits_1(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = _run("serve", "--memory", "--listen", f"127.0.0.1:{port}", cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_with_data_dir_persists_cluster_id_across_restarts(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = BrokerProcess(["--data-dir", str(data_dir)], tmp_path, memory=False)
+    finish(first)
+    assert (data_dir / "meta.properties").is_file()
+    assert first.ready["storage"] == data_dir.as_uri()
+    second = BrokerProcess(["--data-dir", str(data_dir)], tmp_path, memory=False)
+    finish(second)
+    assert second.ready["cluster_id"] == first.ready["cluster_id"]
+
+
+def test_serve_memory_uses_a_fresh_cluster_id_per_process(tmp_path: Path) -> None:
+    first = BrokerProcess([], tmp_path)
+    second = BrokerProcess([], tmp_path)
+    finish(first)
+    finish(second)
+    assert first.ready["cluster_id"] != second.ready["cluster_id"]
+    assert [r["event"] for r in first.records].count("ready") == 1
+
+
+def test_serve_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+    proc = BrokerProcess([], tmp_path)
+    proc.proc.send_signal(signal.SIGINT)
+    finish(proc)
+
+
+def test_serve_console_log_format_is_human_readable(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOLDAU_")}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.Popen([sys.executable, "-m", "broker", "serve", "--memory", "--listen", "127.0.0.1:0",
+                             "--log-format", "console"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            text=True, env=env, cwd=tmp_path)
+    try:
+        assert proc.stderr is not None
+        readable, _, _ = select.select([proc.stderr], [], [], RUN_TIMEOUT_S)
+        assert readable, f"no log line within {RUN_TIMEOUT_S}s"
+        line = proc.stderr.readline()
+        assert "ready" in line and "port=" in line and not line.lstrip().startswith("{")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(RUN_TIMEOUT_S) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(RUN_TIMEOUT_S)
