@@ -102,6 +102,53 @@ class BrokerConfig:
         "How long the coordinator waits for more members before the first rebalance of an empty group.",
         minimum=0)
 
+    delete_topic_enable: bool = _setting(
+        "delete.topic.enable", True, "Allow DeleteTopics; when false it answers TOPIC_DELETION_DISABLED.")
+    default_replication_factor: int = _setting(
+        "default.replication.factor", 1, "Replication factor of auto-created topics (single node: 1).",
+        minimum=1)
+    log_retention_hours: int | None = _setting(
+        "log.retention.hours", None, "Default retention.ms in hours (log.retention.ms wins when both are set).")
+    log_roll_hours: int | None = _setting(
+        "log.roll.hours", None, "Default segment.ms in hours (log.roll.ms wins when both are set).")
+
+    # Broker defaults of topic configs (see broker/topic_config.py): None means Kafka's default. Kept as
+    # text here and parsed by the topic config definitions, so both places share one validator.
+    log_cleanup_policy: str | None = _setting("log.cleanup.policy", None, "Default cleanup.policy.")
+    compression_type: str | None = _setting("compression.type", None, "Default compression.type.")
+    log_cleaner_delete_retention_ms: str | None = _setting(
+        "log.cleaner.delete.retention.ms", None, "Default delete.retention.ms.")
+    log_segment_delete_delay_ms: str | None = _setting(
+        "log.segment.delete.delay.ms", None, "Default file.delete.delay.ms.")
+    log_flush_interval_messages: str | None = _setting(
+        "log.flush.interval.messages", None, "Default flush.messages.")
+    log_flush_interval_ms: str | None = _setting("log.flush.interval.ms", None, "Default flush.ms.")
+    log_index_interval_bytes: str | None = _setting(
+        "log.index.interval.bytes", None, "Default index.interval.bytes.")
+    log_cleaner_max_compaction_lag_ms: str | None = _setting(
+        "log.cleaner.max.compaction.lag.ms", None, "Default max.compaction.lag.ms.")
+    log_message_timestamp_after_max_ms: str | None = _setting(
+        "log.message.timestamp.after.max.ms", None, "Default message.timestamp.after.max.ms.")
+    log_message_timestamp_before_max_ms: str | None = _setting(
+        "log.message.timestamp.before.max.ms", None, "Default message.timestamp.before.max.ms.")
+    log_message_timestamp_type: str | None = _setting(
+        "log.message.timestamp.type", None, "Default message.timestamp.type.")
+    log_cleaner_min_cleanable_ratio: str | None = _setting(
+        "log.cleaner.min.cleanable.ratio", None, "Default min.cleanable.dirty.ratio.")
+    log_cleaner_min_compaction_lag_ms: str | None = _setting(
+        "log.cleaner.min.compaction.lag.ms", None, "Default min.compaction.lag.ms.")
+    min_insync_replicas: str | None = _setting("min.insync.replicas", None, "Default min.insync.replicas.")
+    log_preallocate: str | None = _setting("log.preallocate", None, "Default preallocate.")
+    log_retention_bytes: str | None = _setting("log.retention.bytes", None, "Default retention.bytes.")
+    log_retention_ms: str | None = _setting("log.retention.ms", None, "Default retention.ms.")
+    log_segment_bytes: str | None = _setting("log.segment.bytes", None, "Default segment.bytes.")
+    log_index_size_max_bytes: str | None = _setting(
+        "log.index.size.max.bytes", None, "Default segment.index.bytes.")
+    log_roll_jitter_ms: str | None = _setting("log.roll.jitter.ms", None, "Default segment.jitter.ms.")
+    log_roll_ms: str | None = _setting("log.roll.ms", None, "Default segment.ms.")
+    unclean_leader_election_enable: str | None = _setting(
+        "unclean.leader.election.enable", None, "Default unclean.leader.election.enable.")
+
     # Not settings: where each setting's value came from (for DescribeConfigs' ConfigSource).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 

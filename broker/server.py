@@ -13,7 +13,7 @@ import asyncio
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import structlog
 
@@ -49,6 +49,8 @@ class Broker:
         self._bound: tuple[str, int] | None = None
         self._advertised: tuple[str, int] | None = None
         self._state = "new"
+        self.engine: Any = None
+        self.cluster: Any = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -63,6 +65,11 @@ class Broker:
             self.cluster_id = generate_cluster_id()
         else:
             self.cluster_id = prepare_data_dir(data_dir, self.node_id).cluster_id
+
+        self.engine = _open_storage(self.storage_url)
+        from broker.cluster import ClusterState
+
+        self.cluster = ClusterState(self.engine, self.config)
 
         sockets = _bind(self.config.listen_host, self.config.listen_port)
         loop = asyncio.get_running_loop()
@@ -114,6 +121,8 @@ class Broker:
                         conn.abort()
                 await asyncio.wait(late, timeout=_STOP_GRACE_S)
         self._servers.clear()
+        if self.engine is not None:
+            await self.engine.close()
         self._state = "stopped"
         log.info("stopped", node_id=self.node_id, cluster_id=self.cluster_id)
 
@@ -161,6 +170,18 @@ class Broker:
 
     def _connection_closed(self, conn: Connection) -> None:
         self._connections.discard(conn)
+
+
+def _open_storage(url: str) -> Any:
+    from storage.interface import open_engine
+
+    if url.startswith("file:"):
+        # The durable file engine is the next piece of work; until it lands, a data directory holds
+        # only meta.properties and partitions live in memory. Say so loudly rather than pretend.
+        log.warning("storage.not_durable", url=url,
+                    reason="the file storage engine is not available yet; partitions are kept in memory")
+        return open_engine("memory://")
+    return open_engine(url)
 
 
 def _bind(host: str, port: int) -> list[socket.socket]:

@@ -120,6 +120,28 @@ class HandlerRegistry:
 def default_registry() -> HandlerRegistry:
     """The APIs this broker serves. Version ranges must lie inside the JSON spec (a unit test checks)."""
     registry = HandlerRegistry()
-    registry.register(API_VERSIONS, 0, 4, "broker.handlers.api_versions:handle_api_versions")
-    registry.register(METADATA, 0, 12, "broker.handlers.metadata:handle_metadata")
+    for api_key, lo, hi, ref in SERVED:
+        registry.register(api_key, lo, hi, ref)
     return registry
+
+
+# (api key, min version, max version, handler). Min versions follow api-matrix.md note 3: old
+# librdkafka enables features only when the advertised range contains particular versions.
+SERVED: tuple[tuple[int, int, int, str], ...] = (
+    (0, 0, 11, "broker.handlers.produce:handle_produce"),
+    (1, 4, 17, "broker.handlers.fetch:handle_fetch"),
+    (2, 0, 10, "broker.handlers.list_offsets:handle_list_offsets"),
+    (METADATA, 0, 12, "broker.handlers.metadata:handle_metadata"),
+    (API_VERSIONS, 0, 4, "broker.handlers.api_versions:handle_api_versions"),
+    (19, 0, 7, "broker.handlers.create_topics:handle_create_topics"),
+    (20, 0, 6, "broker.handlers.delete_topics:handle_delete_topics"),
+    (21, 0, 2, "broker.handlers.delete_records:handle_delete_records"),
+    (22, 0, 5, "broker.handlers.init_producer_id:handle_init_producer_id"),
+    (23, 0, 4, "broker.handlers.offset_for_leader_epoch:handle_offset_for_leader_epoch"),
+    (32, 0, 4, "broker.handlers.configs:handle_describe_configs"),
+    (33, 0, 2, "broker.handlers.configs:handle_alter_configs"),
+    (35, 0, 4, "broker.handlers.describe_log_dirs:handle_describe_log_dirs"),
+    (37, 0, 3, "broker.handlers.create_partitions:handle_create_partitions"),
+    (44, 0, 1, "broker.handlers.configs:handle_incremental_alter_configs"),
+    (60, 0, 1, "broker.handlers.describe_cluster:handle_describe_cluster"),
+)

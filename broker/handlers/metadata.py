@@ -6,16 +6,19 @@ Kafka behaviours implemented:
   topics asked for by id only (v12): UNKNOWN_TOPIC_ID with a null name;
 - authorized operations: INT32_MIN ("not requested") unless asked for; when asked for, every operation
   that applies to the resource, as Kafka answers when no authorizer is configured.
-Left out until topic storage exists: real topics, auto-creation (auto.create.topics.enable).
+- auto-creation of named topics when ``auto.create.topics.enable`` is on and (v4+) the request allows
+  it; invalid names get INVALID_TOPIC_EXCEPTION. Creation is immediate here, so the new topic is
+  returned at once instead of Kafka's transient LEADER_NOT_AVAILABLE.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from broker.cluster import validate_topic_name
 from broker.handlers import RequestContext
 from protocol import messages
-from protocol.errors import ErrorCode
+from protocol.errors import ErrorCode, KafkaError
 
 AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
 
@@ -35,18 +38,50 @@ CLUSTER_OPERATIONS = _bitfield(_CREATE, _CLUSTER_ACTION, _DESCRIBE_CONFIGS, _ALT
                                _ALTER, _DESCRIBE)
 
 
-def handle_metadata(header: Any, body: Any, ctx: RequestContext) -> Any:
+def topic_entry(ctx: RequestContext, topic: Any, topic_ops: int) -> Any:
+    resp = messages.MetadataResponse
+    node = ctx.broker.node_id
+    return resp.MetadataResponseTopic(
+        error_code=0, name=topic.name, topic_id=topic.topic_id, is_internal=topic.is_internal,
+        topic_authorized_operations=topic_ops,
+        partitions=[resp.MetadataResponsePartition(
+            error_code=0, partition_index=p.index, leader_id=node, leader_epoch=p.leader_epoch,
+            replica_nodes=[node], isr_nodes=[node], offline_replicas=[]) for p in topic.partitions])
+
+
+async def _named_topic(ctx: RequestContext, name: str, auto_create: bool, topic_ops: int) -> Any:
+    cluster = ctx.broker.cluster
+    resp = messages.MetadataResponse
+    topic = cluster.get(name)
+    if topic is None:
+        try:
+            validate_topic_name(name)
+            if auto_create:
+                topic = await cluster.auto_create(name)
+        except KafkaError as exc:
+            return resp.MetadataResponseTopic(error_code=int(exc.code), name=name, topic_authorized_operations=topic_ops)
+    if topic is None:
+        return resp.MetadataResponseTopic(error_code=int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION), name=name,
+                                          topic_authorized_operations=topic_ops)
+    return topic_entry(ctx, topic, topic_ops)
+
+
+async def handle_metadata(header: Any, body: Any, ctx: RequestContext) -> Any:
     broker = ctx.broker
+    cluster = broker.cluster
     version = ctx.api_version
     resp = messages.MetadataResponse
     host, port = broker.advertised_address
 
     include_topic_ops = version >= 8 and body.include_topic_authorized_operations
     topic_ops = TOPIC_OPERATIONS if include_topic_ops else AUTHORIZED_OPERATIONS_OMITTED
+    # v0-3 always auto-create; v4+ only when the client allows it (and the broker does).
+    auto_create = version < 4 or body.allow_auto_topic_creation
     topics = []
-    # No topics exist yet, so "all topics" (v0 empty list, v1+ null) is simply an empty answer.
     wants_all = body.topics is None or (version == 0 and not body.topics)
-    if not wants_all:
+    if wants_all:
+        topics = [topic_entry(ctx, cluster.get(name), topic_ops) for name in cluster.names()]
+    else:
         seen: set[Any] = set()
         for requested in body.topics:
             # Kafka answers each topic once, however often the request names it.
@@ -55,13 +90,15 @@ def handle_metadata(header: Any, body: Any, ctx: RequestContext) -> Any:
                 continue
             seen.add(key)
             if requested.name is None:
-                topics.append(resp.MetadataResponseTopic(
-                    error_code=int(ErrorCode.UNKNOWN_TOPIC_ID), name=None, topic_id=requested.topic_id,
-                    topic_authorized_operations=topic_ops))
+                topic = cluster.get_by_id(requested.topic_id)
+                if topic is None:
+                    topics.append(resp.MetadataResponseTopic(
+                        error_code=int(ErrorCode.UNKNOWN_TOPIC_ID), name=None, topic_id=requested.topic_id,
+                        topic_authorized_operations=topic_ops))
+                else:
+                    topics.append(topic_entry(ctx, topic, topic_ops))
             else:
-                topics.append(resp.MetadataResponseTopic(
-                    error_code=int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION), name=requested.name,
-                    topic_authorized_operations=topic_ops))
+                topics.append(await _named_topic(ctx, requested.name, auto_create, topic_ops))
 
     include_cluster_ops = 8 <= version <= 10 and body.include_cluster_authorized_operations
     return resp(

@@ -10,6 +10,7 @@ import shutil
 import struct
 import subprocess
 import uuid
+from collections.abc import Callable
 
 import pytest
 
@@ -50,15 +51,41 @@ def test_confluent_admin_list_topics_returns_broker_and_cluster_id(broker: Broke
     assert metadata.topics == {}
 
 
-def test_confluent_admin_unknown_topic_reports_unknown_topic_or_partition(broker: BrokerProcess) -> None:
-    """Metadata for a named topic that does not exist answers UNKNOWN_TOPIC_OR_PARTITION for it."""
+def test_confluent_admin_unknown_topic_reports_unknown_topic_or_partition(
+        start_broker: Callable[..., BrokerProcess]) -> None:
+    """With auto.create.topics.enable=false, Metadata for a missing topic answers UNKNOWN_TOPIC_OR_PARTITION."""
     from confluent_kafka.admin import AdminClient
 
+    broker = start_broker("--set", "auto.create.topics.enable=false")
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     topic = f"compat-missing-{uuid.uuid4().hex[:8]}"
     metadata = admin.list_topics(topic=topic, timeout=10)
     assert metadata.topics[topic].error is not None
     assert metadata.topics[topic].error.code() == int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+
+
+def test_metadata_auto_creates_a_named_topic(start_broker: Callable[..., BrokerProcess]) -> None:
+    """auto.create.topics.enable (default true) creates a named topic with num.partitions partitions."""
+    from confluent_kafka.admin import AdminClient
+
+    broker = start_broker("--set", "num.partitions=3")
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    topic = f"compat-auto-{uuid.uuid4().hex[:8]}"
+    metadata = admin.list_topics(topic=topic, timeout=10)
+    assert metadata.topics[topic].error is None
+    assert sorted(metadata.topics[topic].partitions) == [0, 1, 2]
+    assert all(p.leader == 1 and p.replicas == [1] for p in metadata.topics[topic].partitions.values())
+    assert topic in admin.list_topics(timeout=10).topics
+
+
+def test_metadata_rejects_an_invalid_topic_name(broker: BrokerProcess) -> None:
+    """A named topic that breaks Kafka's naming rules gets INVALID_TOPIC_EXCEPTION, not a creation."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    metadata = admin.list_topics(topic="bad name!", timeout=10)
+    assert metadata.topics["bad name!"].error.code() == int(ErrorCode.INVALID_TOPIC_EXCEPTION)
+    assert admin.list_topics(timeout=10).topics == {}
 
 
 def test_kafka_python_admin_and_consumer_bootstrap(broker: BrokerProcess) -> None:
@@ -162,8 +189,9 @@ def test_pipelined_requests_are_answered_in_order(broker: BrokerProcess, raw_soc
 
 @pytest.mark.parametrize("version", range(13))
 def test_metadata_every_version_describes_this_broker(broker: BrokerProcess, raw_socket, version: int) -> None:
-    """Metadata v0-v12: this broker as the only node and controller, the cluster id (v2+), and
-    UNKNOWN_TOPIC_OR_PARTITION for a named topic that does not exist."""
+    """Metadata v0-v12: this broker as the only node and controller, the cluster id (v2+); a named topic
+    that does not exist is auto-created by v0-3 (which cannot opt out) and, when v4+ sets
+    allow_auto_topic_creation=false, answered with UNKNOWN_TOPIC_OR_PARTITION."""
     sock: KafkaSocket = raw_socket(broker)
     topic = f"compat-meta-v{version}"
     request = messages.MetadataRequest(topics=[messages.MetadataRequest.MetadataRequestTopic(name=topic)])
@@ -171,6 +199,8 @@ def test_metadata_every_version_describes_this_broker(broker: BrokerProcess, raw
         request.include_topic_authorized_operations = True
     if 8 <= version <= 10:
         request.include_cluster_authorized_operations = True
+    if version >= 4:
+        request.allow_auto_topic_creation = False
     response = sock.request(METADATA, version, 100 + version, request)
     assert [(b.node_id, b.host, b.port) for b in response.brokers] == [(1, broker.host, broker.port)]
     if version >= 1:
@@ -178,8 +208,10 @@ def test_metadata_every_version_describes_this_broker(broker: BrokerProcess, raw
         assert response.brokers[0].rack is None
     if version >= 2:
         assert response.cluster_id == broker.ready["cluster_id"]
-    assert [(t.name, t.error_code) for t in response.topics] == [
-        (topic, int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))]
+    expected = ErrorCode.NONE if version < 4 else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    assert [(t.name, t.error_code) for t in response.topics] == [(topic, int(expected))]
+    if version < 4:
+        assert [p.partition_index for p in response.topics[0].partitions] == [0]
     if version >= 8:
         # Every operation that applies to a topic, as Kafka reports without an authorizer.
         assert response.topics[0].topic_authorized_operations == 3576

@@ -1,0 +1,215 @@
+"""Cluster state of this single-node broker: topics, their ids, partitions, logs and config overrides.
+
+Every handler that touches topics goes through `ClusterState`: creation (explicit, or automatic when
+``auto.create.topics.enable`` is on), deletion, partition increases, lookups by name and by topic id,
+and effective topic configs. Partition logs come from the storage engine; appends to one partition
+are serialised by its lock and wake any Fetch waiting on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from broker.fetch_waiters import FetchWaiters
+from broker.topic_config import TopicConfigs, validate_overrides
+from protocol.errors import ErrorCode, KafkaError
+from storage.interface import PartitionLog, StorageEngine
+
+log = structlog.get_logger()
+
+MAX_TOPIC_NAME_LENGTH = 249
+_LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
+INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+
+
+def validate_topic_name(name: str | None) -> None:
+    """Kafka's topic name rules; raises KafkaError(INVALID_TOPIC_EXCEPTION) saying which one failed."""
+    if not name:
+        raise KafkaError(ErrorCode.INVALID_TOPIC_EXCEPTION, "Topic name is illegal, it can't be empty")
+    if name in (".", ".."):
+        raise KafkaError(ErrorCode.INVALID_TOPIC_EXCEPTION, "Topic name cannot be \".\" or \"..\"")
+    if len(name) > MAX_TOPIC_NAME_LENGTH:
+        raise KafkaError(ErrorCode.INVALID_TOPIC_EXCEPTION,
+                         f"Topic name is illegal, it can't be longer than {MAX_TOPIC_NAME_LENGTH} characters, "
+                         f"topic name: {name[:40]}...")
+    if not _LEGAL_TOPIC.match(name):
+        raise KafkaError(ErrorCode.INVALID_TOPIC_EXCEPTION,
+                         f"Topic name {name!r} is illegal, it contains a character other than ASCII "
+                         f"alphanumerics, '.', '_' and '-'")
+
+
+def _collision_key(name: str) -> str:
+    # Kafka's metric names fold '.' into '_', so two topics differing only there would collide.
+    return name.replace(".", "_")
+
+
+@dataclass
+class Partition:
+    topic: Topic
+    index: int
+    log: PartitionLog
+    leader_epoch: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass
+class Topic:
+    name: str
+    topic_id: uuid.UUID
+    configs: dict[str, Any]
+    partitions: list[Partition] = field(default_factory=list)
+
+    @property
+    def is_internal(self) -> bool:
+        return self.name in INTERNAL_TOPICS
+
+
+class ClusterState:
+    """All topics of this broker. Mutations are coroutines because they open or delete logs."""
+
+    def __init__(self, engine: StorageEngine, config: Any) -> None:
+        self.engine = engine
+        self.config = config
+        try:
+            self.topic_configs = TopicConfigs.from_broker_config(config)
+        except KafkaError as exc:
+            from broker.config import ConfigError
+
+            raise ConfigError(f"broker default of a topic config: {exc.message}") from None
+        self.topics: dict[str, Topic] = {}
+        self.by_id: dict[uuid.UUID, Topic] = {}
+        self.waiters = FetchWaiters()
+        self._creating: dict[str, asyncio.Future[Topic]] = {}
+
+    # ------------------------------------------------------------ lookups
+
+    def get(self, name: str) -> Topic | None:
+        return self.topics.get(name)
+
+    def get_by_id(self, topic_id: uuid.UUID) -> Topic | None:
+        return self.by_id.get(topic_id)
+
+    def partition(self, name: str, index: int) -> Partition | None:
+        topic = self.topics.get(name)
+        if topic is None or not 0 <= index < len(topic.partitions):
+            return None
+        return topic.partitions[index]
+
+    def config_value(self, topic: Topic, name: str) -> Any:
+        return self.topic_configs.value(topic.configs, name)
+
+    # ------------------------------------------------------------ mutations
+
+    def check_new_topic(self, name: str, num_partitions: int, replication_factor: int,
+                        configs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Validate a creation without doing it (CreateTopics validate_only); returns parsed configs."""
+        validate_topic_name(name)
+        if name in self.topics:
+            raise KafkaError(ErrorCode.TOPIC_ALREADY_EXISTS, f"Topic '{name}' already exists.")
+        clash = next((t for t in self.topics if _collision_key(t) == _collision_key(name)), None)
+        if clash is not None:
+            raise KafkaError(ErrorCode.INVALID_TOPIC_EXCEPTION,
+                             f"Topic '{name}' collides with existing topic: {clash}")
+        if num_partitions < 1:
+            raise KafkaError(ErrorCode.INVALID_PARTITIONS, "Number of partitions must be larger than 0.")
+        if replication_factor != 1:
+            raise KafkaError(ErrorCode.INVALID_REPLICATION_FACTOR,
+                             f"Replication factor {replication_factor} is larger than the number of "
+                             f"available brokers: this Moldau broker is a single node, so use 1 (or -1)")
+        return validate_overrides(configs or {})
+
+    async def create_topic(self, name: str, num_partitions: int | None = None,
+                           replication_factor: int | None = None,
+                           configs: Mapping[str, Any] | None = None,
+                           topic_id: uuid.UUID | None = None) -> Topic:
+        """Create a topic (partitions default to ``num.partitions``); raises KafkaError on any rule broken."""
+        partitions = self.config.num_partitions if num_partitions in (None, -1) else num_partitions
+        rf = 1 if replication_factor in (None, -1) else replication_factor
+        parsed = self.check_new_topic(name, partitions, rf, configs)
+        topic = Topic(name, topic_id or uuid.uuid4(), parsed)
+        self.topics[name] = topic
+        self.by_id[topic.topic_id] = topic
+        try:
+            await self._add_partitions(topic, partitions)
+        except BaseException:
+            self.topics.pop(name, None)
+            self.by_id.pop(topic.topic_id, None)
+            raise
+        log.info("topic.created", topic=name, topic_id=str(topic.topic_id), partitions=partitions,
+                 configs=parsed or None)
+        return topic
+
+    async def auto_create(self, name: str) -> Topic | None:
+        """Create a topic named by Metadata/Produce when auto-creation is on; None when it is off.
+        Concurrent requests for the same name share one creation."""
+        topic = self.topics.get(name)
+        if topic is not None:
+            return topic
+        if not self.config.auto_create_topics_enable or name in INTERNAL_TOPICS:
+            return None
+        pending = self._creating.get(name)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Topic] = asyncio.get_running_loop().create_future()
+        self._creating[name] = future
+        try:
+            topic = await self.create_topic(name)
+            future.set_result(topic)
+            return topic
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            del self._creating[name]
+
+    async def _add_partitions(self, topic: Topic, total: int) -> None:
+        for index in range(len(topic.partitions), total):
+            plog = await self.engine.open_log(topic.name, index)
+            topic.partitions.append(Partition(topic, index, plog))
+
+    async def create_partitions(self, name: str, total: int, validate_only: bool = False) -> Topic:
+        topic = self.topics.get(name)
+        if topic is None:
+            raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"Topic '{name}' does not exist.")
+        current = len(topic.partitions)
+        if total < current:
+            raise KafkaError(ErrorCode.INVALID_PARTITIONS,
+                             f"Topic currently has {current} partitions, which is higher than the requested "
+                             f"{total}.")
+        if total == current:
+            raise KafkaError(ErrorCode.INVALID_PARTITIONS, f"Topic already has {current} partitions.")
+        if not validate_only:
+            await self._add_partitions(topic, total)
+            log.info("topic.partitions_added", topic=name, partitions=total)
+        return topic
+
+    async def delete_topic(self, name: str) -> Topic:
+        topic = self.topics.get(name)
+        if topic is None:
+            raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"Topic '{name}' does not exist.")
+        if not self.config.delete_topic_enable:
+            raise KafkaError(ErrorCode.TOPIC_DELETION_DISABLED, "Topic deletion is disabled "
+                             "(delete.topic.enable=false).")
+        del self.topics[name]
+        self.by_id.pop(topic.topic_id, None)
+        for partition in topic.partitions:
+            await self.engine.delete_log(name, partition.index)
+            self.waiters.wake(name, partition.index)
+        log.info("topic.deleted", topic=name, topic_id=str(topic.topic_id))
+        return topic
+
+    def set_configs(self, topic: Topic, configs: Mapping[str, Any]) -> None:
+        """Replace the topic's overrides with already validated values."""
+        topic.configs = dict(configs)
+        log.info("topic.configs_changed", topic=topic.name, configs=topic.configs or None)
+
+    def names(self) -> Iterable[str]:
+        return sorted(self.topics)
