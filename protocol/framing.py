@@ -67,7 +67,7 @@ class FrameDecoder:
         """Bytes held for a frame not yet complete; 0 means the stream is at a frame boundary."""
         return len(self._buffer)
 
-    def feed(self, data: BytesLike) -> list[bytes]:
+    def feed(self, data: BytesLike) -> list[bytearray]:
         """Take the next bytes of the stream; return the frames they complete, in order."""
         if self._error is not None:
             raise self._error
@@ -98,7 +98,8 @@ class FrameDecoder:
             start = pos + PREFIX_BYTES
             if end - start < size:
                 break
-            frames.append(view[start : start + size].tobytes())
+            # A bytearray, so handlers can patch record batches (base offsets) in place without a copy.
+            frames.append(bytearray(view[start : start + size]))
             pos = start + size
         return frames, pos
 

@@ -74,11 +74,11 @@ def test_large_frames_between_small_ones_in_uneven_chunks() -> None:
     assert out == payloads
 
 
-def test_accepts_bytearray_and_memoryview_and_returns_independent_bytes() -> None:
+def test_accepts_bytearray_and_memoryview_and_returns_independent_writable_frames() -> None:
     decoder = FrameDecoder(1024)
     chunk = bytearray(framed(b"abc", b"de"))
     frames = decoder.feed(memoryview(chunk)[:9])  # all of "abc" and the start of the next prefix
-    assert frames == [b"abc"] and type(frames[0]) is bytes
+    assert frames == [b"abc"] and type(frames[0]) is bytearray  # writable: batches are patched in place
     chunk[4:7] = b"XYZ"  # the caller reuses its buffer: frames already returned must not change
     assert frames == [b"abc"]
     assert decoder.feed(chunk[9:]) == [b"de"]
