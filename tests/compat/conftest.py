@@ -3,7 +3,8 @@
 ``broker`` starts ``python -m broker serve --memory --listen 127.0.0.1:0 --log-format json``, learns the
 port from the ``ready`` log line (bounded wait), yields a ``BrokerProcess`` and, at the end, sends
 SIGTERM (SIGKILL after a bound) and fails the test if the broker logged a traceback or did not stop
-cleanly. ``start_broker`` does the same with extra command-line arguments.
+cleanly. ``start_broker`` does the same with extra command-line arguments; ``module_broker`` is one
+broker shared by a whole test module.
 """
 
 from __future__ import annotations
@@ -128,6 +129,15 @@ def start_broker(tmp_path: Path) -> Iterator[Callable[..., BrokerProcess]]:
 @pytest.fixture
 def broker(start_broker: Callable[..., BrokerProcess]) -> BrokerProcess:
     return start_broker()
+
+
+@pytest.fixture(scope="module")
+def module_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    """One broker shared by every test of a module (tests must use their own topic names), for suites
+    where a process per test would dominate the run time. Checked for tracebacks at the end."""
+    proc = BrokerProcess([], tmp_path_factory.mktemp("module-broker"))
+    yield proc
+    finish(proc)
 
 
 class KafkaSocket:
