@@ -131,7 +131,7 @@ class ClusterState:
                            topic_id: uuid.UUID | None = None) -> Topic:
         """Create a topic (partitions default to ``num.partitions``); raises KafkaError on any rule broken."""
         partitions = self.config.num_partitions if num_partitions in (None, -1) else num_partitions
-        rf = 1 if replication_factor in (None, -1) else replication_factor
+        rf = self.config.default_replication_factor if replication_factor in (None, -1) else replication_factor
         parsed = self.check_new_topic(name, partitions, rf, configs)
         topic = Topic(name, topic_id or uuid.uuid4(), parsed)
         self.topics[name] = topic

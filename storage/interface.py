@@ -74,6 +74,11 @@ class PartitionLog(abc.ABC):
     def high_watermark(self) -> int:
         return self.log_end_offset
 
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of batch data held from the log start (DescribeLogDirs, retention.bytes)."""
+        raise NotImplementedError(f"{type(self).__name__} does not report its size")
+
     @abc.abstractmethod
     async def append(self, records: bytearray | memoryview, log_append_time: int | None = None) -> AppendResult:
         """Append one or more whole, already validated v2 batches held in a writable buffer.

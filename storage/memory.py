@@ -29,6 +29,7 @@ class MemoryLog(PartitionLog):
         self._data: list[bytes] = []
         self._start = 0
         self._end = 0
+        self._size = 0
 
     @property
     def log_start_offset(self) -> int:
@@ -37,6 +38,10 @@ class MemoryLog(PartitionLog):
     @property
     def log_end_offset(self) -> int:
         return self._end
+
+    @property
+    def size_bytes(self) -> int:
+        return self._size
 
     async def append(self, records: bytearray | memoryview, log_append_time: int | None = None) -> AppendResult:
         buf = records if isinstance(records, memoryview) else memoryview(records)
@@ -58,6 +63,7 @@ class MemoryLog(PartitionLog):
             self._lasts.append(last)
             self._max_ts.append(max_ts)
             self._data.append(data)
+            self._size += len(data)
         self._end = next_offset
         return AppendResult(first, next_offset - 1, -1 if log_append_time is None else log_append_time)
 
@@ -106,6 +112,7 @@ class MemoryLog(PartitionLog):
         i = bisect.bisect_left(self._bases, offset)
         if i > 0 and self._lasts[i - 1] >= offset:
             raise ValueError(f"truncation offset {offset} falls inside the batch at {self._bases[i - 1]}")
+        self._size -= sum(len(d) for d in self._data[i:])
         for column in (self._bases, self._lasts, self._max_ts, self._data):
             del column[i:]
         self._end = offset
@@ -116,6 +123,7 @@ class MemoryLog(PartitionLog):
         if offset > self._start:
             self._start = offset
             keep = self._index_of(offset)
+            self._size -= sum(len(d) for d in self._data[:keep])
             for column in (self._bases, self._lasts, self._max_ts, self._data):
                 del column[:keep]
         return self._start

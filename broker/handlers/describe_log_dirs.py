@@ -26,19 +26,13 @@ import structlog
 
 from broker.handlers import RequestContext
 from protocol import messages
-from storage.interface import OffsetOutOfRange, PartitionLog
+from storage.interface import PartitionLog
 
 log = structlog.get_logger()
 
-_ALL_BYTES = 2**62
-
-
 async def partition_size(plog: PartitionLog) -> int:
     """Bytes held by one partition log."""
-    try:
-        return (await plog.read(plog.log_start_offset, _ALL_BYTES)).size
-    except OffsetOutOfRange:  # emptied (deleted records) between the two reads
-        return 0
+    return plog.size_bytes
 
 
 def _disk_usage(path: Any) -> tuple[int, int]:

@@ -58,6 +58,7 @@ def test_append_assigns_consecutive_offsets(engine: StorageEngine) -> None:
         assert (r1.base_offset, r1.last_offset, r2.base_offset, r2.last_offset) == (0, 2, 3, 4)
         assert log.log_end_offset == 5 and log.high_watermark == 5
         res = await log.read(0, 1 << 20)
+        assert log.size_bytes == res.size
         assert offsets_of(res.chunks) == [0, 1, 2, 3, 4]
         assert res.size == sum(len(c) for c in res.chunks)
         assert (res.high_watermark, res.log_start_offset) == (5, 0)
@@ -162,6 +163,7 @@ def test_truncate(engine: StorageEngine) -> None:
             await log.truncate_to(3)
         await log.truncate_to(2)
         assert log.log_end_offset == 2
+        assert log.size_bytes == len(batch(2))
         r = await log.append(batch(1))
         assert r.base_offset == 2
         assert offsets_of((await log.read(0, 1 << 20)).chunks) == [0, 1, 2]
@@ -184,6 +186,7 @@ def test_delete_records_advances_the_log_start_offset(engine: StorageEngine) -> 
             await log.delete_records_before(7)
         assert await log.delete_records_before(6) == 6
         assert (await log.read(6, 100)).chunks == []
+        assert log.size_bytes == 0
         assert (await log.append(batch(1))).base_offset == 6
     run(go())
 
