@@ -1,0 +1,226 @@
+"""Produce (key 0), versions 0-11: validate each partition's record batch and append it.
+
+Kafka behaviours implemented (KafkaApis.handleProduceRequest, ReplicaManager.appendRecords /
+appendToLocalLog, UnifiedLog.append, LogValidator; see `broker.produce_validation` for the batch checks):
+- Per-partition semantics: every partition is checked on its own and a bad one does not keep the good
+  ones of the same request from being appended. All checks of a partition run before its append.
+- Unknown topic or partition index -> UNKNOWN_TOPIC_OR_PARTITION. Produce never auto-creates topics
+  (Kafka 4 creates them only through Metadata; clients ask Metadata first).
+- Internal topics (``__consumer_offsets``, ``__transaction_state``) -> INVALID_TOPIC_EXCEPTION: clients
+  lack Kafka's ``internalTopicsAllowed``.
+- Versions 0-2 (legacy MessageSets) are advertised only because librdkafka < 2.11.1 enables compression
+  when the range contains v0 (KAFKA-18659); Kafka 4 then refuses them. Kafka closes the connection;
+  a handler cannot, so every partition answers UNSUPPORTED_VERSION instead.
+- Transactional batches -> the whole request answers INVALID_TXN_STATE (Kafka answers at request level
+  too): transactions are not supported yet, which the v8+ error message says. A ``transactional_id`` on
+  non-transactional batches is ignored, as Kafka ignores it.
+- acks must be -1, 0 or 1, else INVALID_REQUIRED_ACKS for every partition that passed the checks above.
+  acks=0 gets no response at all, even on errors.
+- Idempotent producers (producer id >= 0): duplicates of one of the last 5 batches answer NONE with the
+  original offsets, older epochs INVALID_PRODUCER_EPOCH, gaps OUT_OF_ORDER_SEQUENCE_NUMBER
+  (`broker.producer_state`).
+- LogAppendTime topics: the engine stamps the broker's time into the batch and the response carries it
+  in ``log_append_time_ms`` (else -1). ``log_start_offset`` (v5+) is the partition's after the append, or
+  -1 where Kafka has none (unknown partition, request-level errors).
+- Errors carry a v8+ ``error_message`` saying what was wrong (Kafka fills it only for per-record
+  validation errors, together with ``record_errors``).
+- Appended batches get the partition's leader epoch stamped into their header, as Kafka's LogValidator
+  does. Appends happen under the partition's lock and wake long-poll Fetches. acks=-1 then awaits the log's
+  ``flush()`` outside the lock (a no-op for the memory engine; the hook for the file engine's group
+  commit). A failed append or flush (OSError) answers KAFKA_STORAGE_ERROR.
+
+Left out: Kafka closes the connection after an acks=0 request that failed; quotas and throttling;
+``compression.type`` recompression; produce v12+ (topic ids); the ``current_leader`` / node endpoint
+hints of v10+ (this node is always the leader).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from broker.handlers import RequestContext
+from broker.produce_validation import BatchRejected, RecordError, TopicRules, frame_batch, validate_batch
+from broker.producer_state import registry_for
+from protocol import messages
+from protocol.errors import ErrorCode, KafkaError
+from protocol.records import RecordBatch, set_partition_leader_epoch
+from protocol.records.batch import ATTRIBUTES_OFFSET, MAGIC, MAGIC_OFFSET, TRANSACTIONAL_FLAG
+
+log = structlog.get_logger()
+
+VALID_ACKS = (-1, 0, 1)
+FIRST_RECORD_BATCH_VERSION = 3
+
+_RESP = messages.ProduceResponse
+_PARTITION = _RESP.PartitionProduceResponse
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """One partition's answer; ``partition`` is set when its batch was appended (for acks=-1 flushes)."""
+
+    response: Any
+    partition: Any = None
+
+
+def topic_rules(cluster: Any, topic: Any) -> TopicRules:
+    """The topic configs the batch checks need, resolved through topic overrides and broker defaults."""
+    value = cluster.config_value
+    return TopicRules(
+        max_message_bytes=value(topic, "max.message.bytes"),
+        segment_bytes=value(topic, "segment.bytes"),
+        log_append_time=value(topic, "message.timestamp.type") == "LogAppendTime",
+        timestamp_before_max_ms=value(topic, "message.timestamp.before.max.ms"),
+        timestamp_after_max_ms=value(topic, "message.timestamp.after.max.ms"),
+        compacted="compact" in str(value(topic, "cleanup.policy")).split(","),
+    )
+
+
+def _error(index: int, code: ErrorCode, message: str, log_start_offset: int = -1,
+           record_errors: tuple[RecordError, ...] = ()) -> Any:
+    return _PARTITION(
+        index=index, error_code=int(code), base_offset=-1, log_append_time_ms=-1,
+        log_start_offset=log_start_offset, error_message=message,
+        record_errors=[_RESP.BatchIndexAndErrorMessage(batch_index=e.batch_index,
+                                                       batch_index_error_message=e.message)
+                       for e in record_errors])
+
+
+def _success(index: int, base_offset: int, log_append_time: int, log_start_offset: int) -> Any:
+    return _PARTITION(index=index, error_code=0, base_offset=base_offset, log_append_time_ms=log_append_time,
+                      log_start_offset=log_start_offset, error_message=None)
+
+
+def _is_transactional(records: Any) -> bool:
+    """Whether a partition's first batch is transactional, peeked from its header as Kafka does."""
+    if records is None or len(records) <= ATTRIBUTES_OFFSET + 1 or records[MAGIC_OFFSET] != MAGIC:
+        return False
+    return bool(records[ATTRIBUTES_OFFSET + 1] & TRANSACTIONAL_FLAG)
+
+
+async def handle_produce(header: Any, body: Any, ctx: RequestContext) -> Any:
+    version = ctx.api_version
+    acks = body.acks
+    now_ms = int(time.time() * 1000)
+    transactional = version >= FIRST_RECORD_BATCH_VERSION and any(
+        _is_transactional(p.records) for t in body.topic_data for p in t.partition_data)
+
+    topics = []
+    appended: list[_Outcome] = []
+    for topic_data in body.topic_data:
+        partitions = []
+        for pdata in topic_data.partition_data:
+            if transactional:
+                outcome = _Outcome(_error(
+                    pdata.index, ErrorCode.INVALID_TXN_STATE,
+                    f"Transactional record batches are not supported by this broker yet (transactional_id="
+                    f"{body.transactional_id!r}); produce without transactions (idempotent producers work)"))
+            else:
+                outcome = await _produce_partition(ctx, topic_data.name, pdata, acks, version, now_ms)
+            if outcome.partition is not None:
+                appended.append(outcome)
+            partitions.append(outcome.response)
+        topics.append(_RESP.TopicProduceResponse(name=topic_data.name, partition_responses=partitions))
+
+    if acks == -1:
+        for outcome in appended:
+            await _flush(outcome)
+    if acks == 0:
+        return None
+    return _RESP(responses=topics, throttle_time_ms=0)
+
+
+async def _flush(outcome: _Outcome) -> None:
+    # Durability hook for acks=all: the file engine makes this an fsync shared by concurrent appends.
+    partition = outcome.partition
+    try:
+        await partition.log.flush()
+    except OSError as exc:
+        log.error("produce.flush_failed", topic=partition.topic.name, partition=partition.index, error=str(exc))
+        outcome.response = _error(
+            partition.index, ErrorCode.KAFKA_STORAGE_ERROR,
+            f"The records were written but could not be made durable: {exc}",
+            partition.log.log_start_offset)
+
+
+async def _produce_partition(ctx: RequestContext, name: str, pdata: Any, acks: int, version: int,
+                             now_ms: int) -> _Outcome:
+    cluster = ctx.broker.cluster
+    index = pdata.index
+    topic = cluster.get(name)
+    partition = cluster.partition(name, index)
+    if partition is None:
+        message = (f"This server does not host topic {name!r}; create it first (Produce does not "
+                   f"auto-create topics)" if topic is None else
+                   f"Topic {name!r} has {len(topic.partitions)} partition(s); partition {index} does not exist")
+        return _rejected(name, index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, message)
+    if version < FIRST_RECORD_BATCH_VERSION:
+        return _rejected(name, index, ErrorCode.UNSUPPORTED_VERSION,
+                         f"Produce v{version} (message format v0/v1) is not supported; Kafka 4 and this broker "
+                         f"accept Produce v3 and later with v2 record batches")
+    try:
+        batch = frame_batch(pdata.records, version)
+    except BatchRejected as exc:
+        return _rejected(name, index, exc.code, exc.message)
+    if acks not in VALID_ACKS:
+        return _rejected(name, index, ErrorCode.INVALID_REQUIRED_ACKS,
+                         f"acks={acks} is not valid: use -1 (all), 0 or 1")
+    if topic.is_internal:
+        return _rejected(name, index, ErrorCode.INVALID_TOPIC_EXCEPTION,
+                         f"Cannot append to internal topic {name}")
+
+    tp = f"{name}-{index}"
+    rules = topic_rules(cluster, topic)
+    try:
+        validate_batch(batch, rules, now_ms, tp)
+    except BatchRejected as exc:
+        return _rejected(name, index, exc.code, exc.message, partition.log.log_start_offset, exc.record_errors)
+    try:
+        return await _append(ctx, partition, batch, pdata.records, rules, now_ms, tp)
+    except KafkaError as exc:
+        return _rejected(name, index, exc.code, exc.message, partition.log.log_start_offset)
+
+
+async def _append(ctx: RequestContext, partition: Any, batch: RecordBatch, records: Any, rules: TopicRules,
+                  now_ms: int, tp: str) -> _Outcome:
+    plog = partition.log
+    index = partition.index
+    producer_id = batch.producer_id
+    append_time = now_ms if rules.log_append_time else None
+    async with partition.lock:
+        state = None
+        if producer_id >= 0:
+            state = registry_for(ctx.broker.cluster).partition((partition.topic.topic_id, index), tp)
+            duplicate = state.check(producer_id, batch.producer_epoch, batch.base_sequence, batch.last_sequence,
+                                    plog.log_end_offset, now_ms)
+            if duplicate is not None:
+                log.debug("produce.duplicate", topic=partition.topic.name, partition=index,
+                          producer_id=producer_id, base_sequence=batch.base_sequence,
+                          base_offset=duplicate.first_offset)
+                return _Outcome(_success(index, duplicate.first_offset, duplicate.timestamp,
+                                         plog.log_start_offset))
+        # Kafka stamps the leader epoch into every batch it appends (outside the CRC); consumers use it
+        # to detect log truncation (KIP-320).
+        set_partition_leader_epoch(records, 0, partition.leader_epoch)
+        try:
+            result = await plog.append(records, log_append_time=append_time)
+        except OSError as exc:
+            log.error("produce.append_failed", topic=partition.topic.name, partition=index, error=str(exc))
+            raise KafkaError(ErrorCode.KAFKA_STORAGE_ERROR, f"Could not append to {tp}: {exc}") from None
+        if state is not None:
+            max_timestamp = append_time if append_time is not None else batch.max_timestamp
+            state.record(producer_id, batch.producer_epoch, batch.base_sequence, batch.last_sequence,
+                         result.base_offset, result.last_offset, max_timestamp, now_ms)
+    ctx.broker.cluster.waiters.wake(partition.topic.name, index)
+    response = _success(index, result.base_offset, result.log_append_time, plog.log_start_offset)
+    return _Outcome(response, partition)
+
+
+def _rejected(topic: str, index: int, code: ErrorCode, message: str, log_start_offset: int = -1,
+              record_errors: tuple[RecordError, ...] = ()) -> _Outcome:
+    log.info("produce.rejected", topic=topic, partition=index, error=code.name, reason=message)
+    return _Outcome(_error(index, code, message, log_start_offset, record_errors))

@@ -1,0 +1,291 @@
+"""Checks a Produce partition's records must pass before they are appended: pure functions, no I/O.
+
+Each check follows the Kafka code that makes it, in Kafka's order, and fails with Kafka's error code
+and (nearly) Kafka's message, raised as `BatchRejected`:
+
+1. Framing, as ``ProduceRequest.validateRecords`` and ``ByteBufferLogInputStream`` do it (`frame_batch`):
+   no complete batch -> INVALID_RECORD ("must have at least one record batch per partition"); a batch
+   length below the 14-byte legacy minimum or a magic outside 0..2 -> CORRUPT_MESSAGE; magic 0/1 ->
+   INVALID_RECORD; zstd before Produce v7 -> UNSUPPORTED_COMPRESSION_TYPE; a second complete batch ->
+   INVALID_RECORD ("exactly one record batch per partition").
+   Deviation: Kafka silently drops trailing bytes too short to be a batch; Moldau rejects them with
+   CORRUPT_MESSAGE, since a client that sends them is broken and the bytes would otherwise vanish.
+2. ``UnifiedLog.analyzeAndValidateRecords``: base offset must be 0 (INVALID_RECORD); the batch size,
+   log overhead included, must not exceed the topic's ``max.message.bytes`` (MESSAGE_TOO_LARGE); the
+   CRC-32C must match (CORRUPT_MESSAGE).
+3. ``LogValidator.validateBatch`` (client origin): a positive offset range, a positive record count equal
+   to it, no control batch, a base sequence for idempotent batches (all INVALID_RECORD).
+4. ``LogValidator.validateRecord``: on compacted topics every record needs a key (INVALID_RECORD); on
+   CreateTime topics every record timestamp must lie within ``message.timestamp.before.max.ms`` in the
+   past and ``message.timestamp.after.max.ms`` in the future, and a client may not set LogAppendTime on a
+   LogAppendTime topic (INVALID_TIMESTAMP). Per-record failures carry ``record_errors`` (Produce v8+).
+5. ``UnifiedLog.append``: a batch larger than ``segment.bytes`` -> RECORD_LIST_TOO_LARGE.
+
+Where Moldau does less than Kafka, on purpose (records are opaque bytes on the hot path):
+- Records are decoded only where a check needs them: compacted topics, and timestamps when the header
+  cannot settle the question. With the default ``message.timestamp.before.max.ms`` (unbounded) the
+  header's max timestamp (covered by the CRC) decides the "too far in the future" check; only when it is
+  out of range are records decoded, to name each failing record as Kafka does. A finite "before" bound
+  needs every record (the header holds no minimum), so records are decoded then.
+- Kafka decompresses every compressed batch to check inner offsets and the record count and rewrites
+  the header's max timestamp from the records; Moldau trusts the CRC-protected header instead.
+- The topic's ``compression.type`` is not applied (no recompression); batches are stored as sent.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from protocol.errors import ErrorCode, KafkaError
+from protocol.records import (
+    LOG_OVERHEAD,
+    Compression,
+    RecordBatch,
+    RecordBatchError,
+    TimestampType,
+    iter_records,
+)
+from protocol.records.batch import MAGIC, MAGIC_OFFSET
+
+LONG_MAX = 2**63 - 1
+# Kafka's smallest legal batch length field: a v0 message (LegacyRecord.RECORD_OVERHEAD_V0).
+LEGACY_MIN_LENGTH = 14
+# Bytes needed to read a batch's magic: base offset, length, leader epoch, magic.
+HEADER_SIZE_UP_TO_MAGIC = MAGIC_OFFSET + 1
+ZSTD_MIN_PRODUCE_VERSION = 7
+
+_INT32 = struct.Struct(">i")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordError:
+    """One rejected record: its index in the batch and why (Produce v8+ ``record_errors``)."""
+
+    batch_index: int
+    message: str
+
+    def __str__(self) -> str:
+        # Kafka's RecordError.toString, which its summary messages embed.
+        return f"RecordError(batchIndex={self.batch_index}, message='{self.message}')"
+
+
+class BatchRejected(KafkaError):
+    """A produce batch failed a check; ``record_errors`` names the records at fault, if any."""
+
+    def __init__(self, code: ErrorCode, message: str, record_errors: tuple[RecordError, ...] = ()) -> None:
+        super().__init__(code, message)
+        self.record_errors = record_errors
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRules:
+    """The effective topic configs the checks depend on."""
+
+    max_message_bytes: int = 1048588
+    segment_bytes: int = 1073741824
+    log_append_time: bool = False
+    timestamp_before_max_ms: int = LONG_MAX
+    timestamp_after_max_ms: int = 3600000
+    compacted: bool = False
+
+
+@dataclass(slots=True)
+class _Errors:
+    errors: list[RecordError] = field(default_factory=list)
+    timestamp: bool = False
+
+
+def frame_batch(records: bytes | bytearray | memoryview | None, api_version: int) -> RecordBatch:
+    """The one v2 batch of a Produce (v3+) partition; raises `BatchRejected` as Kafka frames it."""
+    data = records if records is not None else b""
+    size = len(data)
+    first = _next_batch_size(data, 0, api_version)
+    if first is None:
+        raise BatchRejected(
+            ErrorCode.INVALID_RECORD,
+            f"Produce requests with version {api_version} must have at least one record batch per partition"
+            + _short_reason(data, size))
+    magic = _signed(data[MAGIC_OFFSET])
+    if magic != MAGIC:
+        raise BatchRejected(
+            ErrorCode.INVALID_RECORD,
+            f"Produce requests with version {api_version} are only allowed to contain record batches with "
+            f"magic version 2 (got magic {magic}: a pre-0.11 message format; upgrade the client or enable its "
+            f"v2 record format)")
+    try:
+        batch = RecordBatch(data, 0, first)
+    except RecordBatchError as exc:
+        # A v2 batch shorter than its own header: Kafka fails its size check in isValid().
+        raise BatchRejected(ErrorCode.CORRUPT_MESSAGE, f"Record batch is corrupt: {exc}") from None
+    if batch.compression == Compression.ZSTD and api_version < ZSTD_MIN_PRODUCE_VERSION:
+        raise BatchRejected(
+            ErrorCode.UNSUPPORTED_COMPRESSION_TYPE,
+            f"Produce requests with version {api_version} are not allowed to use ZStandard compression "
+            f"(zstd needs Produce v{ZSTD_MIN_PRODUCE_VERSION} or later)")
+    if first < size:
+        second = _next_batch_size(data, first, api_version)
+        if second is not None:
+            raise BatchRejected(
+                ErrorCode.INVALID_RECORD,
+                f"Produce requests with version {api_version} are only allowed to contain exactly one record "
+                f"batch per partition")
+        raise BatchRejected(
+            ErrorCode.CORRUPT_MESSAGE,
+            f"{size - first} bytes follow the record batch and do not form a complete batch: the records "
+            f"field must hold exactly one whole batch")
+    return batch
+
+
+def _next_batch_size(data: bytes | bytearray | memoryview, pos: int, api_version: int) -> int | None:
+    """ByteBufferLogInputStream.nextBatchSize: the batch end at ``pos``, or None if none is complete."""
+    remaining = len(data) - pos
+    if remaining < LOG_OVERHEAD:
+        return None
+    (length,) = _INT32.unpack_from(data, pos + 8)
+    if length < LEGACY_MIN_LENGTH:
+        raise BatchRejected(
+            ErrorCode.CORRUPT_MESSAGE,
+            f"Record size {length} is less than the minimum record overhead ({LEGACY_MIN_LENGTH})")
+    if remaining < HEADER_SIZE_UP_TO_MAGIC:
+        return None
+    magic = _signed(data[pos + MAGIC_OFFSET])
+    if not 0 <= magic <= MAGIC:
+        raise BatchRejected(ErrorCode.CORRUPT_MESSAGE, f"Invalid magic found in record: {magic}")
+    if remaining < LOG_OVERHEAD + length:
+        return None
+    return pos + LOG_OVERHEAD + length
+
+
+def _short_reason(data: bytes | bytearray | memoryview, size: int) -> str:
+    if size == 0:
+        return " (the records field is empty)"
+    if size >= LOG_OVERHEAD:
+        (length,) = _INT32.unpack_from(data, 8)
+        return (f" (the {size}-byte records field ends inside a batch that declares "
+                f"{LOG_OVERHEAD + length} bytes)")
+    return f" (the {size}-byte records field is shorter than a batch header)"
+
+
+def _signed(byte: int) -> int:
+    return byte - 256 if byte > 127 else byte
+
+
+def validate_batch(batch: RecordBatch, rules: TopicRules, now_ms: int, topic_partition: str) -> None:
+    """Kafka's append-time checks of one client batch (steps 2-5 of the module docstring)."""
+    tp = topic_partition
+    if batch.base_offset != 0:
+        raise BatchRejected(
+            ErrorCode.INVALID_RECORD,
+            f"The baseOffset of the record batch in the append to {tp} should be 0, but it is {batch.base_offset}")
+    size = batch.total_size
+    if size > rules.max_message_bytes:
+        raise BatchRejected(
+            ErrorCode.MESSAGE_TOO_LARGE,
+            f"The record batch size in the append to {tp} is {size} bytes which exceeds the maximum configured "
+            f"value of {rules.max_message_bytes} (max.message.bytes); send smaller batches (the producer's "
+            f"batch.size / max.request.size) or raise the topic's max.message.bytes")
+    if not batch.validate_crc():
+        raise BatchRejected(
+            ErrorCode.CORRUPT_MESSAGE,
+            f"Record is corrupt (stored crc = {batch.crc}, computed crc = {batch.compute_crc()}) "
+            f"in topic partition {tp}.")
+    _validate_batch_header(batch, tp)
+    _validate_records(batch, rules, now_ms, tp)
+    if size > rules.segment_bytes:
+        raise BatchRejected(
+            ErrorCode.RECORD_LIST_TOO_LARGE,
+            f"Message batch size is {size} bytes in append to partition {tp} which exceeds the maximum "
+            f"configured segment size of {rules.segment_bytes}.")
+
+
+def _validate_batch_header(batch: RecordBatch, tp: str) -> None:
+    # The base offset is 0 here, so the offset range is [0, last offset delta].
+    count_from_offsets = batch.last_offset_delta + 1
+    if count_from_offsets <= 0:
+        raise BatchRejected(
+            ErrorCode.INVALID_RECORD,
+            f"Batch has an invalid offset range: [0, {batch.last_offset_delta}] in topic partition {tp}")
+    count = batch.record_count
+    if count <= 0:
+        raise BatchRejected(
+            ErrorCode.INVALID_RECORD, f"Invalid reported count for record batch: {count} in topic partition {tp}")
+    if count != count_from_offsets:
+        raise BatchRejected(
+            ErrorCode.INVALID_RECORD,
+            f"Inconsistent batch offset range [0, {batch.last_offset_delta}] and count of records {count} "
+            f"in topic partition {tp}")
+    if batch.is_control:
+        raise BatchRejected(
+            ErrorCode.INVALID_RECORD, f"Clients are not allowed to write control records in topic partition {tp}")
+    if batch.producer_id >= 0 and batch.base_sequence < 0:
+        raise BatchRejected(
+            ErrorCode.INVALID_RECORD,
+            f"Invalid sequence number {batch.base_sequence} in record batch with producerId {batch.producer_id} "
+            f"in topic partition {tp}")
+
+
+def _validate_records(batch: RecordBatch, rules: TopicRules, now_ms: int, tp: str) -> None:
+    found = _Errors()
+    create_time_topic = not rules.log_append_time
+    lo = now_ms - rules.timestamp_before_max_ms if rules.timestamp_before_max_ms < LONG_MAX else None
+    hi = now_ms + rules.timestamp_after_max_ms
+    client_log_append_time = batch.timestamp_type == TimestampType.LOG_APPEND_TIME
+
+    if rules.compacted or (create_time_topic and not client_log_append_time
+                           and (lo is not None or batch.max_timestamp > hi)):
+        _check_each_record(batch, rules, now_ms, lo, hi, tp, found)
+    elif client_log_append_time:
+        # Every record of such a batch reports the header's max timestamp: the header decides.
+        timestamp = batch.max_timestamp
+        for index in range(batch.record_count):
+            _check_timestamp(timestamp, index, index, create_time_topic, True, now_ms, lo, hi, found)
+    if found.errors:
+        _raise_record_errors(found)
+
+
+def _check_each_record(batch: RecordBatch, rules: TopicRules, now_ms: int, lo: int | None, hi: int, tp: str,
+                       found: _Errors) -> None:
+    client_log_append_time = batch.timestamp_type == TimestampType.LOG_APPEND_TIME
+    try:
+        for index, record in enumerate(iter_records(batch)):
+            if rules.compacted and record.key is None:
+                found.errors.append(RecordError(
+                    index, f"Compacted topic cannot accept message without key in topic partition {tp}"))
+                continue
+            _check_timestamp(record.timestamp, index, record.offset, not rules.log_append_time,
+                             client_log_append_time, now_ms, lo, hi, found)
+    except RecordBatchError as exc:
+        raise BatchRejected(ErrorCode.CORRUPT_MESSAGE,
+                            f"Record batch in topic partition {tp} is corrupt: {exc}") from None
+
+
+def _check_timestamp(timestamp: int, index: int, offset: int, create_time_topic: bool,
+                     client_log_append_time: bool, now_ms: int, lo: int | None, hi: int, found: _Errors) -> None:
+    # LogValidator.validateTimestamp: records without a timestamp (-1) are exempt from the range.
+    if create_time_topic and timestamp != -1:
+        if timestamp > hi or (lo is not None and timestamp < lo):
+            low = "-inf" if lo is None else str(lo)
+            found.errors.append(RecordError(
+                index, f"Timestamp {timestamp} of message with offset {offset} is out of range. The timestamp "
+                       f"should be within [{low}, {hi}]"))
+            found.timestamp = True
+    elif client_log_append_time:
+        found.errors.append(RecordError(
+            index, "Invalid timestamp type in message: producer should not set timestamp type to LogAppendTime."))
+        found.timestamp = True
+
+
+def _raise_record_errors(found: _Errors) -> None:
+    errors = tuple(found.errors)
+    if found.timestamp:
+        raise BatchRejected(
+            ErrorCode.INVALID_TIMESTAMP,
+            f"One or more records have been rejected due to invalid timestamp: {errors[0].message} "
+            f"({len(errors)} record(s) rejected; check the producer's clock or the topic's "
+            f"message.timestamp.before.max.ms / message.timestamp.after.max.ms)", errors)
+    shown = ", ".join(str(e) for e in errors[:3])
+    raise BatchRejected(
+        ErrorCode.INVALID_RECORD,
+        f"One or more records have been rejected due to {len(errors)} record errors in total, and only "
+        f"showing the first three errors at most: [{shown}]", errors)

@@ -1,0 +1,198 @@
+"""Idempotent producers: producer id allocation and per-partition sequence tracking. Pure logic, no I/O.
+
+Follows Kafka's ``ProducerStateManager`` / ``ProducerAppendInfo`` / ``ProducerStateEntry``
+(storage/internals/log), for client appends:
+
+- Each partition keeps, per producer id, the current epoch and the metadata (first/last sequence,
+  first/last offset) of the last 5 batches (``NUM_BATCHES_TO_RETAIN``).
+- A batch whose epoch and sequence range equal one of those is a retried duplicate: it is not appended
+  and the client is told success with the ORIGINAL offsets (modern Kafka answers NONE, not
+  DUPLICATE_SEQUENCE_NUMBER).
+- An epoch older than the partition's -> INVALID_PRODUCER_EPOCH (Kafka 2.7+, ``InvalidProducerEpochException``).
+- A newer epoch must start at sequence 0, else OUT_OF_ORDER_SEQUENCE_NUMBER; it replaces the old epoch.
+- Same epoch: the first sequence must follow the last one (sequences wrap from INT32_MAX to 0), else
+  OUT_OF_ORDER_SEQUENCE_NUMBER.
+- A producer id the partition has no state for is accepted at any sequence: Kafka 4 no longer answers
+  UNKNOWN_PRODUCER_ID, because state legitimately disappears (retention, DeleteRecords, expiry).
+- Producer state unused for ``producer.id.expiration.ms`` (Kafka's default, one day) is dropped,
+  checked at most every ``producer.id.expiration.check.interval.ms`` (ten minutes) per partition.
+  Moldau ages entries by broker time of the last append, where Kafka uses the batch's max timestamp.
+
+Producer ids come from `ProducerIdAllocator`: a counter starting at 1000 for this broker process (Kafka
+hands out blocks from the controller; a single node needs no blocks). Ids are not persisted yet, which
+is safe while partition state is not persisted either.
+
+`registry_for(owner)` gives the one `ProducerRegistry` (allocator and all partitions' state) of a broker's
+cluster state, created on first use.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import deque
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+from protocol.errors import ErrorCode, KafkaError
+
+INT32_MAX = 2**31 - 1
+NO_PRODUCER_EPOCH = -1
+NO_SEQUENCE = -1
+NUM_BATCHES_TO_RETAIN = 5
+PRODUCER_ID_EXPIRATION_MS = 86_400_000
+PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS = 600_000
+FIRST_PRODUCER_ID = 1000
+
+
+def next_sequence(sequence: int, increment: int = 1) -> int:
+    """``sequence + increment`` with Kafka's wrap from INT32_MAX to 0."""
+    return (sequence + increment) % (INT32_MAX + 1)
+
+
+def in_sequence(last_seq: int, next_seq: int) -> bool:
+    return next_seq == last_seq + 1 or (next_seq == 0 and last_seq == INT32_MAX)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchMetadata:
+    """What a retried batch is recognised by, and the offsets its first append got."""
+
+    first_seq: int
+    last_seq: int
+    first_offset: int
+    last_offset: int
+    timestamp: int = -1
+
+
+@dataclass(slots=True)
+class ProducerEntry:
+    producer_id: int
+    epoch: int = NO_PRODUCER_EPOCH
+    batches: deque[BatchMetadata] = field(default_factory=lambda: deque(maxlen=NUM_BATCHES_TO_RETAIN))
+    last_append_ms: int = 0
+
+    @property
+    def last_seq(self) -> int:
+        return self.batches[-1].last_seq if self.batches else NO_SEQUENCE
+
+    def find_duplicate(self, epoch: int, first_seq: int, last_seq: int) -> BatchMetadata | None:
+        if epoch != self.epoch:
+            return None
+        for meta in self.batches:
+            if meta.first_seq == first_seq and meta.last_seq == last_seq:
+                return meta
+        return None
+
+
+class PartitionProducerState:
+    """The idempotent producers of one partition: check a batch, then record it once appended."""
+
+    def __init__(self, topic_partition: str = "") -> None:
+        self.topic_partition = topic_partition
+        self._producers: dict[int, ProducerEntry] = {}
+        self._last_expiry_check_ms = 0
+
+    def __len__(self) -> int:
+        return len(self._producers)
+
+    def entry(self, producer_id: int) -> ProducerEntry | None:
+        return self._producers.get(producer_id)
+
+    def check(self, producer_id: int, epoch: int, first_seq: int, last_seq: int, next_offset: int,
+              now_ms: int = 0) -> BatchMetadata | None:
+        """Validate a batch about to be appended at ``next_offset``.
+
+        Returns the metadata of the batch it duplicates (do not append; answer with its offsets), or
+        None (append, then call `record`). Raises `KafkaError` with INVALID_PRODUCER_EPOCH or
+        OUT_OF_ORDER_SEQUENCE_NUMBER.
+        """
+        self.maybe_expire(now_ms)
+        entry = self._producers.get(producer_id)
+        if entry is None:
+            return None  # unknown producer: any sequence is accepted
+        duplicate = entry.find_duplicate(epoch, first_seq, last_seq)
+        if duplicate is not None:
+            return duplicate
+        where = f"producer {producer_id} at offset {next_offset} in partition {self.topic_partition}"
+        if epoch < entry.epoch:
+            raise KafkaError(
+                ErrorCode.INVALID_PRODUCER_EPOCH,
+                f"Epoch of {where} is {epoch}, which is smaller than the last seen epoch {entry.epoch}")
+        if epoch != entry.epoch:
+            if first_seq != 0 and entry.epoch != NO_PRODUCER_EPOCH:
+                raise KafkaError(
+                    ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER,
+                    f"Invalid sequence number for new epoch of {where}: {epoch} (request epoch), {first_seq} "
+                    f"(seq. number), {entry.epoch} (current producer epoch); a new epoch must start at 0")
+        elif entry.epoch != NO_PRODUCER_EPOCH and not in_sequence(entry.last_seq, first_seq):
+            raise KafkaError(
+                ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER,
+                f"Out of order sequence number for {where}: {first_seq} (incoming seq. number), "
+                f"{entry.last_seq} (current end sequence number)")
+        return None
+
+    def record(self, producer_id: int, epoch: int, first_seq: int, last_seq: int, first_offset: int,
+               last_offset: int, timestamp: int = -1, now_ms: int = 0) -> None:
+        """Remember a batch that was appended at ``first_offset..last_offset``."""
+        entry = self._producers.get(producer_id)
+        if entry is None:
+            entry = self._producers[producer_id] = ProducerEntry(producer_id)
+        if epoch != entry.epoch:
+            # A new epoch starts afresh: the old epoch's batches can no longer be retried.
+            entry.epoch = epoch
+            entry.batches.clear()
+        entry.batches.append(BatchMetadata(first_seq, last_seq, first_offset, last_offset, timestamp))
+        entry.last_append_ms = now_ms
+
+    def maybe_expire(self, now_ms: int, expiration_ms: int = PRODUCER_ID_EXPIRATION_MS,
+                     check_interval_ms: int = PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS) -> int:
+        """Drop producers idle for ``expiration_ms`` (at most once per check interval); returns how many."""
+        if now_ms - self._last_expiry_check_ms < check_interval_ms:
+            return 0
+        self._last_expiry_check_ms = now_ms
+        expired = [pid for pid, e in self._producers.items() if now_ms - e.last_append_ms >= expiration_ms]
+        for pid in expired:
+            del self._producers[pid]
+        return len(expired)
+
+
+class ProducerIdAllocator:
+    """Hands out producer ids, monotonically, for this broker process."""
+
+    def __init__(self, first: int = FIRST_PRODUCER_ID) -> None:
+        self._next = first
+
+    def allocate(self) -> int:
+        producer_id = self._next
+        self._next += 1
+        return producer_id
+
+
+class ProducerRegistry:
+    """A broker's producer id allocator and every partition's producer state, by partition key."""
+
+    def __init__(self, first_producer_id: int = FIRST_PRODUCER_ID) -> None:
+        self.ids = ProducerIdAllocator(first_producer_id)
+        self._partitions: dict[Hashable, PartitionProducerState] = {}
+
+    def partition(self, key: Hashable, topic_partition: str = "") -> PartitionProducerState:
+        """The state of one partition; ``key`` should survive renames and not outlive deletion (topic id)."""
+        state = self._partitions.get(key)
+        if state is None:
+            state = self._partitions[key] = PartitionProducerState(topic_partition)
+        return state
+
+    def forget(self, key: Hashable) -> None:
+        """Drop a deleted partition's state."""
+        self._partitions.pop(key, None)
+
+
+_REGISTRIES: weakref.WeakKeyDictionary[object, ProducerRegistry] = weakref.WeakKeyDictionary()
+
+
+def registry_for(owner: object) -> ProducerRegistry:
+    """The `ProducerRegistry` belonging to ``owner`` (a broker's cluster state), created on first use."""
+    registry = _REGISTRIES.get(owner)
+    if registry is None:
+        registry = _REGISTRIES[owner] = ProducerRegistry()
+    return registry
