@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from broker.fetch_waiters import FetchWaiters
+from broker.producer_state import ProducerRegistry
 from broker.topic_config import TopicConfigs, validate_overrides
 from protocol.errors import ErrorCode, KafkaError
 from storage.interface import PartitionLog, StorageEngine
@@ -86,6 +87,7 @@ class ClusterState:
         self.topics: dict[str, Topic] = {}
         self.by_id: dict[uuid.UUID, Topic] = {}
         self.waiters = FetchWaiters()
+        self.producers = ProducerRegistry()
         self._creating: dict[str, asyncio.Future[Topic]] = {}
 
     # ------------------------------------------------------------ lookups
@@ -202,6 +204,7 @@ class ClusterState:
         self.by_id.pop(topic.topic_id, None)
         for partition in topic.partitions:
             await self.engine.delete_log(name, partition.index)
+            self.producers.forget((topic.topic_id, partition.index))
             self.waiters.wake(name, partition.index)
         log.info("topic.deleted", topic=name, topic_id=str(topic.topic_id))
         return topic

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from broker.config import format_address
-from broker.handlers import API_VERSIONS, ConnectionInfo, RequestContext
+from broker.handlers import API_VERSIONS, CloseConnection, ConnectionInfo, RequestContext
 from protocol import codec
 from protocol.framing import FrameDecoder, FrameSizeError
 
@@ -214,8 +214,8 @@ class Connection(asyncio.Protocol):
         ctx = RequestContext(self._broker, self.info, version)
         try:
             result = entry.handler(header, body, ctx)
-        except Exception:  # noqa: BLE001 - logged with traceback; a handler bug costs only this connection
-            self._handler_failed(slot, None)
+        except Exception as exc:  # noqa: BLE001 - logged with traceback; a handler bug costs only this connection
+            self._handler_failed(slot, exc)
             return
         if inspect.isawaitable(result):
             task = asyncio.ensure_future(result)
@@ -237,6 +237,15 @@ class Connection(asyncio.Protocol):
         self._pump()
 
     def _handler_failed(self, slot: _Slot, exc: BaseException | None) -> None:
+        if isinstance(exc, CloseConnection):
+            log.warning("request.closing_connection", peer=self.info.peer, api_key=slot.api_key,
+                        api_name=codec.api_name(slot.api_key), api_version=slot.api_version,
+                        correlation_id=slot.correlation_id, reason=str(exc))
+            # The close happens when this slot reaches the head: earlier responses still go out first.
+            slot.done = True
+            slot.response = exc
+            self._pump()
+            return
         log.error("handler.failed", peer=self.info.peer, api_key=slot.api_key,
                   api_name=codec.api_name(slot.api_key), api_version=slot.api_version,
                   correlation_id=slot.correlation_id, exc_info=exc if exc is not None else True)
@@ -251,6 +260,9 @@ class Connection(asyncio.Protocol):
             slot = pending.popleft()
             if slot.response is None:
                 continue
+            if isinstance(slot.response, CloseConnection):
+                self.close(str(slot.response))
+                return
             try:
                 parts = codec.encode_response(slot.api_key, slot.api_version, slot.correlation_id, slot.response)
             except Exception:

@@ -22,13 +22,12 @@ Producer ids come from `ProducerIdAllocator`: a counter starting at 1000 for thi
 hands out blocks from the controller; a single node needs no blocks). Ids are not persisted yet, which
 is safe while partition state is not persisted either.
 
-`registry_for(owner)` gives the one `ProducerRegistry` (allocator and all partitions' state) of a broker's
-cluster state, created on first use.
+`ClusterState.producers` holds the broker's one `ProducerRegistry` (allocator and every partition's
+state).
 """
 
 from __future__ import annotations
 
-import weakref
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -185,14 +184,3 @@ class ProducerRegistry:
     def forget(self, key: Hashable) -> None:
         """Drop a deleted partition's state."""
         self._partitions.pop(key, None)
-
-
-_REGISTRIES: weakref.WeakKeyDictionary[object, ProducerRegistry] = weakref.WeakKeyDictionary()
-
-
-def registry_for(owner: object) -> ProducerRegistry:
-    """The `ProducerRegistry` belonging to ``owner`` (a broker's cluster state), created on first use."""
-    registry = _REGISTRIES.get(owner)
-    if registry is None:
-        registry = _REGISTRIES[owner] = ProducerRegistry()
-    return registry

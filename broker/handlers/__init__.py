@@ -10,6 +10,7 @@ use, so building the registry and answering ApiVersions imports no handler modul
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,11 @@ if TYPE_CHECKING:
     from broker.server import Broker
 
 Handler = Callable[[Any, Any, "RequestContext"], Any | Awaitable[Any] | None]
+
+
+class CloseConnection(Exception):
+    """Raised by a handler when Kafka would answer by closing the connection (e.g. a failed acks=0
+    Produce, or a request version that is advertised but refused). Logged at warning, not as a bug."""
 
 API_VERSIONS = 18
 METADATA = 3
@@ -31,6 +37,9 @@ class ConnectionInfo:
     peer: str
     client_software_name: str | None = None
     client_software_version: str | None = None
+    # Produce requests of one connection append in request order (an idempotent producer pipelines up
+    # to 5 and relies on it); their acks=all flushes still overlap, outside this lock.
+    produce_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass

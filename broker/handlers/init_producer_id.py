@@ -26,7 +26,6 @@ from typing import Any
 import structlog
 
 from broker.handlers import RequestContext
-from broker.producer_state import registry_for
 from protocol import messages
 from protocol.errors import ErrorCode
 
@@ -60,6 +59,6 @@ def handle_init_producer_id(header: Any, body: Any, ctx: RequestContext) -> Any:
                     reason="transactions are not supported by this broker yet; use an idempotent producer "
                            "(no transactional.id)")
         return _response(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
-    producer_id = registry_for(ctx.broker.cluster).ids.allocate()
+    producer_id = ctx.broker.cluster.producers.ids.allocate()
     log.debug("init_producer_id.allocated", producer_id=producer_id, client_id=header.client_id)
     return _response(ErrorCode.NONE, producer_id, 0)

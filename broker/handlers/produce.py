@@ -9,13 +9,14 @@ appendToLocalLog, UnifiedLog.append, LogValidator; see `broker.produce_validatio
 - Internal topics (``__consumer_offsets``, ``__transaction_state``) -> INVALID_TOPIC_EXCEPTION: clients
   lack Kafka's ``internalTopicsAllowed``.
 - Versions 0-2 (legacy MessageSets) are advertised only because librdkafka < 2.11.1 enables compression
-  when the range contains v0 (KAFKA-18659); Kafka 4 then refuses them. Kafka closes the connection;
-  a handler cannot, so every partition answers UNSUPPORTED_VERSION instead.
+  when the range contains v0 (KAFKA-18659); Kafka 4 then refuses them by closing the connection, and so
+  does this handler.
 - Transactional batches -> the whole request answers INVALID_TXN_STATE (Kafka answers at request level
   too): transactions are not supported yet, which the v8+ error message says. A ``transactional_id`` on
   non-transactional batches is ignored, as Kafka ignores it.
 - acks must be -1, 0 or 1, else INVALID_REQUIRED_ACKS for every partition that passed the checks above.
-  acks=0 gets no response at all, even on errors.
+  acks=0 gets no response at all; when any partition failed, the connection is closed afterwards (as
+  Kafka does) so the producer notices.
 - Idempotent producers (producer id >= 0): duplicates of one of the last 5 batches answer NONE with the
   original offsets, older epochs INVALID_PRODUCER_EPOCH, gaps OUT_OF_ORDER_SEQUENCE_NUMBER
   (`broker.producer_state`).
@@ -25,11 +26,12 @@ appendToLocalLog, UnifiedLog.append, LogValidator; see `broker.produce_validatio
 - Errors carry a v8+ ``error_message`` saying what was wrong (Kafka fills it only for per-record
   validation errors, together with ``record_errors``).
 - Appended batches get the partition's leader epoch stamped into their header, as Kafka's LogValidator
-  does. Appends happen under the partition's lock and wake long-poll Fetches. acks=-1 then awaits the log's
+  does. The requests of one connection append in request order (the connection's produce lock), each
+  partition under its own lock and wake long-poll Fetches. acks=-1 then awaits the log's
   ``flush()`` outside the lock (a no-op for the memory engine; the hook for the file engine's group
   commit). A failed append or flush (OSError) answers KAFKA_STORAGE_ERROR.
 
-Left out: Kafka closes the connection after an acks=0 request that failed; quotas and throttling;
+Left out: quotas and throttling;
 ``compression.type`` recompression; produce v12+ (topic ids); the ``current_leader`` / node endpoint
 hints of v10+ (this node is always the leader).
 """
@@ -42,9 +44,8 @@ from typing import Any
 
 import structlog
 
-from broker.handlers import RequestContext
+from broker.handlers import CloseConnection, RequestContext
 from broker.produce_validation import BatchRejected, RecordError, TopicRules, frame_batch, validate_batch
-from broker.producer_state import registry_for
 from protocol import messages
 from protocol.errors import ErrorCode, KafkaError
 from protocol.records import RecordBatch, set_partition_leader_epoch
@@ -105,10 +106,33 @@ def _is_transactional(records: Any) -> bool:
 async def handle_produce(header: Any, body: Any, ctx: RequestContext) -> Any:
     version = ctx.api_version
     acks = body.acks
+    if version < FIRST_RECORD_BATCH_VERSION:
+        # Kafka 4 advertises v0-2 only for old librdkafka's feature checks and closes the connection
+        # when one arrives.
+        raise CloseConnection(f"Produce v{version} (message format v0/v1) is not supported; Kafka 4 and "
+                              f"this broker accept Produce v3 and later with v2 record batches")
     now_ms = int(time.time() * 1000)
     transactional = version >= FIRST_RECORD_BATCH_VERSION and any(
         _is_transactional(p.records) for t in body.topic_data for p in t.partition_data)
 
+    async with ctx.connection.produce_lock:
+        topics, appended = await _append_all(ctx, body, acks, version, now_ms, transactional)
+
+    if acks == -1:
+        for outcome in appended:
+            await _flush(outcome)
+    if acks == 0:
+        failed = [(t.name, p.index, p.error_code) for t in topics for p in t.partition_responses if p.error_code]
+        if failed:
+            # acks=0 has no response to carry errors, so Kafka closes the connection to make the
+            # producer notice (and refresh its metadata).
+            raise CloseConnection(f"acks=0 produce failed for {failed}")
+        return None
+    return _RESP(responses=topics, throttle_time_ms=0)
+
+
+async def _append_all(ctx: RequestContext, body: Any, acks: int, version: int, now_ms: int,
+                      transactional: bool) -> tuple[list[Any], list[_Outcome]]:
     topics = []
     appended: list[_Outcome] = []
     for topic_data in body.topic_data:
@@ -125,13 +149,7 @@ async def handle_produce(header: Any, body: Any, ctx: RequestContext) -> Any:
                 appended.append(outcome)
             partitions.append(outcome.response)
         topics.append(_RESP.TopicProduceResponse(name=topic_data.name, partition_responses=partitions))
-
-    if acks == -1:
-        for outcome in appended:
-            await _flush(outcome)
-    if acks == 0:
-        return None
-    return _RESP(responses=topics, throttle_time_ms=0)
+    return topics, appended
 
 
 async def _flush(outcome: _Outcome) -> None:
@@ -158,10 +176,6 @@ async def _produce_partition(ctx: RequestContext, name: str, pdata: Any, acks: i
                    f"auto-create topics)" if topic is None else
                    f"Topic {name!r} has {len(topic.partitions)} partition(s); partition {index} does not exist")
         return _rejected(name, index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, message)
-    if version < FIRST_RECORD_BATCH_VERSION:
-        return _rejected(name, index, ErrorCode.UNSUPPORTED_VERSION,
-                         f"Produce v{version} (message format v0/v1) is not supported; Kafka 4 and this broker "
-                         f"accept Produce v3 and later with v2 record batches")
     try:
         batch = frame_batch(pdata.records, version)
     except BatchRejected as exc:
@@ -194,7 +208,7 @@ async def _append(ctx: RequestContext, partition: Any, batch: RecordBatch, recor
     async with partition.lock:
         state = None
         if producer_id >= 0:
-            state = registry_for(ctx.broker.cluster).partition((partition.topic.topic_id, index), tp)
+            state = ctx.broker.cluster.producers.partition((partition.topic.topic_id, index), tp)
             duplicate = state.check(producer_id, batch.producer_epoch, batch.base_sequence, batch.last_sequence,
                                     plog.log_end_offset, now_ms)
             if duplicate is not None:

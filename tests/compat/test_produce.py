@@ -151,18 +151,21 @@ def test_produce_to_missing_partition_is_unknown_topic_or_partition(
     _assert_nothing_lost(client, topic, 0)
 
 
-def test_legacy_produce_versions_are_refused_with_unsupported_version(
-        broker: BrokerProcess, raw_socket: RawSocket) -> None:
-    """Produce v0-2 are advertised for old librdkafka (KAFKA-18659) but refused: UNSUPPORTED_VERSION."""
-    client = _client(broker, raw_socket)
+def test_legacy_produce_versions_close_the_connection(broker: BrokerProcess, raw_socket: RawSocket) -> None:
+    """Produce v0-2 are advertised for old librdkafka (KAFKA-18659) but refused as Kafka 4 refuses them:
+    the connection is closed with a log line, and nothing is appended."""
     topic = _topic()
-    client.create(topic)
+    _client(broker, raw_socket).create(topic)
     legacy = bytes.fromhex("0000000000000000" "00000012" "6b2f8a4d" "01" "00" "0000000000000000" "ffffffff"
                            "00000000")
     for version in (0, 1, 2):
-        result = client.produce(topic, legacy, version=version)
-        assert result.error_code == int(ErrorCode.UNSUPPORTED_VERSION), result
-    _assert_nothing_lost(client, topic, 0)
+        client = _client(broker, raw_socket)
+        client.sock.send(codec.encode_request(PRODUCE, version, 7, "legacy",
+                                              client.produce_request(topic, legacy, acks=-1)))
+        assert client.sock.is_closed_by_peer(), f"Produce v{version} did not close the connection"
+        broker.wait_for_log(lambda r: r.get("event") == "request.closing_connection" and r.get("api_version")
+                            == version, what=f"the closing_connection line for Produce v{version}")
+    _assert_nothing_lost(_client(broker, raw_socket), topic, 0)
 
 
 # ------------------------------------------------------------------ batch validation
@@ -332,16 +335,21 @@ def test_bad_partition_does_not_block_good_ones_in_the_same_request(
 # ------------------------------------------------------------------ acks, LogAppendTime, offsets
 
 
-def test_acks_zero_gets_no_response_even_on_error(broker: BrokerProcess, raw_socket: RawSocket) -> None:
-    """acks=0 requests are never answered, failed or not; the next request's answer comes next."""
+def test_acks_zero_gets_no_response_and_a_failure_closes_the_connection(
+        broker: BrokerProcess, raw_socket: RawSocket) -> None:
+    """acks=0 requests are never answered; a failed one closes the connection (Kafka's way of telling the
+    producer), while what was appended before stays."""
     client = _client(broker, raw_socket)
     topic = _topic()
     client.create(topic)
-    for records in (_batch(3), _flip_last_byte(_batch())):
-        client.sock.send(codec.encode_request(PRODUCE, PRODUCE_VERSION, 900, "acks0",
-                                              client.produce_request(topic, records, acks=0)))
+    client.sock.send(codec.encode_request(PRODUCE, PRODUCE_VERSION, 900, "acks0",
+                                          client.produce_request(topic, _batch(3), acks=0)))
     # The next answer on the connection is the ListOffsets one: no Produce response came before it.
     assert client.latest(topic) == 3
+    client.sock.send(codec.encode_request(PRODUCE, PRODUCE_VERSION, 901, "acks0",
+                                          client.produce_request(topic, _flip_last_byte(_batch()), acks=0)))
+    assert client.sock.is_closed_by_peer(), "a failed acks=0 produce did not close the connection"
+    assert _client(broker, raw_socket).latest(topic) == 3
 
 
 def test_successful_produce_reports_offsets_and_log_start(broker: BrokerProcess, raw_socket: RawSocket) -> None:

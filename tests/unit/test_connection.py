@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from broker.config import BrokerConfig
-from broker.handlers import HandlerRegistry
+from broker.handlers import CloseConnection, HandlerRegistry
 from broker.server import Broker
 from protocol import codec
 from protocol import messages as m
@@ -48,6 +48,8 @@ class Script:
             return None
         elif command == "fail":
             raise RuntimeError("scripted handler failure")
+        elif command == "close":
+            raise CloseConnection("scripted close")
         return echo(command)
 
 
@@ -114,6 +116,21 @@ def test_a_failing_handler_closes_only_its_connection() -> None:
         writer2.write(request(2, "still-here"))
         assert await read_response(reader2) == (2, "still-here")
         writer2.close()
+
+    asyncio.run(with_broker(script, test))
+
+
+def test_a_handler_can_close_the_connection_after_earlier_responses() -> None:
+    """Kafka answers some requests (a failed acks=0 Produce) by closing the connection; the responses to
+    earlier requests on it are still delivered first, and nothing after it is processed."""
+    script = Script()
+
+    async def test(broker: Broker) -> None:
+        reader, writer = await connect(broker)
+        writer.write(request(1, "sleep:0.2:first") + request(2, "close") + request(3, "after"))
+        assert await read_response(reader) == (1, "sleep:0.2:first")
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert "after" not in script.calls or script.calls.index("after") > script.calls.index("close")
 
     asyncio.run(with_broker(script, test))
 
