@@ -163,8 +163,8 @@ def test_legacy_produce_versions_close_the_connection(broker: BrokerProcess, raw
         client.sock.send(codec.encode_request(PRODUCE, version, 7, "legacy",
                                               client.produce_request(topic, legacy, acks=-1)))
         assert client.sock.is_closed_by_peer(), f"Produce v{version} did not close the connection"
-        broker.wait_for_log(lambda r: r.get("event") == "request.closing_connection" and r.get("api_version")
-                            == version, what=f"the closing_connection line for Produce v{version}")
+        broker.wait_for_log(lambda r, v=version: r.get("event") == "request.closing_connection"
+                            and r.get("api_version") == v, what=f"the closing_connection line for Produce v{version}")
     _assert_nothing_lost(_client(broker, raw_socket), topic, 0)
 
 

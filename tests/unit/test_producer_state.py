@@ -13,7 +13,6 @@ from broker.producer_state import (
     ProducerRegistry,
     in_sequence,
     next_sequence,
-    registry_for,
 )
 from protocol.errors import ErrorCode, KafkaError
 
@@ -156,16 +155,9 @@ def test_producer_ids_are_monotonic_from_1000() -> None:
     assert [ids.allocate() for _ in range(3)] == [1000, 1001, 1002]
 
 
-def test_registry_keeps_one_state_per_partition_and_owner() -> None:
-    """Each cluster state owns one registry; partitions are kept apart by key."""
-
-    class Owner:
-        pass
-
-    owner = Owner()
-    registry = registry_for(owner)
-    assert registry_for(owner) is registry
-    assert registry_for(Owner()) is not registry
+def test_registry_keeps_one_state_per_partition() -> None:
+    """The cluster state's registry keeps partitions apart by key and forgets deleted ones."""
+    registry = ProducerRegistry()
     a = registry.partition(("topic-id", 0), "t-0")
     assert registry.partition(("topic-id", 0)) is a
     assert registry.partition(("topic-id", 1)) is not a
