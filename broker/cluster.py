@@ -9,6 +9,7 @@ are serialised by its lock and wake any Fetch waiting on it.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -140,6 +141,7 @@ class ClusterState:
         self.by_id[topic.topic_id] = topic
         try:
             await self._add_partitions(topic, partitions)
+            await self.persist()
         except BaseException:
             self.topics.pop(name, None)
             self.by_id.pop(topic.topic_id, None)
@@ -173,9 +175,41 @@ class ClusterState:
             del self._creating[name]
 
     async def _add_partitions(self, topic: Topic, total: int) -> None:
+        # A lookup per use, so that altered configs (segment.bytes, retention.ms...) apply at once.
+        def config(name: str, t: Topic = topic) -> Any:
+            return self.config_value(t, name)
+
         for index in range(len(topic.partitions), total):
-            plog = await self.engine.open_log(topic.name, index)
+            plog = await self.engine.open_log(topic.name, index, config)
             topic.partitions.append(Partition(topic, index, plog))
+
+    # ------------------------------------------------------------ persistence
+
+    METADATA_VERSION = 1
+
+    async def load(self) -> None:
+        """Recreate the topics saved by `persist` (same ids, partitions and overrides), opening their logs
+        (which recovers them after an unclean stop)."""
+        raw = await self.engine.load_metadata()
+        if raw is None:
+            return
+        data = json.loads(raw)
+        if data.get("version") != self.METADATA_VERSION:
+            raise ValueError(f"cluster metadata version {data.get('version')!r} is not supported "
+                             f"(expected {self.METADATA_VERSION})")
+        for entry in data["topics"]:
+            topic = Topic(entry["name"], uuid.UUID(entry["topic_id"]), dict(entry["configs"]))
+            self.topics[topic.name] = topic
+            self.by_id[topic.topic_id] = topic
+            await self._add_partitions(topic, int(entry["partitions"]))
+        log.info("cluster.loaded", topics=len(self.topics))
+
+    async def persist(self) -> None:
+        """Save topics, ids, partition counts and config overrides (atomic replace in the engine)."""
+        data = {"version": self.METADATA_VERSION, "topics": [
+            {"name": t.name, "topic_id": str(t.topic_id), "partitions": len(t.partitions), "configs": t.configs}
+            for t in (self.topics[name] for name in sorted(self.topics))]}
+        await self.engine.save_metadata(json.dumps(data, indent=1, sort_keys=True).encode())
 
     async def create_partitions(self, name: str, total: int, validate_only: bool = False) -> Topic:
         topic = self.topics.get(name)
@@ -190,6 +224,7 @@ class ClusterState:
             raise KafkaError(ErrorCode.INVALID_PARTITIONS, f"Topic already has {current} partitions.")
         if not validate_only:
             await self._add_partitions(topic, total)
+            await self.persist()
             log.info("topic.partitions_added", topic=name, partitions=total)
         return topic
 
@@ -202,6 +237,9 @@ class ClusterState:
                              "(delete.topic.enable=false).")
         del self.topics[name]
         self.by_id.pop(topic.topic_id, None)
+        # The topic is gone from the saved metadata before its data goes: a crash in between leaves
+        # orphan partition directories, never a topic without its data.
+        await self.persist()
         for partition in topic.partitions:
             await self.engine.delete_log(name, partition.index)
             self.producers.forget((topic.topic_id, partition.index))
@@ -210,7 +248,8 @@ class ClusterState:
         return topic
 
     def set_configs(self, topic: Topic, configs: Mapping[str, Any]) -> None:
-        """Replace the topic's overrides with already validated values."""
+        """Replace the topic's overrides with already validated values; the caller then awaits
+        `persist` (once for a whole AlterConfigs request) before answering."""
         topic.configs = dict(configs)
         log.info("topic.configs_changed", topic=topic.name, configs=topic.configs or None)
 

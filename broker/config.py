@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 ENV_PREFIX = "MOLDAU_"
 MEMORY_STORAGE_URL = "memory://"
@@ -107,6 +108,9 @@ class BrokerConfig:
     default_replication_factor: int = _setting(
         "default.replication.factor", 1, "Replication factor of auto-created topics (single node: 1).",
         minimum=1)
+    log_retention_check_interval_ms: int = _setting(
+        "log.retention.check.interval.ms", 300000,
+        "How often each log deletes segments that retention.ms / retention.bytes no longer keep.", minimum=1)
     log_retention_hours: int | None = _setting(
         "log.retention.hours", None, "Default retention.ms in hours (log.retention.ms wins when both are set).")
     log_roll_hours: int | None = _setting(
@@ -327,9 +331,9 @@ def _storage_path(url: str) -> Path | None:
     if url == MEMORY_STORAGE_URL:
         return None
     if url.startswith("file://"):
-        path = url[len("file://"):]
-        if path.startswith("/"):
-            return Path(path)
+        parts = urlsplit(url)
+        if parts.netloc in ("", "localhost") and parts.path.startswith("/"):
+            return Path(unquote(parts.path))
     raise ConfigError(f"setting 'storage.url' expects memory:// or file:///ABSOLUTE/PATH, got {url!r}")
 
 

@@ -51,6 +51,7 @@ class Broker:
         self._state = "new"
         self.engine: Any = None
         self.cluster: Any = None
+        self._retention_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -70,6 +71,11 @@ class Broker:
         from broker.cluster import ClusterState
 
         self.cluster = ClusterState(self.engine, self.config)
+        try:
+            await self.cluster.load()
+        except BaseException:
+            await self.engine.close()
+            raise
 
         sockets = _bind(self.config.listen_host, self.config.listen_port)
         loop = asyncio.get_running_loop()
@@ -91,6 +97,7 @@ class Broker:
         else:
             self._advertised = (advertised_host_for(self.config.listen_host), port)
         self._state = "running"
+        self._retention_task = asyncio.create_task(self._retention_loop(), name="moldau-retention")
         log.info("ready", host=host, port=port, advertised=format_address(*self._advertised),
                  listeners=[format_address(*s.getsockname()[:2]) for s in sockets],
                  cluster_id=self.cluster_id, node_id=self.node_id,
@@ -121,6 +128,9 @@ class Broker:
                         conn.abort()
                 await asyncio.wait(late, timeout=_STOP_GRACE_S)
         self._servers.clear()
+        if self._retention_task is not None:
+            self._retention_task.cancel()
+            await asyncio.gather(self._retention_task, return_exceptions=True)
         if self.engine is not None:
             await self.engine.close()
         self._state = "stopped"
@@ -132,6 +142,21 @@ class Broker:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    async def _retention_loop(self) -> None:
+        """Every ``log.retention.check.interval.ms``, let each log drop what retention no longer keeps."""
+        interval = self.config.log_retention_check_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            for topic in list(self.cluster.topics.values()):
+                for partition in topic.partitions:
+                    try:
+                        result = await partition.log.apply_retention()
+                    except Exception:
+                        log.exception("retention.failed", topic=topic.name, partition=partition.index)
+                        continue
+                    if result is not None and getattr(result, "deleted", None):
+                        self.cluster.waiters.wake(topic.name, partition.index)
 
     # ------------------------------------------------------------ state
 
@@ -175,12 +200,6 @@ class Broker:
 def _open_storage(url: str) -> Any:
     from storage.interface import open_engine
 
-    if url.startswith("file:"):
-        # The durable file engine is the next piece of work; until it lands, a data directory holds
-        # only meta.properties and partitions live in memory. Say so loudly rather than pretend.
-        log.warning("storage.not_durable", url=url,
-                    reason="the file storage engine is not available yet; partitions are kept in memory")
-        return open_engine("memory://")
     return open_engine(url)
 
 

@@ -14,10 +14,13 @@ read (on a single node, everything appended).
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from protocol.errors import ErrorCode, KafkaError
+
+TopicConfigSource = Mapping[str, Any] | Callable[[str], Any] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,11 @@ class PartitionLog(abc.ABC):
     async def flush(self) -> None:
         """Make every appended batch durable (no-op for engines without durability)."""
 
+    async def apply_retention(self, now_ms: int | None = None) -> Any:
+        """Delete what ``retention.ms`` / ``retention.bytes`` no longer keep (engines without retention:
+        nothing). The broker calls it every ``log.retention.check.interval.ms``."""
+        return None
+
     async def close(self) -> None:
         """Release resources; the log is not used afterwards."""
 
@@ -126,8 +134,12 @@ class StorageEngine(abc.ABC):
     url: str
 
     @abc.abstractmethod
-    async def open_log(self, topic: str, partition: int) -> PartitionLog:
-        """Open (creating if needed) the log of one partition; the same object for repeated calls."""
+    async def open_log(self, topic: str, partition: int, config: TopicConfigSource = None) -> PartitionLog:
+        """Open (creating if needed) the log of one partition; the same object for repeated calls.
+
+        ``config`` gives the topic's effective settings by Kafka name (``segment.bytes``,
+        ``retention.ms``, ``flush.messages``...): a mapping, or a callable looked up on every use so
+        that altered configs apply at once. Engines ignore what they do not use."""
 
     @abc.abstractmethod
     async def delete_log(self, topic: str, partition: int) -> None:
@@ -137,16 +149,25 @@ class StorageEngine(abc.ABC):
     def partitions(self) -> list[tuple[str, int]]:
         """Every (topic, partition) the engine holds a log for."""
 
+    async def load_metadata(self) -> bytes | None:
+        """The cluster metadata blob saved last (topics, ids, configs), or None if none was saved."""
+        return None
+
+    async def save_metadata(self, data: bytes) -> None:
+        """Replace the cluster metadata blob atomically (a crash leaves the old or the new one)."""
+
     async def close(self) -> None:
         """Close every log."""
 
 
 def open_engine(url: str) -> StorageEngine:
-    """The engine for a storage URL: ``memory://``, or ``file:///path`` once the file engine lands."""
+    """The engine for a storage URL: ``memory://`` or ``file:///path[?options]``."""
     if url == "memory://" or url.startswith("memory:"):
         from storage.memory import MemoryEngine
 
         return MemoryEngine()
     if url.startswith("file://"):
-        raise ValueError(f"storage URL {url!r}: the file engine is not available yet; use memory://")
+        from storage.file import FileEngine
+
+        return FileEngine.from_url(url)
     raise ValueError(f"unknown storage URL {url!r}: expected memory:// or file:///path")

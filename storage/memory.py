@@ -16,6 +16,7 @@ from storage.interface import (
     ReadResult,
     StorageEngine,
     TimestampOffset,
+    TopicConfigSource,
 )
 
 
@@ -134,8 +135,9 @@ class MemoryEngine(StorageEngine):
 
     def __init__(self) -> None:
         self._logs: dict[tuple[str, int], MemoryLog] = {}
+        self._metadata: bytes | None = None
 
-    async def open_log(self, topic: str, partition: int) -> PartitionLog:
+    async def open_log(self, topic: str, partition: int, config: TopicConfigSource = None) -> PartitionLog:
         key = (topic, partition)
         log = self._logs.get(key)
         if log is None:
@@ -147,6 +149,12 @@ class MemoryEngine(StorageEngine):
 
     def partitions(self) -> list[tuple[str, int]]:
         return sorted(self._logs)
+
+    async def load_metadata(self) -> bytes | None:
+        return self._metadata
+
+    async def save_metadata(self, data: bytes) -> None:
+        self._metadata = bytes(data)
 
     async def close(self) -> None:
         self._logs.clear()

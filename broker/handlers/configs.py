@@ -372,7 +372,7 @@ def _alter_incremental(ctx: RequestContext, resource: Any, validate_only: bool) 
         raise _unserved_type(rtype)
 
 
-def _alter_all(ctx: RequestContext, body: Any, response: Any, alter: Any, api: str) -> Any:
+async def _alter_all(ctx: RequestContext, body: Any, response: Any, alter: Any, api: str) -> Any:
     counts = Counter((r.resource_type, r.resource_name) for r in body.resources)
     results = []
     for resource in body.resources:
@@ -388,13 +388,16 @@ def _alter_all(ctx: RequestContext, body: Any, response: Any, alter: Any, api: s
             continue
         results.append(response.AlterConfigsResourceResponse(
             error_code=0, error_message=None, resource_type=rtype, resource_name=name))
+    if not body.validate_only and any(r.error_code == 0 and r.resource_type == RESOURCE_TOPIC for r in results):
+        # Saved before the answer, so an acknowledged change survives a crash.
+        await ctx.broker.cluster.persist()
     return response(throttle_time_ms=0, responses=results)
 
 
-def handle_alter_configs(header: Any, body: Any, ctx: RequestContext) -> Any:
-    return _alter_all(ctx, body, messages.AlterConfigsResponse, _alter_legacy, "alter_configs")
+async def handle_alter_configs(header: Any, body: Any, ctx: RequestContext) -> Any:
+    return await _alter_all(ctx, body, messages.AlterConfigsResponse, _alter_legacy, "alter_configs")
 
 
-def handle_incremental_alter_configs(header: Any, body: Any, ctx: RequestContext) -> Any:
-    return _alter_all(ctx, body, messages.IncrementalAlterConfigsResponse, _alter_incremental,
+async def handle_incremental_alter_configs(header: Any, body: Any, ctx: RequestContext) -> Any:
+    return await _alter_all(ctx, body, messages.IncrementalAlterConfigsResponse, _alter_incremental,
                       "incremental_alter_configs")

@@ -22,7 +22,10 @@ from protocol.records import (
 )
 from storage.interface import OffsetOutOfRange, StorageEngine, open_engine
 
-ENGINES: dict[str, Callable[[Any], str]] = {"memory": lambda tmp: "memory://"}
+ENGINES: dict[str, Callable[[Any], str]] = {
+    "memory": lambda tmp: "memory://",
+    "file": lambda tmp: (tmp / "data").as_uri(),
+}
 
 
 def run(coro: Any) -> Any:

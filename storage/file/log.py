@@ -1,0 +1,722 @@
+"""FileLog: one partition's log as a directory of segments (`PartitionLog` of the file engine).
+
+Appends are checked and their base offsets patched on the event loop (per batch, never per record),
+then written with one pwrite at the end of the active segment on the engine's single I/O thread;
+index entries are added in memory and written in bulk. Reads snapshot the segment list and the
+active segment's size on the event loop, then find the start through the offset index (binary
+search, then a short scan of batch headers) and pread whole batches on a reader thread.
+
+Mutations (append, truncation, DeleteRecords, retention, close) are serialised by one asyncio lock
+per log; reads and flushes do not take it. Durability is in `storage.file.flusher`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from protocol.errors import ErrorCode, KafkaError
+from protocol.records import (
+    RecordBatch,
+    RecordBatchError,
+    TruncatedBatchError,
+    iter_batches,
+    iter_records,
+    set_base_offset,
+    set_log_append_time,
+)
+from storage.file.config import LONG_MAX, LogConfig
+from storage.file.fs import StorageError, fsync_path, read_at, storage_error, write_all
+from storage.file.index import INT32_MAX
+from storage.file.retention import (
+    LOG_START_OFFSET,
+    DeletedSegment,
+    RetentionResult,
+    SegmentInfo,
+    select_deletable,
+)
+from storage.file.segment import SEEK_CHUNK, LogSegment, SegmentGone, batches_in_buffer, scan_batches
+from storage.interface import AppendResult, OffsetOutOfRange, PartitionLog, ReadResult, TimestampOffset
+
+if TYPE_CHECKING:
+    from storage.file.engine import FileEngine
+
+# Write the in-memory index entries to the files once this many are pending (about 2 MiB of log at
+# the default index.interval.bytes); rolls and close write the rest.
+INDEX_WRITE_BATCH = 512
+
+
+class _Offline(Exception):
+    """An append failed and could not be undone: the log must stop taking writes."""
+
+    def __init__(self, error: StorageError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass
+class SyncPlan:
+    """What one flush pass syncs for one log, snapshotted on the event loop."""
+
+    target: int
+    segments: list[LogSegment]
+    closed: list[LogSegment]
+    dir_generation: int | None
+    truncations: int
+
+
+class FileLog(PartitionLog):
+    def __init__(self, engine: FileEngine, topic: str, partition: int, directory: str, config: LogConfig,
+                 segments: list[LogSegment], log_start_offset: int, log_end_offset: int,
+                 recovery_point: int, start_position: int = 0) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.directory = directory
+        self.config = config
+        self._engine = engine
+        self._fs = engine.fs
+        self._segments = segments  # replaced, never mutated: threads hold snapshots
+        self._bases = [s.base_offset for s in segments]
+        self._start = log_start_offset
+        self._start_position = start_position  # where the batch holding the log start offset begins
+        self._end = log_end_offset
+        self._durable = recovery_point  # everything below is fsynced: Kafka's recovery point
+        self._offline: StorageError | None = None
+        self._closed = False
+        self._mutex = asyncio.Lock()
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._dir_generation = 0  # bumped when a segment file is created; the flusher fsyncs the dir
+        self._dir_synced = 0
+        self._truncations = 0
+        self._log = structlog.get_logger().bind(topic=topic, partition=partition)
+
+    def __repr__(self) -> str:
+        return (f"FileLog({self.topic}-{self.partition}, start={self._start}, end={self._end}, "
+                f"segments={len(self._segments)})")
+
+    # --- offsets ----------------------------------------------------------------------------------
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._start
+
+    @property
+    def log_end_offset(self) -> int:
+        return self._end
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of the batches from the one holding the log start offset to the end."""
+        return sum(segment.size for segment in self._segments) - self._start_position
+
+    @property
+    def recovery_point(self) -> int:
+        """Offset below which every batch is fsynced."""
+        return self._durable
+
+    @property
+    def offline(self) -> StorageError | None:
+        """The error that took the log offline for writes, or None."""
+        return self._offline
+
+    @property
+    def segments(self) -> list[LogSegment]:
+        """The current segments, oldest first (a snapshot: do not mutate)."""
+        return self._segments
+
+    # --- append -----------------------------------------------------------------------------------
+
+    async def append(self, records: bytearray | memoryview, log_append_time: int | None = None) -> AppendResult:
+        buf = records if isinstance(records, memoryview) else memoryview(records)
+        async with self._mutex:
+            self._check_writable()
+            first = next_offset = self._end
+            staged: list[tuple[int, int, int, int]] = []
+            max_timestamp = -1
+            for pos, batch in iter_batches(buf):
+                set_base_offset(buf, pos, next_offset)
+                if log_append_time is not None:
+                    set_log_append_time(buf, pos, log_append_time)
+                    timestamp = log_append_time
+                else:
+                    timestamp = batch.max_timestamp
+                last = next_offset + batch.last_offset_delta
+                staged.append((pos, batch.total_size, last, timestamp))
+                max_timestamp = max(max_timestamp, timestamp)
+                next_offset = last + 1
+            append_time = -1 if log_append_time is None else log_append_time
+            if not staged:
+                return AppendResult(first, first - 1, append_time)
+            config = self.config
+            total = buf.nbytes
+            if total > config.segment_bytes:
+                raise KafkaError(ErrorCode.RECORD_LIST_TOO_LARGE,
+                                 f"{total} bytes of batches exceed segment.bytes ({config.segment_bytes}) of "
+                                 f"{self.topic}-{self.partition}")
+            active = self._segments[-1]
+            reason = self._roll_reason(active, total, max_timestamp, next_offset - 1, config)
+            if reason is not None:
+                active = await self._roll(config, reason)
+            position = active.size
+            write_index = active.pending_index_entries() >= INDEX_WRITE_BATCH
+            done, interrupted = await self._io_to_the_end(self._append_blocking, active, buf, position, write_index)
+            try:
+                done.result()
+            except _Offline as exc:
+                self._go_offline(exc.error)
+                raise exc.error from None
+            interval = config.index_interval_bytes
+            for pos, size, last, timestamp in staged:
+                active.account_batch(position + pos, size, last, timestamp, interval)
+            active.size = position + total
+            self._end = next_offset
+            if interrupted:
+                raise asyncio.CancelledError
+        self._after_append(config)
+        if self._end - self._durable >= config.flush_messages:
+            await self.flush()
+        return AppendResult(first, next_offset - 1, append_time)
+
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise StorageError(f"log {self.topic}-{self.partition} is closed", path=self.directory)
+        if self._offline is not None:
+            raise StorageError(f"log {self.topic}-{self.partition} is offline after a disk error: "
+                               f"{self._offline.message}", path=self._offline.path, errno=self._offline.errno)
+
+    def _roll_reason(self, active: LogSegment, total: int, max_timestamp: int, last_offset: int,
+                     config: LogConfig) -> str | None:
+        """Kafka's `LogSegment.shouldRoll`: why the append must go to a new segment, or None."""
+        if active.size == 0:
+            return None
+        if active.size > config.segment_bytes - total:
+            return "segment.bytes"
+        first = active.first_batch_timestamp
+        if first is not None and first >= 0:
+            waited = max_timestamp - first
+        else:
+            waited = self._engine.clock() - active.created_ms
+        if waited > config.segment_ms - active.roll_jitter_ms:
+            return "segment.ms"
+        index_bytes = config.segment_index_bytes
+        assert active.offset_index is not None and active.time_index is not None
+        if active.offset_index.is_full(index_bytes) or active.time_index.is_full(index_bytes):
+            return "segment.index.bytes"
+        if last_offset - active.base_offset > INT32_MAX:
+            return "relative offset overflow"
+        return None
+
+    async def _roll(self, config: LogConfig, reason: str) -> LogSegment:
+        old = self._segments[-1]
+        old.seal()
+        now = self._engine.clock()
+        jitter_limit = min(config.segment_jitter_ms, config.segment_ms)
+        jitter = random.randrange(jitter_limit) if jitter_limit > 0 else 0
+        new = LogSegment(self._fs, self.directory, self._end, created_ms=now, modified_ms=now,
+                         roll_jitter_ms=jitter)
+        done, interrupted = await self._io_to_the_end(self._roll_blocking, old, new)
+        done.result()
+        old.modified_ms = now
+        self._segments = [*self._segments, new]
+        self._bases = [*self._bases, new.base_offset]
+        self._dir_generation += 1
+        self._log.debug("storage.segment.rolled", segment=new.name, reason=reason, previous_size=old.size)
+        if interrupted:
+            raise asyncio.CancelledError
+        return new
+
+    async def _io_to_the_end(self, fn: Any, *args: Any) -> tuple[asyncio.Future[Any], bool]:
+        """Run `fn` on the I/O thread and wait for it to end even if the caller is cancelled meanwhile,
+        so that the caller records what the I/O did (the file changed) before it re-raises the
+        cancellation: the in-memory state never disagrees with the files."""
+        done = self._engine.submit_io(fn, *args)
+        interrupted = False
+        while not done.done():
+            try:
+                await asyncio.wait((done,))
+            except asyncio.CancelledError:
+                interrupted = True
+        return done, interrupted
+
+    def _roll_blocking(self, old: LogSegment, new: LogSegment) -> None:
+        try:
+            old.write_pending_indexes()
+        except OSError as exc:  # indexes may lag: loading extends them from the log
+            self._log.warning("storage.index.write_failed", segment=old.name, error=str(exc))
+        try:
+            new.create_files()
+        except OSError as exc:
+            raise storage_error("cannot create segment", new.log_path, exc) from None
+
+    def _append_blocking(self, segment: LogSegment, data: memoryview, position: int, write_index: bool) -> None:
+        try:
+            with segment.opened() as fd:
+                write_all(self._fs, fd, data, position)
+        except OSError as exc:
+            error = storage_error(f"cannot append {data.nbytes} bytes at position {position} of", segment.log_path, exc)
+            try:
+                with segment.opened() as fd:
+                    self._fs.ftruncate(fd, position)
+            except OSError as undo:
+                self._log.error("storage.append.undo_failed", segment=segment.name, position=position,
+                                error=str(undo))
+                raise _Offline(error) from None
+            self._log.warning("storage.append.failed", segment=segment.name, position=position, error=error.message)
+            raise error from None
+        if write_index:
+            try:
+                segment.write_pending_indexes()
+            except OSError as exc:
+                self._log.warning("storage.index.write_failed", segment=segment.name, error=str(exc))
+
+    def _after_append(self, config: LogConfig) -> None:
+        flush_ms = config.flush_ms
+        if flush_ms >= LONG_MAX or self._flush_timer is not None or self._end <= self._durable:
+            return
+        loop = asyncio.get_running_loop()
+        self._flush_timer = loop.call_later(flush_ms / 1000, self._flush_timer_fired)
+
+    def _flush_timer_fired(self) -> None:
+        self._flush_timer = None
+        if not self._closed and self._offline is None and self._end > self._durable:
+            self._engine.flusher.request(self)
+
+    def _go_offline(self, error: StorageError) -> None:
+        if self._offline is None:
+            self._offline = error
+            self._log.error("storage.log.offline", error=error.message, path=error.path)
+
+    # --- flush ------------------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Return once every batch appended before the call is fsynced (group commit)."""
+        if self._offline is not None:
+            self._check_writable()
+        if self._durable >= self._end:
+            return
+        await self._engine.flusher.flush(self)
+
+    def _sync_plan(self) -> SyncPlan | None:
+        if self._offline is not None or self._closed:
+            return None
+        dir_pending = self._dir_generation > self._dir_synced
+        if self._durable >= self._end and not dir_pending:
+            return None
+        segments = self._segments
+        first = max(bisect.bisect_right(self._bases, self._durable) - 1, 0)
+        chosen = segments[first:]
+        return SyncPlan(self._end, chosen, chosen[:-1], self._dir_generation if dir_pending else None,
+                        self._truncations)
+
+    def _sync_blocking(self, plan: SyncPlan) -> None:
+        """Flusher thread: fdatasync the .log files, fsync closed segments' indexes and the directory."""
+        fs = self._fs
+        path = self.directory
+        try:
+            for segment in plan.segments:
+                path = segment.log_path
+                try:
+                    with segment.opened() as fd:
+                        fs.fdatasync(fd)
+                except SegmentGone:
+                    continue  # deleted meanwhile by retention or truncation: nothing left to keep
+            for segment in plan.closed:
+                for path in (segment.index_path, segment.time_index_path):
+                    try:
+                        fsync_path(fs, path)
+                    except FileNotFoundError:
+                        pass
+            if plan.dir_generation is not None:
+                path = self.directory
+                fsync_path(fs, path)
+        except OSError as exc:
+            raise storage_error("cannot fsync", path, exc) from None
+
+    def _sync_done(self, plan: SyncPlan, error: StorageError | None) -> None:
+        if error is not None:
+            self._go_offline(error)
+            return
+        if plan.truncations == self._truncations:
+            self._durable = max(self._durable, min(plan.target, self._end))
+        if plan.dir_generation is not None:
+            self._dir_synced = max(self._dir_synced, plan.dir_generation)
+
+    def _flush_outcome(self) -> StorageError | None:
+        return self._offline
+
+    # --- reads ------------------------------------------------------------------------------------
+
+    def _read_plan(self, offset: int) -> list[tuple[LogSegment, int]]:
+        """The segments from the one holding `offset`, each with the size a read may see."""
+        segments = self._segments
+        first = max(bisect.bisect_right(self._bases, offset) - 1, 0)
+        plan = [(segment, segment.size) for segment in segments[first:]]
+        return plan
+
+    async def read(self, offset: int, max_bytes: int, *, min_one_batch: bool = True,
+                   max_offset: int | None = None) -> ReadResult:
+        if self._closed:
+            self._check_writable()
+        start, end = self._start, self._end
+        if offset < start or offset > end:
+            raise OffsetOutOfRange(offset, start, end)
+        result = ReadResult(high_watermark=end, log_start_offset=start)
+        if offset == end:
+            return result
+        limit = end if max_offset is None else max_offset
+        plan = self._read_plan(offset)
+        try:
+            chunks = await self._engine.run_read(self._read_blocking, plan, offset, max_bytes, min_one_batch, limit)
+        except SegmentGone:
+            raise OffsetOutOfRange(offset, self._start, self._end) from None
+        result.chunks = chunks
+        result.size = sum(len(chunk) for chunk in chunks)
+        return result
+
+    def _ensure_loaded(self, segment: LogSegment) -> None:
+        if not segment.loaded:
+            damage = segment.load(self.config.index_interval_bytes, self._log)
+            if damage is not None:
+                self._log.error("storage.segment.damaged", segment=segment.name, reason=damage)
+
+    def _read_blocking(self, plan: list[tuple[LogSegment, int]], offset: int, max_bytes: int,
+                       min_one_batch: bool, limit: int) -> list[Any]:
+        chunks: list[Any] = []
+        total = 0
+        fs = self._fs
+        try:
+            for segment, seen_size in plan:
+                with segment.opened() as fd:
+                    self._ensure_loaded(segment)
+                    end = min(seen_size, segment.size)
+                    found = segment.find_batch(fd, offset, end)
+                    if found is None:
+                        continue
+                    if found.base_offset >= limit:
+                        break
+                    want = min(max(max_bytes - total, 0), end - found.position)
+                    if not chunks and min_one_batch:
+                        want = max(want, found.size)
+                    if want < found.size:
+                        break
+                    data = read_at(fs, fd, want, found.position)
+                    view = memoryview(data)
+                    stopped = False
+                    # One chunk per batch, as the memory engine returns them: zero-copy slices of one read.
+                    for at, base_offset, size in batches_in_buffer(data):
+                        if base_offset >= limit:
+                            stopped = True
+                            break
+                        chunks.append(view[at:at + size])
+                        total += size
+                    if stopped or found.position + want < end:
+                        break
+                offset = segment.next_offset
+        except OSError as exc:
+            raise storage_error("cannot read", self.directory, exc) from None
+        except TruncatedBatchError:
+            pass  # truncate_to cut the file under this read: serve what was read before the cut
+        except RecordBatchError as exc:
+            raise StorageError(f"corrupt data in {self.directory}: {exc}", path=self.directory) from None
+        return chunks
+
+    async def offset_for_timestamp(self, timestamp: int) -> TimestampOffset | None:
+        start = self._start
+        if start >= self._end:
+            return None
+        plan = self._read_plan(start)
+        try:
+            return await self._engine.run_read(self._offset_for_timestamp_blocking, plan, timestamp, start)
+        except SegmentGone:
+            return await self.offset_for_timestamp(timestamp)
+
+    def _offset_for_timestamp_blocking(self, plan: list[tuple[LogSegment, int]], target: int,
+                                       start: int) -> TimestampOffset | None:
+        try:
+            for segment, seen_size in plan:
+                with segment.opened() as fd:
+                    self._ensure_loaded(segment)
+                    if segment.max_timestamp < target:
+                        continue
+                    assert segment.time_index is not None and segment.offset_index is not None
+                    before = segment.time_index.offset_before(target)
+                    begin = max(start, segment.base_offset if before is None else before + 1)
+                    _, position = segment.offset_index.lookup(begin)
+                    end = min(seen_size, segment.size)
+                    for header, buf, at in scan_batches(self._fs, fd, position, end, with_body=True,
+                                                        chunk=4 * SEEK_CHUNK):
+                        if header.last_offset < start or header.max_timestamp < target:
+                            continue
+                        for record in iter_records(RecordBatch(buf, at)):
+                            if record.offset >= start and record.timestamp >= target:
+                                return TimestampOffset(record.offset, record.timestamp)
+        except OSError as exc:
+            raise storage_error("cannot read", self.directory, exc) from None
+        return None
+
+    async def max_timestamp(self) -> TimestampOffset | None:
+        start = self._start
+        if start >= self._end:
+            return None
+        plan = self._read_plan(start)
+        try:
+            return await self._engine.run_read(self._max_timestamp_blocking, plan, start)
+        except SegmentGone:
+            return await self.max_timestamp()
+
+    def _max_timestamp_blocking(self, plan: list[tuple[LogSegment, int]], start: int) -> TimestampOffset | None:
+        best: tuple[int, LogSegment, int] | None = None
+        try:
+            for segment, seen_size in plan:
+                end = min(seen_size, segment.size)
+                if end == 0:
+                    continue
+                with segment.opened() as fd:
+                    self._ensure_loaded(segment)
+                    if start > segment.base_offset:
+                        largest = None
+                        found = segment.find_batch(fd, start, end)
+                        if found is not None:
+                            for header, _, _ in scan_batches(self._fs, fd, found.position, end):
+                                largest = header.max_timestamp if largest is None else max(largest,
+                                                                                            header.max_timestamp)
+                        if largest is None:
+                            continue
+                    else:
+                        largest = segment.max_timestamp
+                if best is None or largest > best[0]:
+                    best = (largest, segment, end)
+            if best is None:
+                return None
+            target, segment, end = best
+            with segment.opened() as fd:
+                found = segment.find_batch(fd, start, end)
+                position = 0 if found is None else found.position
+                for header, buf, at in scan_batches(self._fs, fd, position, end, with_body=True):
+                    if header.last_offset < start or header.max_timestamp != target:
+                        continue
+                    for record in iter_records(RecordBatch(buf, at)):
+                        if record.timestamp == target and record.offset >= start:
+                            return TimestampOffset(record.offset, record.timestamp)
+                    return TimestampOffset(header.last_offset, target)
+        except OSError as exc:
+            raise storage_error("cannot read", self.directory, exc) from None
+        return None
+
+    # --- truncation, DeleteRecords, retention ------------------------------------------------------
+
+    async def truncate_to(self, offset: int) -> None:
+        async with self._mutex:
+            if self._closed:
+                self._check_writable()
+            if offset < self._start or offset > self._end:
+                raise OffsetOutOfRange(offset, self._start, self._end)
+            if offset == self._end:
+                return
+            segments = self._segments
+            index = max(bisect.bisect_right(self._bases, offset) - 1, 0)
+            done, interrupted = await self._io_to_the_end(self._truncate_blocking, segments, index, offset,
+                                                          self._engine.clock())
+            keep = done.result()
+            self._segments = segments[:keep]
+            self._bases = self._bases[:keep]
+            self._start_position = min(self._start_position, self._segments[0].size)
+            self._end = offset
+            self._durable = min(self._durable, offset)
+            self._truncations += 1
+            self._log.info("storage.log.truncated", log_end_offset=offset, segments_deleted=len(segments) - keep)
+            if interrupted:
+                raise asyncio.CancelledError
+        # Persist the lowered recovery point now: later appends below the old one must be rescanned
+        # by recovery if the broker crashes before they are flushed.
+        await self._engine.checkpoint_recovery_points()
+
+    def _truncate_blocking(self, segments: list[LogSegment], index: int, offset: int, now_ms: int) -> int:
+        segment = segments[index]
+        interval = self.config.index_interval_bytes
+        try:
+            self._ensure_loaded(segment)
+            position = segment.size
+            if offset == segment.base_offset and index > 0:
+                keep = index
+            else:
+                keep = index + 1
+                with segment.opened() as fd:
+                    found = segment.find_batch(fd, offset, segment.size)
+                if found is not None:
+                    if found.base_offset != offset:
+                        raise ValueError(f"truncation offset {offset} falls inside the batch at {found.base_offset}")
+                    position = found.position
+            for stale in reversed(segments[keep:]):
+                stale.delete_files()
+            if keep == index + 1:
+                segment.truncate_to(offset, position, interval, now_ms)
+            else:
+                active = segments[keep - 1]
+                self._ensure_loaded(active)
+                active.load_first_batch_timestamp()
+            return keep
+        except OSError as exc:
+            raise storage_error("cannot truncate", self.directory, exc) from None
+
+    async def delete_records_before(self, offset: int) -> int:
+        if offset < 0 or offset > self.high_watermark:
+            raise OffsetOutOfRange(offset, self._start, self.high_watermark)
+        async with self._mutex:
+            if offset > self._start:
+                await self._engine.persist_log_start_offset(self, offset)
+                self._start = offset
+                result = await self._delete_segments(self._engine.clock(), time_and_size=False)
+                if not result.deleted:
+                    await self._locate_start()
+        return self._start
+
+    async def _locate_start(self) -> None:
+        first = self._segments[0]
+        start = self._start
+        if start <= first.base_offset:
+            self._start_position = 0
+        else:
+            self._start_position = await self._engine.run_io(self._start_position_blocking, first, start)
+
+    def _start_position_blocking(self, segment: LogSegment, start: int) -> int:
+        try:
+            with segment.opened() as fd:
+                self._ensure_loaded(segment)
+                found = segment.find_batch(fd, start, segment.size)
+        except OSError as exc:
+            raise storage_error("cannot read", segment.log_path, exc) from None
+        return segment.size if found is None else found.position
+
+    async def apply_retention(self, now_ms: int | None = None) -> RetentionResult:
+        """Delete closed segments past retention.ms / retention.bytes or below the log start offset.
+
+        The broker calls this every ``log.retention.check.interval.ms``; `now_ms` defaults to the
+        engine clock. Returns the deleted segments with the rule that removed each, and the log start
+        offset afterwards (persisted before any file goes).
+        """
+        async with self._mutex:
+            if self._closed:
+                return RetentionResult((), self._start)
+            now = self._engine.clock() if now_ms is None else now_ms
+            return await self._delete_segments(now, time_and_size=True)
+
+    async def _delete_segments(self, now_ms: int, *, time_and_size: bool) -> RetentionResult:
+        segments = self._segments
+        closed = segments[:-1]
+        config = self.config
+        if time_and_size and config.delete_enabled:
+            infos = await self._engine.run_io(self._segment_infos_blocking, closed)
+            retention_ms, retention_bytes = config.retention_ms, config.retention_bytes
+        else:
+            infos = [SegmentInfo(s.base_offset, s.next_offset, s.size, 0) for s in closed]
+            retention_ms = retention_bytes = -1
+        reasons = select_deletable(infos, total_size=sum(s.size for s in segments), now_ms=now_ms,
+                                   retention_ms=retention_ms, retention_bytes=retention_bytes,
+                                   log_start_offset=self._start)
+        if not reasons:
+            return RetentionResult((), self._start)
+        count = len(reasons)
+        victims = segments[:count]
+        new_start = max(self._start, segments[count].base_offset)
+        if new_start > self._start:
+            await self._engine.persist_log_start_offset(self, new_start)
+            self._start = new_start
+        self._segments = segments[count:]
+        self._bases = self._bases[count:]
+        self._start_position = 0
+        if self._start > self._segments[0].base_offset:
+            await self._locate_start()
+        deleted = tuple(DeletedSegment(s.base_offset, s.next_offset, s.size, reason)
+                        for s, reason in zip(victims, reasons))
+        try:
+            await self._engine.run_io(_delete_segment_files, victims)
+        except OSError as exc:
+            # The log no longer refers to them; a leftover file only wastes space until the next start.
+            self._log.warning("storage.segment.delete_failed", error=str(exc))
+        event = self._log.debug if all(d.reason == LOG_START_OFFSET for d in deleted) else self._log.info
+        event("storage.segments.deleted", segments=[f"{d.base_offset:020d}.log" for d in deleted],
+              reasons=sorted({d.reason for d in deleted}), bytes=sum(d.size for d in deleted),
+              log_start_offset=self._start)
+        return RetentionResult(deleted, self._start)
+
+    def _segment_infos_blocking(self, closed: list[LogSegment]) -> list[SegmentInfo]:
+        infos = []
+        try:
+            for segment in closed:
+                self._ensure_loaded(segment)
+                largest = segment.max_timestamp
+                if largest < 0:
+                    largest = int(self._fs.stat(segment.log_path).st_mtime * 1000)
+                infos.append(SegmentInfo(segment.base_offset, segment.next_offset, segment.size, largest))
+        except OSError as exc:
+            raise storage_error("cannot inspect segments of", self.directory, exc) from None
+        return infos
+
+    # --- close ------------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Flush, write the indexes (with the final time index entry) and close the files."""
+        if self._closed:
+            return
+        async with self._mutex:
+            self._cancel_timer()
+            if self._offline is None:
+                try:
+                    await self.flush()
+                except StorageError:
+                    pass  # logged by _go_offline; the log is offline now
+            self._closed = True
+            await self._engine.run_io(self._close_blocking, True)
+
+    async def _abandon(self) -> None:
+        """Close the files without flushing (the log is being deleted)."""
+        self._cancel_timer()
+        async with self._mutex:
+            self._closed = True
+            await self._engine.run_io(self._close_blocking, False)
+
+    def _close_blocking(self, write_indexes: bool) -> None:
+        segments = self._segments
+        if write_indexes and self._offline is None:
+            segments[-1].seal()
+            for segment in segments:
+                try:
+                    segment.write_pending_indexes()
+                except OSError as exc:
+                    self._log.warning("storage.index.write_failed", segment=segment.name, error=str(exc))
+        for segment in segments:
+            segment.retire()
+
+    def _release_files(self) -> None:
+        """Close every descriptor now, writing nothing (a simulated crash)."""
+        self._cancel_timer()
+        self._closed = True
+        for segment in self._segments:
+            segment.retire()
+
+    def _cancel_timer(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+
+
+def _delete_segment_files(segments: list[LogSegment]) -> None:
+    for segment in segments:
+        segment.delete_files()
+
+
+def directory_name(topic: str, partition: int) -> str:
+    return f"{topic}-{partition}"
+
+
+def parse_directory_name(name: str) -> tuple[str, int] | None:
+    topic, dash, number = name.rpartition("-")
+    if not dash or not topic or not number.isdigit() or (len(number) > 1 and number[0] == "0"):
+        return None
+    return topic, int(number)
