@@ -157,7 +157,7 @@ async def _flush(outcome: _Outcome) -> None:
     partition = outcome.partition
     try:
         await partition.log.flush()
-    except OSError as exc:
+    except (OSError, KafkaError) as exc:  # the file engine raises StorageError (a KafkaError)
         log.error("produce.flush_failed", topic=partition.topic.name, partition=partition.index, error=str(exc))
         outcome.response = _error(
             partition.index, ErrorCode.KAFKA_STORAGE_ERROR,
