@@ -141,6 +141,7 @@ SERVED: tuple[tuple[int, int, int, str], ...] = (
     (1, 4, 17, "broker.handlers.fetch:handle_fetch"),
     (2, 0, 10, "broker.handlers.list_offsets:handle_list_offsets"),
     (METADATA, 0, 12, "broker.handlers.metadata:handle_metadata"),
+    (10, 0, 6, "broker.handlers.find_coordinator:handle_find_coordinator"),
     (API_VERSIONS, 0, 4, "broker.handlers.api_versions:handle_api_versions"),
     (19, 0, 7, "broker.handlers.create_topics:handle_create_topics"),
     (20, 0, 6, "broker.handlers.delete_topics:handle_delete_topics"),

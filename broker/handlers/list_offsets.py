@@ -98,7 +98,8 @@ async def _list_partition(ctx: RequestContext, body: Any, name: str, p: Any, ver
     if partition is None:
         log.debug("list_offsets.rejected", topic=name, partition=index, error="UNKNOWN_TOPIC_OR_PARTITION")
         return _error(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
-    epoch = partition.leader_epoch
+    # The leader epoch field exists from v4; below it the field must keep its default.
+    epoch = partition.leader_epoch if version >= 4 else NO_EPOCH
     if version >= 4:
         fenced = check_leader_epoch(p.current_leader_epoch, epoch, f"{name}-{index}")
         if fenced is not None:

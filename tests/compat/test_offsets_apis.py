@@ -88,6 +88,17 @@ def test_list_offsets_earliest_latest_and_by_timestamp(client: Client) -> None:
     assert (after_all.error_code, after_all.offset, after_all.timestamp, after_all.leader_epoch) == (0, -1, -1, -1)
 
 
+@pytest.mark.parametrize("version", range(1, 11))
+def test_list_offsets_every_version_answers(client: Client, version: int) -> None:
+    """Every served version (v1-10) answers earliest, latest and by-timestamp lookups; the leader epoch
+    (a v4+ field) is reported from v4 and left out before."""
+    topic = _filled_topic(client)
+    for timestamp, offset in ((-2, 0), (-1, 6), (BASE_TS + 10_000, 1)):
+        result = client.list_offset(topic, timestamp, version=version)
+        assert (result.error_code, result.offset) == (0, offset), (version, timestamp, result)
+        assert result.leader_epoch == (0 if version >= 4 else -1)
+
+
 def test_list_offsets_max_timestamp_earliest_local_and_latest_tiered(client: Client) -> None:
     """-3 (v7+) finds the record with the largest timestamp; -4 (v8+) is the log start offset without
     tiered storage; -5 (v9+) answers offset -1, timestamp -1, leader epoch -1 with tiered storage off."""
