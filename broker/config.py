@@ -108,6 +108,15 @@ class BrokerConfig:
     default_replication_factor: int = _setting(
         "default.replication.factor", 1, "Replication factor of auto-created topics (single node: 1).",
         minimum=1)
+    fetch_max_bytes: int = _setting(
+        "fetch.max.bytes", 57671680, "The most record bytes one Fetch response returns (at least one batch).",
+        minimum=0)
+    max_incremental_fetch_session_cache_slots: int = _setting(
+        "max.incremental.fetch.session.cache.slots", 1000,
+        "How many incremental fetch sessions (KIP-227) the broker keeps; 0 disables them.", minimum=0)
+    min_incremental_fetch_session_eviction_ms: int = _setting(
+        "min.incremental.fetch.session.eviction.ms", 120000,
+        "How long a fetch session is protected from eviction after its last use.", minimum=0)
     log_retention_check_interval_ms: int = _setting(
         "log.retention.check.interval.ms", 300000,
         "How often each log deletes segments that retention.ms / retention.bytes no longer keep.", minimum=1)

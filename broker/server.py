@@ -52,6 +52,7 @@ class Broker:
         self.engine: Any = None
         self.cluster: Any = None
         self._retention_task: asyncio.Task[None] | None = None
+        self.fetch_sessions: Any = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -71,6 +72,10 @@ class Broker:
         from broker.cluster import ClusterState
 
         self.cluster = ClusterState(self.engine, self.config)
+        from broker.fetch_sessions import FetchSessionCache
+
+        self.fetch_sessions = FetchSessionCache(self.config.max_incremental_fetch_session_cache_slots,
+                                                self.config.min_incremental_fetch_session_eviction_ms)
         try:
             await self.cluster.load()
         except BaseException:

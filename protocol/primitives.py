@@ -208,13 +208,25 @@ def write_bytes(w: Writer, value: Any) -> None:
     if value is None:
         w.buf += b"\xff\xff\xff\xff"
         return
+    if type(value) is list:
+        w.buf += INT32.pack(sum(len(v) for v in value))
+        for chunk in value:
+            w.blob(chunk)
+        return
     w.buf += INT32.pack(len(value))
     w.blob(value)
 
 
 def write_compact_bytes(w: Writer, value: Any) -> None:
+    """A list of buffers is written as their concatenation without joining them (record batches read
+    from a log as several chunks go to the socket as they are)."""
     if value is None:
         w.buf.append(0)
+        return
+    if type(value) is list:
+        write_uvarint(w.buf, sum(len(v) for v in value) + 1)
+        for chunk in value:
+            w.blob(chunk)
         return
     write_uvarint(w.buf, len(value) + 1)
     w.blob(value)

@@ -10,7 +10,7 @@ Kafka behaviours implemented (``KafkaApis.handleFetchRequest``, ``ReplicaManager
   first and the unknown ones after them, grouped into one topic entry per run of the same topic.
 - per partition, in Kafka's order: a topic id that no longer matches the log's (a session that
   outlived a topic re-created under the same name) -> INCONSISTENT_TOPIC_ID; ``current_leader_epoch``
-  (v9+, -1 = not given) older than ours -> FENCED_LEADER_EPOCH, newer -> UNKNOWN_LEADER_EPOCH (v16+
+  (v9+, negative = not given) older than ours -> FENCED_LEADER_EPOCH, newer -> UNKNOWN_LEADER_EPOCH (v16+
   also fill ``current_leader`` and ``node_endpoints``); ``last_fetched_epoch`` (v12+) newer than ours
   -> OFFSET_OUT_OF_RANGE, equal with a fetch offset past the log end -> ``diverging_epoch``;
   ``fetch_offset`` outside [log start, log end] -> OFFSET_OUT_OF_RANGE. Errors found while reading
@@ -28,8 +28,9 @@ Kafka behaviours implemented (``KafkaApis.handleFetchRequest``, ``ReplicaManager
   at once, as Kafka does. The waiter is always unregistered, also when the connection closes
   (cancellation).
 - fetch sessions (v7+): see `broker.fetch_sessions`. Top-level errors FETCH_SESSION_ID_NOT_FOUND,
-  INVALID_FETCH_SESSION_EPOCH and FETCH_SESSION_TOPIC_ID_ERROR come with session id 0 and no
-  partitions. Sessions belong to the broker, not to a connection.
+  INVALID_FETCH_SESSION_EPOCH and FETCH_SESSION_TOPIC_ID_ERROR come with no partitions and session id
+  0 (the session's own id when a duplicate request moved the epoch meanwhile). Sessions belong to the
+  broker, not to a connection; the session is created or updated after the long poll, as in Kafka.
 - ``replica_id`` (v4-14) / ``replica_state.replica_id`` (v15+) >= 0 is a follower: this single node
   has none, so every known partition answers UNKNOWN_LEADER_EPOCH when the request gives a leader
   epoch and NOT_LEADER_OR_FOLLOWER otherwise (``Partition.followerReplicaOrThrow``).
@@ -48,14 +49,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from typing import Any
 
 import structlog
 
 from broker.fetch_sessions import (
-    DEFAULT_EVICTION_MS,
-    DEFAULT_MAX_ENTRIES,
     ZERO_UUID,
     ContextKind,
     FetchSessionCache,
@@ -71,26 +69,14 @@ log = structlog.get_logger()
 
 READ_UNCOMMITTED = 0
 READ_COMMITTED = 1
-DEFAULT_FETCH_MAX_BYTES = 57_671_680  # Kafka's fetch.max.bytes: 55 MiB
 _EMPTY = b""
 
 _Response = messages.FetchResponse
 _PartitionData = _Response.PartitionData
 
-# Fetch sessions are per broker. Until the Broker object owns a cache, one is attached here on first use.
-_session_caches: weakref.WeakKeyDictionary[Any, FetchSessionCache] = weakref.WeakKeyDictionary()
-
-
 def session_cache(broker: Any) -> FetchSessionCache:
-    """The broker's fetch session cache, sized by ``max.incremental.fetch.session.cache.slots``."""
-    cache = getattr(broker, "fetch_sessions", None) or _session_caches.get(broker)
-    if cache is None:
-        config = broker.config
-        cache = FetchSessionCache(
-            max_entries=getattr(config, "max_incremental_fetch_session_cache_slots", DEFAULT_MAX_ENTRIES),
-            eviction_ms=getattr(config, "min_incremental_fetch_session_eviction_ms", DEFAULT_EVICTION_MS))
-        _session_caches[broker] = cache
-    return cache
+    """The broker's fetch session cache (sessions are per broker, not per connection)."""
+    return broker.fetch_sessions
 
 
 def _now_ms() -> int:
@@ -138,7 +124,8 @@ class _Reader:
         for req in requests:
             partition = self.cluster.partition(req.topic, req.partition)
             data = await self._read_partition(req, partition, limit, min_one)
-            size = len(data.records)
+            records = data.records
+            size = sum(len(c) for c in records) if type(records) is list else len(records)
             if size:
                 # Only the first partition with data may exceed the limits (so a consumer always progresses).
                 min_one = False
@@ -169,6 +156,7 @@ class _Reader:
         if req.topic_id != ZERO_UUID and partition.topic.topic_id != req.topic_id:
             return _error_data(req, ErrorCode.INCONSISTENT_TOPIC_ID, None)
         leader_epoch = partition.leader_epoch
+        # Any negative epoch means "not given" in Fetch (FetchRequest.optionalEpoch); ListOffsets only -1.
         if req.current_leader_epoch >= 0 and req.current_leader_epoch != leader_epoch:
             error = (ErrorCode.FENCED_LEADER_EPOCH if req.current_leader_epoch < leader_epoch
                      else ErrorCode.UNKNOWN_LEADER_EPOCH)
@@ -212,8 +200,8 @@ class _Reader:
         elif len(chunks) == 1:
             records = chunks[0]
         else:
-            # The codec takes one buffer per partition; several batches are joined (one copy).
-            records = b"".join(chunks)
+            # The codec writes a list of buffers as one records field, without joining them.
+            records = chunks
         # No transactions yet: the last stable offset is the high watermark.
         return _PartitionData(partition_index=req.partition, error_code=0, high_watermark=result.high_watermark,
                               last_stable_offset=result.high_watermark, log_start_offset=result.log_start_offset, aborted_transactions=aborted,
@@ -339,7 +327,7 @@ async def handle_fetch(header: Any, body: Any, ctx: RequestContext) -> Any:
         else:
             readable.append(req)
 
-    fetch_max_bytes = min(body.max_bytes, getattr(broker.config, "fetch_max_bytes", DEFAULT_FETCH_MAX_BYTES))
+    fetch_max_bytes = min(body.max_bytes, broker.config.fetch_max_bytes)
     min_bytes = min(body.min_bytes, fetch_max_bytes)
     reader = _Reader(ctx, body, is_follower, fetch_max_bytes)
     results = await _read_until_ready(reader, readable, body.max_wait_ms, min_bytes)
