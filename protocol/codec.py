@@ -489,6 +489,38 @@ def response_table(api_key: int) -> dict:
     return messages.tables(api_key).RESPONSE
 
 
+# ---------------------------------------------------------------- internal records
+
+def internal_table(name: str) -> dict:
+    """The table of an internal record format (``OffsetCommitKey``, ``GroupMetadataValue``,
+    ``ConsumerProtocolSubscription``...)."""
+    from protocol.schema.internal import DATA
+
+    return DATA[name]
+
+
+_INT16 = struct.Struct(">h")
+
+
+def encode_versioned(name: str, version: int, obj: Any) -> bytes:
+    """An internal record as Kafka writes it: int16 version, then the fields at that version."""
+    parts = _encode(internal_table(name), version, obj, "record")
+    return _INT16.pack(version) + b"".join(bytes(x) for x in parts)
+
+
+def decode_versioned(name: str, data: Any) -> tuple[int, Any]:
+    """(version, object) of an internal record written by `encode_versioned` (or by Kafka)."""
+    mv = data if isinstance(data, memoryview) else memoryview(data)
+    try:
+        (version,) = _INT16.unpack_from(mv, 0)
+        obj, _ = codec_for(internal_table(name), version).decode(mv, 2)
+    except KeyError as exc:
+        raise DecodeError(f"{name}: {exc.args[0]}") from exc
+    except _MALFORMED as exc:
+        raise DecodeError(f"malformed {name}: {exc}") from exc
+    return version, obj
+
+
 # ---------------------------------------------------------------- public encode/decode
 
 _KEY_VERSION_CORR = struct.Struct(">hhi")

@@ -126,6 +126,10 @@ def _table_by_name(name: str) -> dict | None:
         from protocol.schema import headers
 
         return headers.REQUEST_HEADER if name == "RequestHeader" else headers.RESPONSE_HEADER
+    from protocol.schema.internal import DATA
+
+    if name in DATA:
+        return DATA[name]
     for api_key, (api_name, _) in APIS.items():
         if name == api_name + "Request":
             return tables(api_key).REQUEST
