@@ -29,6 +29,10 @@ log = structlog.get_logger()
 MAX_TOPIC_NAME_LENGTH = 249
 _LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
 INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+# After a restart, idempotent producer state is rebuilt from at most this much of a log's tail: enough
+# for the retries of producers that were active when the broker stopped.
+PRODUCER_STATE_REBUILD_OFFSETS = 10_000
+PRODUCER_STATE_REBUILD_BYTES = 8 * 1024 * 1024
 
 
 def validate_topic_name(name: str | None) -> None:
@@ -197,6 +201,7 @@ class ClusterState:
         if data.get("version") != self.METADATA_VERSION:
             raise ValueError(f"cluster metadata version {data.get('version')!r} is not supported "
                              f"(expected {self.METADATA_VERSION})")
+        self.producers.ids.restore(int(data.get("producer_ids_reserved_until", 0)))
         for entry in data["topics"]:
             topic = Topic(entry["name"], uuid.UUID(entry["topic_id"]), dict(entry["configs"]))
             self.topics[topic.name] = topic
@@ -204,9 +209,41 @@ class ClusterState:
             await self._add_partitions(topic, int(entry["partitions"]))
         log.info("cluster.loaded", topics=len(self.topics))
 
+    async def allocate_producer_id(self) -> int:
+        """A producer id never handed out before, even across restarts (a new block is persisted first)."""
+        ids = self.producers.ids
+        while ids.needs_block():
+            end = ids.next_block_end()
+            ids.reserved(end)
+            try:
+                await self.persist()
+            except BaseException:
+                ids.reserved_until = min(ids.reserved_until, end - ids.block_size)
+                raise
+        return ids.allocate()
+
+    async def producer_state(self, partition: Partition) -> Any:
+        """The idempotent-producer state of a partition; after a restart it is first rebuilt from the
+        batch headers at the tail of the log (callers hold the partition's lock)."""
+        key = (partition.topic.topic_id, partition.index)
+        tp = f"{partition.topic.name}-{partition.index}"
+        if self.producers.known(key):
+            return self.producers.partition(key, tp)
+        state = self.producers.partition(key, tp)
+        plog = partition.log
+        start = max(plog.log_start_offset, plog.log_end_offset - PRODUCER_STATE_REBUILD_OFFSETS)
+        if plog.log_end_offset > start:
+            result = await plog.read(start, PRODUCER_STATE_REBUILD_BYTES)
+            rebuilt = state.rebuild_from(result.chunks)
+            if rebuilt:
+                log.info("producer_state.rebuilt", topic=partition.topic.name, partition=partition.index,
+                         producers=rebuilt, from_offset=start)
+        return state
+
     async def persist(self) -> None:
         """Save topics, ids, partition counts and config overrides (atomic replace in the engine)."""
-        data = {"version": self.METADATA_VERSION, "topics": [
+        data = {"version": self.METADATA_VERSION,
+                "producer_ids_reserved_until": self.producers.ids.reserved_until, "topics": [
             {"name": t.name, "topic_id": str(t.topic_id), "partitions": len(t.partitions), "configs": t.configs}
             for t in (self.topics[name] for name in sorted(self.topics))]}
         await self.engine.save_metadata(json.dumps(data, indent=1, sort_keys=True).encode())

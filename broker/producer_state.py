@@ -18,9 +18,10 @@ Follows Kafka's ``ProducerStateManager`` / ``ProducerAppendInfo`` / ``ProducerSt
   checked at most every ``producer.id.expiration.check.interval.ms`` (ten minutes) per partition.
   Moldau ages entries by broker time of the last append, where Kafka uses the batch's max timestamp.
 
-Producer ids come from `ProducerIdAllocator`: a counter starting at 1000 for this broker process (Kafka
-hands out blocks from the controller; a single node needs no blocks). Ids are not persisted yet, which
-is safe while partition state is not persisted either.
+Producer ids come from `ProducerIdAllocator`: a counter starting at 1000 that hands ids out of blocks
+whose end is persisted before use (as Kafka's controller does), so no id is ever given out twice.
+Partition state is not persisted: after a restart it is rebuilt on first use from the batch headers at
+the tail of the log (`rebuild_from`), so a producer retrying across a restart is still deduplicated.
 
 `ClusterState.producers` holds the broker's one `ProducerRegistry` (allocator and every partition's
 state).
@@ -28,11 +29,14 @@ state).
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 from protocol.errors import ErrorCode, KafkaError
+from protocol.records import iter_batches
 
 INT32_MAX = 2**31 - 1
 NO_PRODUCER_EPOCH = -1
@@ -143,6 +147,17 @@ class PartitionProducerState:
         entry.batches.append(BatchMetadata(first_seq, last_seq, first_offset, last_offset, timestamp))
         entry.last_append_ms = now_ms
 
+    def rebuild_from(self, chunks: list[Any], now_ms: int | None = None) -> int:
+        """Replay the headers of stored batches (oldest first) into this state; returns how many
+        producers it now knows. Used after a restart, before the first idempotent append."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        for chunk in chunks:
+            for _, batch in iter_batches(chunk):
+                if batch.producer_id >= 0 and not batch.is_control:
+                    self.record(batch.producer_id, batch.producer_epoch, batch.base_sequence, batch.last_sequence,
+                                batch.base_offset, batch.last_offset, batch.max_timestamp, now)
+        return len(self._producers)
+
     def maybe_expire(self, now_ms: int, expiration_ms: int = PRODUCER_ID_EXPIRATION_MS,
                      check_interval_ms: int = PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS) -> int:
         """Drop producers idle for ``expiration_ms`` (at most once per check interval); returns how many."""
@@ -155,13 +170,41 @@ class PartitionProducerState:
         return len(expired)
 
 
-class ProducerIdAllocator:
-    """Hands out producer ids, monotonically, for this broker process."""
+PRODUCER_ID_BLOCK_SIZE = 1000  # Kafka's controller hands out ids in blocks of this size
 
-    def __init__(self, first: int = FIRST_PRODUCER_ID) -> None:
+
+class ProducerIdAllocator:
+    """Hands out producer ids, monotonically, across restarts.
+
+    Ids come from blocks: before the first id of a new block is given out, the end of that block is
+    made durable through ``reserve`` (the cluster state saves it with its metadata), so a restarted
+    broker starts after every id it may ever have handed out. Reusing an id would let a new producer's
+    batches be taken for a retry of an old producer's and be acknowledged without being written.
+    """
+
+    def __init__(self, first: int = FIRST_PRODUCER_ID, block_size: int = PRODUCER_ID_BLOCK_SIZE) -> None:
         self._next = first
+        self.reserved_until = first  # ids below this are covered by a durable reservation
+        self.block_size = block_size
+
+    def needs_block(self) -> bool:
+        return self._next >= self.reserved_until
+
+    def next_block_end(self) -> int:
+        return self._next + self.block_size
+
+    def reserved(self, block_end: int) -> None:
+        """Record that ids below ``block_end`` are durably reserved."""
+        self.reserved_until = max(self.reserved_until, block_end)
+
+    def restore(self, reserved_until: int) -> None:
+        """Continue after every id a previous run may have handed out."""
+        self._next = max(self._next, reserved_until)
+        self.reserved_until = max(self.reserved_until, reserved_until)
 
     def allocate(self) -> int:
+        if self.needs_block():
+            raise RuntimeError("producer id block not reserved: call ClusterState.allocate_producer_id")
         producer_id = self._next
         self._next += 1
         return producer_id
@@ -173,6 +216,9 @@ class ProducerRegistry:
     def __init__(self, first_producer_id: int = FIRST_PRODUCER_ID) -> None:
         self.ids = ProducerIdAllocator(first_producer_id)
         self._partitions: dict[Hashable, PartitionProducerState] = {}
+
+    def known(self, key: Hashable) -> bool:
+        return key in self._partitions
 
     def partition(self, key: Hashable, topic_partition: str = "") -> PartitionProducerState:
         """The state of one partition; ``key`` should survive renames and not outlive deletion (topic id)."""

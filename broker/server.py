@@ -149,7 +149,8 @@ class Broker:
         await self.stop()
 
     async def _retention_loop(self) -> None:
-        """Every ``log.retention.check.interval.ms``, let each log drop what retention no longer keeps."""
+        """Every ``log.retention.check.interval.ms``, let each log drop what retention no longer keeps, and
+        compact the logs of topics whose ``cleanup.policy`` includes ``compact``."""
         interval = self.config.log_retention_check_interval_ms / 1000
         while True:
             await asyncio.sleep(interval)
@@ -161,6 +162,16 @@ class Broker:
                         log.exception("retention.failed", topic=topic.name, partition=partition.index)
                         continue
                     if result is not None and getattr(result, "deleted", None):
+                        self.cluster.waiters.wake(topic.name, partition.index)
+                    clean = getattr(partition.log, "clean", None)  # engines without compaction lack it
+                    if clean is None or "compact" not in str(self.cluster.config_value(topic, "cleanup.policy")):
+                        continue
+                    try:
+                        cleaned = await clean()
+                    except Exception:
+                        log.exception("compaction.failed", topic=topic.name, partition=partition.index)
+                        continue
+                    if cleaned is not None and cleaned.segments_written:
                         self.cluster.waiters.wake(topic.name, partition.index)
 
     # ------------------------------------------------------------ state

@@ -41,7 +41,7 @@ def _response(code: ErrorCode, producer_id: int = NO_PRODUCER_ID, epoch: int = N
                                            producer_epoch=epoch)
 
 
-def handle_init_producer_id(header: Any, body: Any, ctx: RequestContext) -> Any:
+async def handle_init_producer_id(header: Any, body: Any, ctx: RequestContext) -> Any:
     if ctx.api_version >= FIRST_EPOCH_BUMP_VERSION:
         given = (body.producer_id != NO_PRODUCER_ID, body.producer_epoch != NO_PRODUCER_EPOCH)
         if given[0] != given[1]:
@@ -59,6 +59,6 @@ def handle_init_producer_id(header: Any, body: Any, ctx: RequestContext) -> Any:
                     reason="transactions are not supported by this broker yet; use an idempotent producer "
                            "(no transactional.id)")
         return _response(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
-    producer_id = ctx.broker.cluster.producers.ids.allocate()
+    producer_id = await ctx.broker.cluster.allocate_producer_id()
     log.debug("init_producer_id.allocated", producer_id=producer_id, client_id=header.client_id)
     return _response(ErrorCode.NONE, producer_id, 0)

@@ -208,7 +208,7 @@ async def _append(ctx: RequestContext, partition: Any, batch: RecordBatch, recor
     async with partition.lock:
         state = None
         if producer_id >= 0:
-            state = ctx.broker.cluster.producers.partition((partition.topic.topic_id, index), tp)
+            state = await ctx.broker.cluster.producer_state(partition)
             duplicate = state.check(producer_id, batch.producer_epoch, batch.base_sequence, batch.last_sequence,
                                     plog.log_end_offset, now_ms)
             if duplicate is not None:

@@ -41,6 +41,7 @@ from storage.file.checkpoint import (
     read_checkpoint,
     write_atomic,
 )
+from storage.file.cleaner import CLEANER_OFFSET_CHECKPOINT
 from storage.file.config import LogConfig, TopicConfigSource
 from storage.file.flusher import Flusher
 from storage.file.fs import (
@@ -98,6 +99,8 @@ class FileEngine(StorageEngine):
             self.clean_shutdown = self._consume_marker()
             self._recovery_points = read_checkpoint(self.fs, self._file(RECOVERY_POINT_CHECKPOINT), self._log)
             self._log_start_offsets = read_checkpoint(self.fs, self._file(LOG_START_OFFSET_CHECKPOINT), self._log)
+            # Where each compacted log's clean part ends (storage.file.cleaner); Kafka's file and format.
+            self._cleaner_offsets = read_checkpoint(self.fs, self._file(CLEANER_OFFSET_CHECKPOINT), self._log)
             self._on_disk, leftovers = self._discover()
         except OSError as exc:
             self._release_lock()
@@ -279,7 +282,7 @@ class FileEngine(StorageEngine):
                 functools.partial(load_log, self.fs, self.path, directory, clean=self.clean_shutdown,
                                   recovery_point=self._recovery_points.get(key, 0),
                                   log_start_offset=self._log_start_offsets.get(key, 0), config=config,
-                                  now_ms=self.clock(), log=log))
+                                  now_ms=self.clock(), log=log, cleaner_offset=self._cleaner_offsets.get(key)))
         except OSError as exc:
             raise storage_error(f"cannot open log {topic}-{partition}:", exc.filename or directory, exc) from None
         flog = FileLog(self, topic, partition, directory, config, loaded.segments, loaded.log_start_offset,
@@ -306,6 +309,7 @@ class FileEngine(StorageEngine):
         self._on_disk.discard(key)
         self._recovery_points.pop(key, None)
         self._log_start_offsets.pop(key, None)
+        self._cleaner_offsets.pop(key, None)  # a stale entry is harmless: the cleaner validates it
         try:
             await self.run_io(self._delete_directory, directory)
         except OSError as exc:
@@ -362,6 +366,30 @@ class FileEngine(StorageEngine):
         except BaseException:
             self._log_start_offsets[key] = log.log_start_offset
             raise
+
+    def cleaner_offset(self, log: FileLog) -> int | None:
+        """Where the log's cleaned part ends (Kafka's cleaner-offset-checkpoint entry), if known."""
+        return self._cleaner_offsets.get((log.topic, log.partition))
+
+    def lower_cleaner_offset(self, log: FileLog, offset: int) -> None:
+        """Truncation below the cleaned point: remember the lower point (written with the next clean)."""
+        key = (log.topic, log.partition)
+        if self._cleaner_offsets.get(key, -1) > offset:
+            self._cleaner_offsets[key] = offset
+
+    async def persist_cleaner_offset(self, log: FileLog, offset: int) -> None:
+        """Record, atomically replacing ``cleaner-offset-checkpoint``, that the log is clean below `offset`."""
+        self._cleaner_offsets[(log.topic, log.partition)] = offset
+        path = self._file(CLEANER_OFFSET_CHECKPOINT)
+        entries = dict(self._cleaner_offsets)
+
+        def write() -> None:
+            try:
+                write_atomic(self.fs, path, format_checkpoint(entries))
+            except OSError as exc:
+                unlink_if_exists_quietly(self.fs, path + ".tmp")
+                raise storage_error("cannot write checkpoint", path, exc) from None
+        await self.run_io(write)
 
     def _write_checkpoints(self, points: dict[PartitionKey, int] | None,
                            starts: dict[PartitionKey, int] | None) -> None:

@@ -7,7 +7,9 @@ active segment's size on the event loop, then find the start through the offset 
 search, then a short scan of batch headers) and pread whole batches on a reader thread.
 
 Mutations (append, truncation, DeleteRecords, retention, close) are serialised by one asyncio lock
-per log; reads and flushes do not take it. Durability is in `storage.file.flusher`.
+per log; reads and flushes do not take it. Durability is in `storage.file.flusher`. Compaction
+(`clean`, in `storage.file.cleaner`) rewrites closed segments without that lock and takes it only to
+swap the rewritten segments in; a read whose segments were swapped out under it starts again.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from protocol.records import (
     set_base_offset,
     set_log_append_time,
 )
+from storage.file.cleaner import CleanResult, clean_log
 from storage.file.config import LONG_MAX, LogConfig
 from storage.file.fs import StorageError, fsync_path, read_at, storage_error, write_all
 from storage.file.index import INT32_MAX
@@ -89,6 +92,7 @@ class FileLog(PartitionLog):
         self._offline: StorageError | None = None
         self._closed = False
         self._mutex = asyncio.Lock()
+        self._clean_lock = asyncio.Lock()  # one compaction at a time (storage.file.cleaner)
         self._flush_timer: asyncio.TimerHandle | None = None
         self._dir_generation = 0  # bumped when a segment file is created; the flusher fsyncs the dir
         self._dir_synced = 0
@@ -373,7 +377,9 @@ class FileLog(PartitionLog):
         try:
             chunks = await self._engine.run_read(self._read_blocking, plan, offset, max_bytes, min_one_batch, limit)
         except SegmentGone:
-            raise OffsetOutOfRange(offset, self._start, self._end) from None
+            # Retention or truncation removed the data (the checks on the way in say so), or compaction
+            # swapped in rewritten segments, which serve the offset now.
+            return await self.read(offset, max_bytes, min_one_batch=min_one_batch, max_offset=max_offset)
         result.chunks = chunks
         result.size = sum(len(chunk) for chunk in chunks)
         return result
@@ -529,6 +535,7 @@ class FileLog(PartitionLog):
             self._end = offset
             self._durable = min(self._durable, offset)
             self._truncations += 1
+            self._engine.lower_cleaner_offset(self, offset)
             self._log.info("storage.log.truncated", log_end_offset=offset, segments_deleted=len(segments) - keep)
             if interrupted:
                 raise asyncio.CancelledError
@@ -549,7 +556,7 @@ class FileLog(PartitionLog):
                 with segment.opened() as fd:
                     found = segment.find_batch(fd, offset, segment.size)
                 if found is not None:
-                    if found.base_offset != offset:
+                    if found.base_offset < offset:  # above it: the offset is in a gap compaction left
                         raise ValueError(f"truncation offset {offset} falls inside the batch at {found.base_offset}")
                     position = found.position
             for stale in reversed(segments[keep:]):
@@ -657,6 +664,26 @@ class FileLog(PartitionLog):
         except OSError as exc:
             raise storage_error("cannot inspect segments of", self.directory, exc) from None
         return infos
+
+    # --- compaction -------------------------------------------------------------------------------
+
+    async def clean(self, now_ms: int | None = None) -> CleanResult | None:
+        """Compact the closed segments when cleanup.policy includes compact (Kafka's log cleaner).
+
+        The broker's retention loop calls this for compacted topics; `now_ms` defaults to the engine
+        clock. Returns None when the log is not due (see `storage.file.cleaner` for the rules).
+        """
+        async with self._clean_lock:
+            return await clean_log(self, self._engine.clock() if now_ms is None else now_ms)
+
+    def _replace_segments(self, old: list[LogSegment], new: LogSegment) -> None:
+        """Event loop, under the mutex: `new` takes the place of the adjacent segments `old`, which
+        retire (readers using them finish first; later reads get the new segment)."""
+        at = self._segments.index(old[0])
+        self._segments = [*self._segments[:at], new, *self._segments[at + len(old):]]
+        self._bases = [s.base_offset for s in self._segments]
+        for segment in old:
+            segment.retire()
 
     # --- close ------------------------------------------------------------------------------------
 

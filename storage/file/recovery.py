@@ -3,6 +3,10 @@
 Kafka's rules (`LogLoader`), applied on the engine's I/O thread when a log is opened:
 
 * Leftovers are removed: ``*.deleted`` / ``*.tmp`` files, and index files without a ``.log``.
+* An interrupted compaction is settled by Kafka's rules (see `storage.file.cleaner`): a ``*.cleaned``
+  file (a rewritten segment not yet committed) is deleted; a ``<base>.log.swap`` (committed: the
+  rewritten segment, fsynced before it got that name) completes its swap: the segment files with a
+  base offset in [base, the swap's next offset) are deleted and the ``.swap`` files lose their suffix.
 * After a clean shutdown (the marker file was present when the engine started) nothing is scanned:
   the active segment's indexes are loaded and checked, and the few KiB after its last offset index
   entry are read to find the log end offset and the largest timestamp.
@@ -24,11 +28,13 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from protocol.records import RecordBatchError
 from storage.file.config import LogConfig
-from storage.file.fs import FileSystem, exists, fsync_path, makedirs, unlink_if_exists
-from storage.file.segment import SEGMENT_SUFFIXES, LogSegment, parse_segment_file
+from storage.file.fs import READ_ONLY, FileSystem, exists, fsync_path, makedirs, unlink_if_exists
+from storage.file.segment import LOG_SUFFIX, SEGMENT_SUFFIXES, LogSegment, parse_segment_file, scan_batches
 
-LEFTOVER_SUFFIXES = (".deleted", ".tmp", ".cleaned", ".swap")
+LEFTOVER_SUFFIXES = (".deleted", ".tmp", ".cleaned")
+SWAP_SUFFIX = ".swap"
 
 
 @dataclass
@@ -44,8 +50,11 @@ class LoadedLog:
 
 
 def load_log(fs: FileSystem, data_dir: str, directory: str, *, clean: bool, recovery_point: int,
-             log_start_offset: int, config: LogConfig, now_ms: int, log: Any) -> LoadedLog:
-    """Blocking: open (creating if needed) one partition directory and bring it to a consistent state."""
+             log_start_offset: int, config: LogConfig, now_ms: int, log: Any,
+             cleaner_offset: int | None = None) -> LoadedLog:
+    """Blocking: open (creating if needed) one partition directory and bring it to a consistent state.
+
+    `cleaner_offset` (the cleaner checkpoint) bounds where the last segment may have compaction gaps."""
     interval = config.index_interval_bytes
     if not exists(fs, directory):
         # A new log: checkpoint entries left by a deleted log of the same name do not apply.
@@ -54,7 +63,7 @@ def load_log(fs: FileSystem, data_dir: str, directory: str, *, clean: bool, reco
         segment = _new_segment(fs, directory, 0, now_ms)
         return LoadedLog([segment], 0, 0, 0, created=True)
 
-    bases = _scan_directory(fs, directory)
+    bases = _scan_directory(fs, directory, log)
     segments = []
     for base in bases:
         st = fs.stat(os.path.join(directory, f"{base:020d}.log"))
@@ -75,13 +84,14 @@ def load_log(fs: FileSystem, data_dir: str, directory: str, *, clean: bool, reco
             damage = active.load(interval, log)
         if damage is not None:
             log.warning("storage.recovery.active_segment_damaged", segment=active.name, reason=damage)
-            truncated += active.recover(interval, log)
+            truncated += active.recover(interval, log, cleaner_offset)
             recovered += 1
     else:
         first = max(bisect.bisect_right(bases, recovery_point) - 1, 0)
         for i in range(first, len(segments)):
             segment = segments[i]
-            dropped = segment.recover(interval, log)
+            gap_limit = segments[i + 1].base_offset if i + 1 < len(segments) else cleaner_offset
+            dropped = segment.recover(interval, log, gap_limit)
             recovered += 1
             truncated += dropped
             later = segments[i + 1:]
@@ -116,8 +126,15 @@ def load_log(fs: FileSystem, data_dir: str, directory: str, *, clean: bool, reco
     return LoadedLog(segments, start, end, end, start_position, recovered, truncated)
 
 
-def _scan_directory(fs: FileSystem, directory: str) -> list[int]:
+def _scan_directory(fs: FileSystem, directory: str, log: Any) -> list[int]:
     names = fs.listdir(directory)
+    swaps = [name for name in names if name.endswith(SWAP_SUFFIX)]
+    if swaps:
+        for name in names:
+            if name.endswith(LEFTOVER_SUFFIXES):  # .cleaned files first: never committed
+                unlink_if_exists(fs, os.path.join(directory, name))
+        _complete_swaps(fs, directory, swaps, names, log)
+        names = fs.listdir(directory)
     logs = set()
     others: list[tuple[str, int]] = []
     for name in names:
@@ -136,6 +153,49 @@ def _scan_directory(fs: FileSystem, directory: str) -> list[int]:
         if base not in logs:  # an index whose log is gone: a deletion interrupted half way
             unlink_if_exists(fs, os.path.join(directory, name))
     return sorted(logs)
+
+
+def _complete_swaps(fs: FileSystem, directory: str, swaps: list[str], names: list[str], log: Any) -> None:
+    """Finish the segment swaps a crash interrupted (Kafka's LogLoader rule for ``.swap`` files)."""
+    by_base: dict[int, set[str]] = {}
+    for name in swaps:
+        parsed = parse_segment_file(name[: -len(SWAP_SUFFIX)])
+        if parsed is None or parsed[1] not in SEGMENT_SUFFIXES:
+            unlink_if_exists(fs, os.path.join(directory, name))
+            continue
+        by_base.setdefault(parsed[0], set()).add(parsed[1])
+    for base, suffixes in sorted(by_base.items()):
+        stem = os.path.join(directory, f"{base:020d}")
+        if LOG_SUFFIX not in suffixes:  # the .log is renamed first: without it nothing was committed
+            for suffix in suffixes:
+                unlink_if_exists(fs, stem + suffix + SWAP_SUFFIX)
+            continue
+        end = _swap_next_offset(fs, stem + LOG_SUFFIX + SWAP_SUFFIX, base)
+        replaced = []
+        for name in names:
+            parsed = parse_segment_file(name)
+            if parsed is not None and parsed[1] in SEGMENT_SUFFIXES and base <= parsed[0] < end:
+                unlink_if_exists(fs, os.path.join(directory, name))
+                replaced.append(name)
+        for suffix in (LOG_SUFFIX, *sorted(suffixes - {LOG_SUFFIX})):
+            fs.replace(stem + suffix + SWAP_SUFFIX, stem + suffix)
+        log.warning("storage.recovery.swap_completed", segment=f"{base:020d}{LOG_SUFFIX}", next_offset=end,
+                    replaced=sorted(n for n in replaced if n.endswith(LOG_SUFFIX)))
+    fsync_path(fs, directory)
+
+
+def _swap_next_offset(fs: FileSystem, path: str, base: int) -> int:
+    """The offset after the last whole batch of a ``.swap`` log (fsynced before it got its name)."""
+    fd = fs.open(path, READ_ONLY)
+    end = base
+    try:
+        for header, _, _ in scan_batches(fs, fd, 0, fs.fstat(fd).st_size):
+            end = header.last_offset + 1
+    except RecordBatchError:
+        pass
+    finally:
+        fs.close(fd)
+    return end
 
 
 def _drop_stale_empty_tail(segments: list[LogSegment], interval: int, log: Any) -> str | None:

@@ -182,6 +182,13 @@ class LogSegment:
                 if self._retired and self._pins == 0:
                     self._close_fd()
 
+    def attach(self, fd: int) -> None:
+        """Serve reads through `fd`, already open on this segment's data (a segment rewritten by the
+        cleaner is opened under its temporary name; renames leave the descriptor valid)."""
+        with self._fd_lock:
+            assert self._fd is None and not self._retired
+            self._fd = fd
+
     def retire(self) -> None:
         """No new users; the descriptor closes when the last current user is done."""
         with self._fd_lock:
@@ -345,9 +352,14 @@ class LogSegment:
         self.index_dirty = True
         return damage
 
-    def recover(self, interval_bytes: int, log: Any) -> int:
+    def recover(self, interval_bytes: int, log: Any, gap_limit: int | None = None) -> int:
         """Blocking: Kafka's segment recovery. Walk every batch checking its CRC and offsets, rebuild
-        the indexes, cut the file after the last good batch and fsync it. Returns the bytes dropped."""
+        the indexes, cut the file after the last good batch and fsync it. Returns the bytes dropped.
+
+        Each batch must start where the previous one ended, or -- compaction removes whole batches --
+        later, if it ends before `gap_limit` (the next segment's base offset for a closed segment, the
+        cleaner checkpoint for the last one; None: no gaps). The base offset is outside the CRC, so
+        this keeps a damaged one from passing wherever no gap can be."""
         with self._load_lock, self.opened() as fd:
             self.reset_state()
             self.size = self.fs.fstat(fd).st_size  # all of the file, whatever was believed before
@@ -356,7 +368,8 @@ class LogSegment:
             problem = None
             try:
                 for header, buf, at in scan_batches(self.fs, fd, 0, self.size, with_body=True):
-                    if header.base_offset != expected:
+                    gap = header.base_offset > expected and gap_limit is not None and header.last_offset < gap_limit
+                    if header.base_offset != expected and not gap:
                         problem = f"batch at position {header.position} has base offset {header.base_offset}, " \
                                   f"expected {expected}"
                         break

@@ -149,10 +149,38 @@ def test_expiry_runs_at_most_once_per_check_interval() -> None:
     assert state.maybe_expire(10_000_000 + 600_000, expiration_ms=1) == 1
 
 
-def test_producer_ids_are_monotonic_from_1000() -> None:
-    """InitProducerId hands out increasing ids; this broker starts at 1000."""
+def test_producer_ids_are_monotonic_from_1000_within_reserved_blocks() -> None:
+    """Ids start at 1000 and come only from a block whose end was reserved (persisted) first."""
+    ids = ProducerIdAllocator(block_size=2)
+    assert ids.needs_block()
+    with pytest.raises(RuntimeError):
+        ids.allocate()
+    ids.reserved(ids.next_block_end())
+    assert [ids.allocate() for _ in range(2)] == [1000, 1001]
+    assert ids.needs_block() and ids.next_block_end() == 1004
+
+
+def test_a_restarted_allocator_continues_after_every_reserved_id() -> None:
+    """After a restart, ids continue past the reserved block end, so no id is ever handed out twice."""
     ids = ProducerIdAllocator()
-    assert [ids.allocate() for _ in range(3)] == [1000, 1001, 1002]
+    ids.restore(2000)
+    ids.reserved(ids.next_block_end())
+    assert ids.allocate() == 2000
+
+
+def test_state_is_rebuilt_from_stored_batch_headers() -> None:
+    """Replaying stored batches restores the last batches per producer, so a retry after a restart is
+    recognised as a duplicate with its original offsets."""
+    from protocol.records import Record, build_batch, set_base_offset
+
+    first = build_batch([Record(0, 1, b"k", b"v"), Record(1, 1, b"k", b"v")], producer_id=PID, producer_epoch=0,
+                        base_sequence=0)
+    set_base_offset(first, 0, 10)
+    state = PartitionProducerState("t-0")
+    assert state.rebuild_from([bytes(first)], now_ms=5) == 1
+    duplicate = state.check(PID, 0, 0, 1, 12, 6)
+    assert duplicate is not None and duplicate.first_offset == 10
+    assert state.check(PID, 0, 2, 2, 12, 6) is None
 
 
 def test_registry_keeps_one_state_per_partition() -> None:
