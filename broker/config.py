@@ -102,6 +102,35 @@ class BrokerConfig:
         "group.initial.rebalance.delay.ms", 3000,
         "How long the coordinator waits for more members before the first rebalance of an empty group.",
         minimum=0)
+    group_min_session_timeout_ms: int = _setting(
+        "group.min.session.timeout.ms", 6000,
+        "The smallest session timeout a JoinGroup may ask for; smaller ones get INVALID_SESSION_TIMEOUT.",
+        minimum=0)
+    group_max_session_timeout_ms: int = _setting(
+        "group.max.session.timeout.ms", 1800000,
+        "The largest session timeout a JoinGroup may ask for; larger ones get INVALID_SESSION_TIMEOUT.",
+        minimum=0)
+    group_max_size: int = _setting(
+        "group.max.size", 2147483647,
+        "The most members a consumer group accepts; further JoinGroups get GROUP_MAX_SIZE_REACHED.", minimum=1)
+    offsets_topic_num_partitions: int = _setting(
+        "offsets.topic.num.partitions", 50,
+        "Partitions of __consumer_offsets when the group coordinator creates it (on its first write).",
+        minimum=1)
+    offsets_topic_segment_bytes: int = _setting(
+        "offsets.topic.segment.bytes", 104857600, "segment.bytes of __consumer_offsets when it is created.",
+        minimum=14)
+    offsets_retention_minutes: int = _setting(
+        "offsets.retention.minutes", 10080,
+        "How long committed offsets are kept once their group is Empty (or, for groups that only commit, "
+        "after the last commit).", minimum=1)
+    offsets_retention_check_interval_ms: int = _setting(
+        "offsets.retention.check.interval.ms", 600000, "How often expired committed offsets are removed.",
+        minimum=1)
+    offset_metadata_max_bytes: int = _setting(
+        "offset.metadata.max.bytes", 4096,
+        "The longest metadata an OffsetCommit may attach to an offset; longer gets OFFSET_METADATA_TOO_LARGE.",
+        minimum=0)
 
     delete_topic_enable: bool = _setting(
         "delete.topic.enable", True, "Allow DeleteTopics; when false it answers TOPIC_DELETION_DISABLED.")

@@ -53,6 +53,7 @@ class Broker:
         self.cluster: Any = None
         self._retention_task: asyncio.Task[None] | None = None
         self.fetch_sessions: Any = None
+        self.groups: Any = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -81,6 +82,11 @@ class Broker:
         except BaseException:
             await self.engine.close()
             raise
+        from broker.groups.coordinator import GroupCoordinator
+
+        # Before the listener opens, so a request never finds it missing; its load runs in the background.
+        self.groups = GroupCoordinator(self.cluster, self.config)
+        self.groups.start()
 
         sockets = _bind(self.config.listen_host, self.config.listen_port)
         loop = asyncio.get_running_loop()
@@ -136,6 +142,8 @@ class Broker:
         if self._retention_task is not None:
             self._retention_task.cancel()
             await asyncio.gather(self._retention_task, return_exceptions=True)
+        if self.groups is not None:
+            await self.groups.stop()
         if self.engine is not None:
             await self.engine.close()
         self._state = "stopped"

@@ -1,0 +1,560 @@
+"""GroupCoordinator: the asyncio shell around the group state machine (`broker.groups.state`).
+
+It owns what the pure state machine cannot: the clock, the timers it asks for, the futures of parked
+JoinGroup/SyncGroup requests, appends to ``__consumer_offsets`` and the start-up load.
+
+- Time comes from an injected `Clock` (wall-clock milliseconds, as Kafka's ``time.milliseconds()``);
+  `ManualClock` lets tests move time by hand.
+- ``__consumer_offsets`` is created on the first write (``offsets.topic.num.partitions`` partitions,
+  ``cleanup.policy=compact``), not at start-up: Kafka also creates it on first use, and a broker that
+  never sees a group keeps an empty topic list. An existing topic keeps its partition count.
+- Writes go to the group's partition under that partition's lock (as Produce appends), then ``flush()``
+  (acks=all: the file engine's fsync) before anything is answered. Offset commits, offset deletions and
+  group deletions change the in-memory state under the same lock, so memory and log agree on order; a
+  commit becomes visible to OffsetFetch once appended, its committer is answered once it is durable
+  (Kafka hides it until replicated). A failed write answers COORDINATOR_NOT_AVAILABLE (Kafka maps storage
+  errors to NOT_COORDINATOR, which a single node never is; both make clients retry).
+- At start-up an existing ``__consumer_offsets`` is read in the background; until it is done every group
+  API answers COORDINATOR_LOAD_IN_PROGRESS (retriable). Members come back as they were (Kafka restores
+  them too) and expire unless they heartbeat.
+- Expired offsets are removed every ``offsets.retention.check.interval.ms``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import heapq
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from broker.groups.offsets import OffsetAndMetadata, TopicPartition, metadata_too_large
+from broker.groups.persistence import (
+    OFFSETS_TOPIC,
+    RecordFormatError,
+    build_records_batch,
+    decode_record,
+    group_key,
+    group_value,
+    offset_key,
+    offset_value,
+    partition_for,
+)
+from broker.groups.state import (
+    Decisions,
+    GroupConfig,
+    GroupDescription,
+    GroupListing,
+    GroupMetadataManager,
+    GroupWrite,
+    JoinRequest,
+    JoinResult,
+    SyncRequest,
+    SyncResult,
+    TimerKey,
+)
+from protocol.errors import ErrorCode, KafkaError
+from protocol.records import iter_batches, iter_records
+
+log = structlog.get_logger()
+
+LOAD_BUFFER_BYTES = 5 * 1024 * 1024  # Kafka's offsets.load.buffer.size
+STOP_GRACE_S = 2.0
+_STORAGE_ERRORS = (OSError, KafkaError)
+
+
+class TimerHandle(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """Wall-clock milliseconds and delayed callbacks."""
+
+    def now_ms(self) -> int: ...
+
+    def call_later(self, delay_ms: int, callback: Callable[[], None]) -> TimerHandle: ...
+
+
+class SystemClock:
+    """The real clock: ``time.time()`` and the running event loop's timers."""
+
+    def now_ms(self) -> int:
+        return int(time.time() * 1000)
+
+    def call_later(self, delay_ms: int, callback: Callable[[], None]) -> TimerHandle:
+        return asyncio.get_running_loop().call_later(max(delay_ms, 0) / 1000, callback)
+
+
+class _ManualHandle:
+    __slots__ = ("cancelled",)
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class ManualClock:
+    """A clock that moves only when told to: `advance` runs every callback that falls due, in order."""
+
+    def __init__(self, start_ms: int = 1_700_000_000_000) -> None:
+        self._now = start_ms
+        self._heap: list[tuple[int, int, Callable[[], None], _ManualHandle]] = []
+        self._seq = itertools.count()
+
+    def now_ms(self) -> int:
+        return self._now
+
+    def call_later(self, delay_ms: int, callback: Callable[[], None]) -> TimerHandle:
+        handle = _ManualHandle()
+        heapq.heappush(self._heap, (self._now + max(delay_ms, 0), next(self._seq), callback, handle))
+        return handle
+
+    def advance(self, ms: int = 0) -> None:
+        target = self._now + ms
+        while self._heap and self._heap[0][0] <= target:
+            due, _, callback, handle = heapq.heappop(self._heap)
+            self._now = max(self._now, due)
+            if not handle.cancelled:
+                callback()
+        self._now = target
+
+
+@dataclass(frozen=True)
+class CommitPartition:
+    """One partition of an OffsetCommit request."""
+
+    topic: str
+    partition: int
+    offset: int
+    leader_epoch: int = -1
+    commit_timestamp: int = -1  # v1 only; -1: the broker's time
+    metadata: str | None = ""
+
+
+class GroupCoordinator:
+    """The group coordinator of this broker (every group: a single node coordinates them all)."""
+
+    def __init__(self, cluster: Any, config: Any, clock: Clock | None = None,
+                 new_uuid: Callable[[], str] | None = None) -> None:
+        self.cluster = cluster
+        self.config = config
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.state = GroupMetadataManager(GroupConfig.from_broker_config(config), new_uuid)
+        self.loading = False
+        self._timers: dict[TimerKey, TimerHandle] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._load_task: asyncio.Task[None] | None = None
+        self._creating: asyncio.Future[Any] | None = None
+        self._expiry_handle: TimerHandle | None = None
+        self._stopped = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Begin loading an existing ``__consumer_offsets`` (in the background) and the expiry timer."""
+        topic = self.cluster.get(OFFSETS_TOPIC)
+        if topic is not None:
+            self.loading = True
+            self._load_task = asyncio.create_task(self._load(topic), name="moldau-groups-load")
+        self._schedule_expiry()
+
+    async def stop(self) -> None:
+        """Cancel timers and the load; let in-flight writes finish (bounded) so storage can close."""
+        self._stopped = True
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        if self._expiry_handle is not None:
+            self._expiry_handle.cancel()
+        if self._load_task is not None:
+            self._load_task.cancel()
+            await asyncio.gather(self._load_task, return_exceptions=True)
+        if self._tasks:
+            _, late = await asyncio.wait(list(self._tasks), timeout=STOP_GRACE_S)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.gather(*late, return_exceptions=True)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("groups.task_failed", exc_info=task.exception())
+
+    # ------------------------------------------------------------ decisions
+
+    def _apply(self, d: Decisions) -> None:
+        for event, fields in d.events:
+            log.info(event, **fields)
+        for waiter, result in d.replies:
+            if isinstance(waiter, asyncio.Future) and not waiter.done():
+                waiter.set_result(result)
+        if d.timers:
+            now = self.clock.now_ms()
+            for key, deadline in d.timers.items():
+                old = self._timers.pop(key, None)
+                if old is not None:
+                    old.cancel()
+                if deadline is not None and not self._stopped:
+                    self._timers[key] = self.clock.call_later(deadline - now, lambda k=key: self._fire(k))
+        for write in d.writes:
+            self._spawn(self._write_group(write))
+
+    def _fire(self, key: TimerKey) -> None:
+        self._timers.pop(key, None)
+        if self._stopped:
+            return
+        now = self.clock.now_ms()
+        deadline = self.state.timers.get(key)
+        if deadline is not None and deadline > now:
+            # The event loop's clock ran ahead of the wall clock: wait for the rest.
+            self._timers[key] = self.clock.call_later(deadline - now, lambda: self._fire(key))
+            return
+        self._apply(self.state.on_timer(key, now))
+
+    # ------------------------------------------------------------ membership APIs
+
+    async def join_group(self, req: JoinRequest) -> JoinResult:
+        if self.loading:
+            return JoinResult(ErrorCode.COORDINATOR_LOAD_IN_PROGRESS, member_id=req.member_id)
+        waiter = asyncio.get_running_loop().create_future()
+        self._apply(self.state.join_group(dataclasses.replace(req, waiter=waiter), self.clock.now_ms()))
+        return await waiter
+
+    async def sync_group(self, req: SyncRequest) -> SyncResult:
+        if self.loading:
+            return SyncResult(ErrorCode.COORDINATOR_LOAD_IN_PROGRESS)
+        waiter = asyncio.get_running_loop().create_future()
+        self._apply(self.state.sync_group(dataclasses.replace(req, waiter=waiter), self.clock.now_ms()))
+        return await waiter
+
+    def heartbeat(self, group_id: str, member_id: str, group_instance_id: str | None,
+                  generation_id: int) -> ErrorCode:
+        if self.loading:
+            return ErrorCode.COORDINATOR_LOAD_IN_PROGRESS
+        error, d = self.state.heartbeat(group_id, member_id, group_instance_id, generation_id, self.clock.now_ms())
+        self._apply(d)
+        return error
+
+    def leave_group(self, group_id: str, members: Sequence[tuple[str, str | None]]
+                    ) -> tuple[ErrorCode, list[ErrorCode]]:
+        if self.loading:
+            return ErrorCode.COORDINATOR_LOAD_IN_PROGRESS, []
+        error, errors, d = self.state.leave_group(group_id, members, self.clock.now_ms())
+        self._apply(d)
+        return error, errors
+
+    def list_groups(self, states: Sequence[str] = (), types: Sequence[str] = ()
+                    ) -> tuple[ErrorCode, list[GroupListing]]:
+        if self.loading:
+            return ErrorCode.COORDINATOR_LOAD_IN_PROGRESS, []
+        return ErrorCode.NONE, self.state.list_groups(states, types)
+
+    def describe_group(self, group_id: str) -> tuple[ErrorCode, GroupDescription | None]:
+        if self.loading:
+            return ErrorCode.COORDINATOR_LOAD_IN_PROGRESS, None
+        return ErrorCode.NONE, self.state.describe_group(group_id)
+
+    # ------------------------------------------------------------ offsets APIs
+
+    async def commit_offsets(self, group_id: str, generation_id: int, member_id: str,
+                             group_instance_id: str | None, retention_time_ms: int,
+                             partitions: Sequence[CommitPartition]) -> list[ErrorCode]:
+        """Per-partition errors, in request order."""
+        if self.loading:
+            return [ErrorCode.COORDINATOR_LOAD_IN_PROGRESS] * len(partitions)
+        errors: list[ErrorCode] = [ErrorCode.NONE] * len(partitions)
+        known = []
+        for i, p in enumerate(partitions):
+            if self.cluster.partition(p.topic, p.partition) is None:
+                errors[i] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+            else:
+                known.append(i)
+        if known:
+            # Shielded: a client that disconnects must not cut a write (and its state change) in half.
+            await asyncio.shield(self._spawn(self._commit(
+                group_id, generation_id, member_id, group_instance_id, retention_time_ms, partitions, known,
+                errors)))
+        return errors
+
+    async def _commit(self, group_id: str, generation_id: int, member_id: str, group_instance_id: str | None,
+                      retention_time_ms: int, partitions: Sequence[CommitPartition], known: list[int],
+                      errors: list[ErrorCode]) -> None:
+        try:
+            partition = await self._partition(group_id)
+        except _STORAGE_ERRORS as exc:
+            log.error("groups.offsets_topic_unavailable", group=group_id, error=str(exc))
+            for i in known:
+                errors[i] = ErrorCode.COORDINATOR_NOT_AVAILABLE
+            return
+        max_metadata = self.config.offset_metadata_max_bytes
+        async with partition.lock:
+            now = self.clock.now_ms()
+            error, d = self.state.validate_offset_commit(group_id, generation_id, member_id, group_instance_id,
+                                                         now)
+            self._apply(d)
+            if error is not ErrorCode.NONE:
+                for i in known:
+                    errors[i] = error
+                return
+            writes = []
+            for i in known:
+                if metadata_too_large(partitions[i].metadata, max_metadata):
+                    errors[i] = ErrorCode.OFFSET_METADATA_TOO_LARGE
+                else:
+                    writes.append(i)
+            if not writes:
+                return
+            expire = now + retention_time_ms if retention_time_ms != -1 else None
+            commits: list[tuple[TopicPartition, OffsetAndMetadata]] = []
+            for i in writes:
+                p = partitions[i]
+                commits.append(((p.topic, p.partition), OffsetAndMetadata(
+                    offset=p.offset, leader_epoch=p.leader_epoch, metadata=p.metadata or "",
+                    commit_timestamp=p.commit_timestamp if p.commit_timestamp != -1 else now,
+                    expire_timestamp=expire)))
+            records = [(offset_key(group_id, tp[0], tp[1]), offset_value(om)) for tp, om in commits]
+            try:
+                result = await self._append_locked(partition, records, now)
+            except _STORAGE_ERRORS as exc:
+                log.error("groups.commit_failed", group=group_id, error=str(exc))
+                for i in writes:
+                    errors[i] = ErrorCode.COORDINATOR_NOT_AVAILABLE
+                return
+            self.state.apply_offset_commits(group_id, {
+                tp: dataclasses.replace(om, position=result.base_offset + k)
+                for k, (tp, om) in enumerate(commits)}, now)
+        if not await self._flush(partition, group_id):
+            for i in writes:
+                errors[i] = ErrorCode.COORDINATOR_NOT_AVAILABLE
+
+    def fetch_offsets(self, group_id: str, partitions: Sequence[TopicPartition] | None
+                      ) -> tuple[ErrorCode, list[tuple[TopicPartition, OffsetAndMetadata | None]]]:
+        if self.loading:
+            return ErrorCode.COORDINATOR_LOAD_IN_PROGRESS, []
+        return ErrorCode.NONE, self.state.fetch_offsets(group_id, partitions)
+
+    async def delete_offsets(self, group_id: str, topics: Sequence[tuple[str, Sequence[int]]]
+                             ) -> tuple[ErrorCode, list[tuple[str, list[tuple[int, ErrorCode]]]]]:
+        """OffsetDelete: a group error (then no partitions), else per-topic, per-partition errors."""
+        if self.loading:
+            return ErrorCode.COORDINATOR_LOAD_IN_PROGRESS, []
+        if not group_id:
+            return ErrorCode.INVALID_GROUP_ID, []
+        known = [(name, [p for p in parts if self.cluster.partition(name, p) is not None]) for name, parts in topics]
+        return await asyncio.shield(self._spawn(self._delete_offsets(group_id, topics, known)))
+
+    async def _delete_offsets(self, group_id: str, topics: Sequence[tuple[str, Sequence[int]]],
+                              known: list[tuple[str, list[int]]]
+                              ) -> tuple[ErrorCode, list[tuple[str, list[tuple[int, ErrorCode]]]]]:
+        async def delete() -> tuple[ErrorCode, Any, list[tuple[bytes, bytes | None]]]:
+            error, results, removed = self.state.delete_offsets(group_id, [k for k in known if k[1]])
+            return error, results, [(offset_key(group_id, t, p), None) for t, p in removed]
+
+        try:
+            error, results = await self._remove(group_id, delete)
+        except _STORAGE_ERRORS:
+            return ErrorCode.COORDINATOR_NOT_AVAILABLE, []
+        if error is not ErrorCode.NONE:
+            return error, []
+        by_partition = {(t, p): e for t, parts in results for p, e in parts}
+        out = []
+        for name, parts in topics:
+            out.append((name, [(p, by_partition.get((name, p), ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+                               for p in parts]))
+        return ErrorCode.NONE, out
+
+    async def delete_groups(self, group_ids: Sequence[str]) -> list[tuple[str, ErrorCode]]:
+        """DeleteGroups: one result per distinct group id, in request order."""
+        unique = list(dict.fromkeys(group_ids))
+        if self.loading:
+            return [(g, ErrorCode.COORDINATOR_LOAD_IN_PROGRESS) for g in unique]
+        return await asyncio.shield(self._spawn(self._delete_groups(unique)))
+
+    async def _delete_groups(self, group_ids: list[str]) -> list[tuple[str, ErrorCode]]:
+        results = []
+        for group_id in group_ids:
+            async def delete(gid: str = group_id) -> tuple[ErrorCode, None, list[tuple[bytes, bytes | None]]]:
+                error, removed = self.state.delete_group(gid, self.clock.now_ms())
+                records: list[tuple[bytes, bytes | None]] = [(offset_key(gid, t, p), None) for t, p in removed]
+                if error is ErrorCode.NONE:
+                    records.append((group_key(gid), None))
+                return error, None, records
+
+            try:
+                error, _ = await self._remove(group_id, delete)
+            except _STORAGE_ERRORS:
+                error = ErrorCode.COORDINATOR_NOT_AVAILABLE
+            results.append((group_id, error))
+        return results
+
+    async def _remove(self, group_id: str, change: Callable[[], Any]) -> tuple[ErrorCode, Any]:
+        """Run a state change that yields tombstones under the group's partition lock, append them and
+        flush. Without ``__consumer_offsets`` there is nothing on disk to delete."""
+        topic = self.cluster.get(OFFSETS_TOPIC)
+        if topic is None:
+            error, results, _ = await change()
+            return error, results
+        partition = topic.partitions[partition_for(group_id, len(topic.partitions))]
+        async with partition.lock:
+            error, results, records = await change()
+            if records:
+                await self._append_locked(partition, records, self.clock.now_ms())
+        if records and not await self._flush(partition, group_id):
+            raise OSError(f"could not flush {OFFSETS_TOPIC}-{partition.index}")
+        return error, results
+
+    # ------------------------------------------------------------ offset expiry
+
+    def _schedule_expiry(self) -> None:
+        if not self._stopped:
+            self._expiry_handle = self.clock.call_later(self.config.offsets_retention_check_interval_ms,
+                                                        self._expiry_due)
+
+    def _expiry_due(self) -> None:
+        if self._stopped:
+            return
+        task = self._spawn(self.expire_offsets())
+        task.add_done_callback(lambda _: self._schedule_expiry())
+
+    async def expire_offsets(self) -> int:
+        """Remove expired offsets (and Empty groups left without any); returns how many offsets went."""
+        if self.loading:
+            return 0
+        retention_ms = self.config.offsets_retention_minutes * 60_000
+        total = 0
+        for group_id in list(self.state.groups):
+            async def expire(gid: str = group_id) -> tuple[ErrorCode, int, list[tuple[bytes, bytes | None]]]:
+                removed, deleted = self.state.expire_offsets(gid, self.clock.now_ms(), retention_ms)
+                records: list[tuple[bytes, bytes | None]] = [(offset_key(gid, t, p), None) for t, p in removed]
+                if deleted:
+                    records.append((group_key(gid), None))
+                return ErrorCode.NONE, len(removed), records
+
+            try:
+                _, count = await self._remove(group_id, expire)
+            except _STORAGE_ERRORS as exc:
+                log.error("groups.expiry_failed", group=group_id, error=str(exc))
+                continue
+            total += count
+        if total:
+            log.info("groups.offsets_expired", offsets=total)
+        return total
+
+    # ------------------------------------------------------------ __consumer_offsets
+
+    async def _ensure_topic(self) -> Any:
+        topic = self.cluster.get(OFFSETS_TOPIC)
+        if topic is not None:
+            return topic
+        if self._creating is None or self._creating.done():
+            self._creating = asyncio.ensure_future(self._create_topic())
+        return await asyncio.shield(self._creating)
+
+    async def _create_topic(self) -> Any:
+        try:
+            topic = await self.cluster.create_topic(
+                OFFSETS_TOPIC, self.config.offsets_topic_num_partitions, 1,
+                {"cleanup.policy": "compact", "segment.bytes": self.config.offsets_topic_segment_bytes,
+                 "compression.type": "producer"})
+        except KafkaError as exc:
+            topic = self.cluster.get(OFFSETS_TOPIC)
+            if exc.code is not ErrorCode.TOPIC_ALREADY_EXISTS or topic is None:
+                raise
+        return topic
+
+    async def _partition(self, group_id: str) -> Any:
+        topic = await self._ensure_topic()
+        return topic.partitions[partition_for(group_id, len(topic.partitions))]
+
+    async def _append_locked(self, partition: Any, records: list[tuple[bytes, bytes | None]], now: int) -> Any:
+        """Append one batch; the caller holds ``partition.lock``."""
+        result = await partition.log.append(build_records_batch(records, now, partition.leader_epoch))
+        self.cluster.waiters.wake(OFFSETS_TOPIC, partition.index)
+        return result
+
+    async def _flush(self, partition: Any, group_id: str) -> bool:
+        try:
+            await partition.log.flush()
+        except _STORAGE_ERRORS as exc:
+            log.error("groups.flush_failed", group=group_id, partition=partition.index, error=str(exc))
+            return False
+        return True
+
+    async def _write_group(self, write: GroupWrite) -> None:
+        error: ErrorCode | None = None
+        try:
+            partition = await self._partition(write.group_id)
+            async with partition.lock:
+                await self._append_locked(partition, [(group_key(write.group_id), group_value(write.value))],
+                                          self.clock.now_ms())
+            if not await self._flush(partition, write.group_id):
+                error = ErrorCode.COORDINATOR_NOT_AVAILABLE
+        except _STORAGE_ERRORS as exc:
+            log.error("groups.write_failed", group=write.group_id, kind=write.kind, error=str(exc))
+            error = ErrorCode.COORDINATOR_NOT_AVAILABLE
+        if not self._stopped:
+            self._apply(self.state.group_write_done(write, error, self.clock.now_ms()))
+
+    # ------------------------------------------------------------ loading
+
+    async def _load(self, topic: Any) -> None:
+        started = time.perf_counter()
+        records = 0
+        try:
+            for partition in list(topic.partitions):
+                records += await self._load_partition(partition)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # serve what was read rather than refusing every group forever
+            log.exception("groups.load_failed")
+        self._apply(self.state.loaded(self.clock.now_ms()))
+        self.loading = False
+        log.info("groups.loaded", groups=len(self.state.groups), records=records,
+                 ms=round((time.perf_counter() - started) * 1000, 1))
+
+    async def _load_partition(self, partition: Any) -> int:
+        plog = partition.log
+        offset = plog.log_start_offset
+        end = plog.log_end_offset
+        count = 0
+        while offset < end:
+            result = await plog.read(offset, LOAD_BUFFER_BYTES)
+            start = offset
+            for chunk in result.chunks:
+                for _, batch in iter_batches(chunk):
+                    if batch.next_offset <= offset:
+                        continue
+                    if not batch.is_control:
+                        for record in iter_records(batch):
+                            if record.offset < offset:
+                                continue
+                            count += 1
+                            self._replay(partition.index, record)
+                    offset = batch.next_offset
+            if offset == start:
+                break
+            await asyncio.sleep(0)  # a long load must not starve the listener
+        return count
+
+    def _replay(self, index: int, record: Any) -> None:
+        try:
+            decoded = decode_record(record.key, record.value, record.offset)
+        except RecordFormatError as exc:
+            log.warning("groups.record_skipped", partition=index, offset=record.offset, reason=str(exc))
+            return
+        if decoded is not None:
+            self.state.replay(decoded, self.clock.now_ms())
