@@ -45,11 +45,12 @@ class BrokerProc:
         args = [sys.executable, "-m", "broker", "serve", "--listen", "127.0.0.1:0", "--log-format", "json"]
         args += ["--memory"] if storage == "memory" else ["--data-dir", self.tmp.name]
         args += ["--set", "message.max.bytes=10485760", *(extra or [])]
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env = dict(os.environ, PYTHONPATH=str(ROOT), XDG_DATA_HOME=self.tmp.name)
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        self.host = "127.0.0.1"
         self.port = self._wait_ready()
-        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.bootstrap = f"{self.host}:{self.port}"
 
     def _wait_ready(self) -> int:
         assert self.proc.stderr is not None

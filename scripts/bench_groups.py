@@ -24,12 +24,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import struct
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -39,6 +36,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench_broker import BrokerProc  # the same broker process launcher as the broker benchmark
 
 from protocol import codec
 from protocol import messages as m
@@ -56,35 +55,9 @@ PARTITIONS = 6
 REBALANCE_IN_PROGRESS = 27
 
 
-class BrokerProc:
-    def __init__(self) -> None:
-        self.tmp = tempfile.TemporaryDirectory(prefix="moldau-bench-groups-")
-        args = [sys.executable, "-m", "broker", "serve", "--memory", "--listen", "127.0.0.1:0",
-                "--log-format", "json", "--set", "group.initial.rebalance.delay.ms=0"]
-        env = dict(os.environ, PYTHONPATH=str(ROOT), XDG_DATA_HOME=self.tmp.name)
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-                                     cwd=self.tmp.name)
-        assert self.proc.stderr is not None
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
-                break
-            record = json.loads(line) if line.startswith("{") else {}
-            if record.get("event") == "ready":
-                threading.Thread(target=self.proc.stderr.read, daemon=True).start()
-                self.host, self.port = "127.0.0.1", int(record["port"])
-                self.bootstrap = f"{self.host}:{self.port}"
-                return
-        raise RuntimeError("broker did not log its ready line within 10 s")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.tmp.cleanup()
+def start_broker() -> BrokerProc:
+    """The broker process of bench_broker.py, in memory, with joins that do not wait for more members."""
+    return BrokerProc("memory", ["--set", "group.initial.rebalance.delay.ms=0"])
 
 
 def unique(what: str) -> str:
@@ -389,7 +362,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     args = parser.parse_args()
 
-    broker = BrokerProc()
+    broker = start_broker()
     results: dict[str, float] = {}
     spread: dict[str, tuple[float, float]] = {}
     try:
