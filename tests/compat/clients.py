@@ -645,7 +645,7 @@ class KcatReader(_ProcessReader):
         return dict(self.positions)
 
     def _launch(self, count: int | None) -> None:
-        args = [_kcat_path(), "-b", self.bootstrap, "-C", "-t", self.topic, "-J", "-u", "-o", self.start_arg,
+        args = [kcat_path(), "-b", self.bootstrap, "-C", "-t", self.topic, "-J", "-u", "-o", self.start_arg,
                 "-m", "10", "-X", "fetch.wait.max.ms=100"]
         if len(self.partitions) == 1:
             args += ["-p", str(self.partitions[0])]
@@ -761,7 +761,7 @@ class KafkajsReader(_ProcessReader):
 # kcat and node
 
 
-def _kcat_path() -> str:
+def kcat_path() -> str:
     path = shutil.which("kcat")
     if path is None:
         pytest.fail("kcat is not installed: run the test command from the README (./scripts/test.sh), "
@@ -771,7 +771,7 @@ def _kcat_path() -> str:
 
 def kcat(bootstrap: str, *args: str, stdin: bytes | None = None, timeout: float = 30.0) -> bytes:
     """Run kcat to completion; fails the test with its stderr when it exits non-zero."""
-    result = subprocess.run([_kcat_path(), "-b", bootstrap, "-m", "10", *args], input=stdin,
+    result = subprocess.run([kcat_path(), "-b", bootstrap, "-m", "10", *args], input=stdin,
                             capture_output=True, timeout=timeout, check=False)
     assert result.returncode == 0, (f"kcat {' '.join(args)} exited {result.returncode}: "
                                     f"{result.stderr.decode(errors='replace')[-2000:]}")

@@ -9,7 +9,6 @@ topics, and a traceback logged by the broker during a test fails that test.
 from __future__ import annotations
 
 import logging
-import shutil
 import subprocess
 import threading
 import time
@@ -22,7 +21,16 @@ import pytest
 from protocol import messages
 from protocol.errors import ErrorCode
 from protocol.records import Record, build_batch, iter_batches, iter_records
-from tests.compat.clients import Msg, assert_same_records, consume, no_new_tracebacks, produce, reader, unique
+from tests.compat.clients import (
+    Msg,
+    assert_same_records,
+    consume,
+    kcat_path,
+    no_new_tracebacks,
+    produce,
+    reader,
+    unique,
+)
 from tests.compat.conftest import BrokerProcess, KafkaSocket
 
 FETCH, PRODUCE, METADATA, CREATE_TOPICS = 1, 0, 3, 19
@@ -393,8 +401,7 @@ def test_aiokafka_consumer_reads_records_across_partitions(broker: BrokerProcess
 
 def test_kcat_consumes_from_beginning_to_end_and_exits(broker: BrokerProcess) -> None:
     """``kcat -C -o beginning -e`` reads every record and exits at the end of the partition."""
-    if shutil.which("kcat") is None:
-        pytest.skip("kcat is not installed (apt-get install -y kcat)")
+    kcat_path()  # fails with how to install it: the README's test command does
     topic = unique("fetch-kcat")
     msgs = [Msg(b"k%d" % i, b"line-%d" % i) for i in range(25)]
     produce("confluent", broker.bootstrap, topic, msgs)

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from protocol.errors import ErrorCode
-from tests.compat.clients import Msg, _kcat_path, create_topic, no_new_tracebacks, produce, unique
+from tests.compat.clients import Msg, create_topic, kcat_path, no_new_tracebacks, produce, unique
 from tests.compat.conftest import BrokerProcess, KafkaSocket, finish
 from tests.compat.group_helpers import (
     HEARTBEAT_MS,
@@ -375,7 +375,7 @@ class KcatMember:
         self.stderr: list[str] = []
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(
-            [_kcat_path(), "-b", bootstrap, "-G", group, topic, "-J", "-u",
+            [kcat_path(), "-b", bootstrap, "-G", group, topic, "-J", "-u",
              "-X", "auto.offset.reset=earliest", "-X", f"session.timeout.ms={SESSION_MS}",
              "-X", f"heartbeat.interval.ms={HEARTBEAT_MS}", "-X", "fetch.wait.max.ms=100"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
