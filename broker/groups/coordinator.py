@@ -68,6 +68,10 @@ STOP_GRACE_S = 2.0
 _STORAGE_ERRORS = (OSError, KafkaError)
 
 
+class RecordTooLarge(Exception):
+    """A group or offset record batch larger than ``__consumer_offsets``' max.message.bytes."""
+
+
 class TimerHandle(Protocol):
     def cancel(self) -> None: ...
 
@@ -329,6 +333,12 @@ class GroupCoordinator:
             records = [(offset_key(group_id, tp[0], tp[1]), offset_value(om)) for tp, om in commits]
             try:
                 result = await self._append_locked(partition, records, now)
+            except RecordTooLarge as exc:
+                # Kafka answers a commit whose records are too large with INVALID_COMMIT_OFFSET_SIZE.
+                log.warning("groups.commit_too_large", group=group_id, reason=str(exc))
+                for i in writes:
+                    errors[i] = ErrorCode.INVALID_COMMIT_OFFSET_SIZE
+                return
             except _STORAGE_ERRORS as exc:
                 log.error("groups.commit_failed", group=group_id, error=str(exc))
                 for i in writes:
@@ -481,8 +491,14 @@ class GroupCoordinator:
         return topic.partitions[partition_for(group_id, len(topic.partitions))]
 
     async def _append_locked(self, partition: Any, records: list[tuple[bytes, bytes | None]], now: int) -> Any:
-        """Append one batch; the caller holds ``partition.lock``."""
-        result = await partition.log.append(build_records_batch(records, now, partition.leader_epoch))
+        """Append one batch; the caller holds ``partition.lock``. A batch above the topic's
+        max.message.bytes raises `RecordTooLarge`, as Kafka's coordinator write would fail."""
+        batch = build_records_batch(records, now, partition.leader_epoch)
+        limit = self.cluster.config_value(partition.topic, "max.message.bytes")
+        if len(batch) > limit:
+            raise RecordTooLarge(f"{len(batch)}-byte record batch for {OFFSETS_TOPIC}-{partition.index} exceeds "
+                                 f"max.message.bytes={limit}")
+        result = await partition.log.append(batch)
         self.cluster.waiters.wake(OFFSETS_TOPIC, partition.index)
         return result
 
@@ -503,6 +519,11 @@ class GroupCoordinator:
                                           self.clock.now_ms())
             if not await self._flush(partition, write.group_id):
                 error = ErrorCode.COORDINATOR_NOT_AVAILABLE
+        except RecordTooLarge as exc:
+            # Kafka maps a group record too large for the log to UNKNOWN_SERVER_ERROR for the members
+            # (the rebalance fails and they rejoin); the message says why in the broker log.
+            log.warning("groups.metadata_too_large", group=write.group_id, kind=write.kind, reason=str(exc))
+            error = ErrorCode.UNKNOWN_SERVER_ERROR
         except _STORAGE_ERRORS as exc:
             log.error("groups.write_failed", group=write.group_id, kind=write.kind, error=str(exc))
             error = ErrorCode.COORDINATOR_NOT_AVAILABLE

@@ -398,6 +398,32 @@ def test_offset_commit_errors(client: Client, other: Client) -> None:
     assert other.commit(managed, {(topic, 0): 1}, 1, joined.member_id) == {(topic, 0): 0}
 
 
+def test_oversized_member_metadata_fails_the_rebalance_only(client: Client) -> None:
+    """Member metadata too large for a __consumer_offsets record (over max.message.bytes, 1048588): Kafka's
+    group write fails and SyncGroup answers UNKNOWN_SERVER_ERROR; nothing else is disturbed and the same
+    member can rejoin with normal metadata."""
+    group = unique("big-meta")
+    joined = client.join_new(group, protocols=[("range", b"\x00" * 1_200_000)])
+    assert joined.error_code == 0, joined
+    synced = client.sync(group, joined.generation_id, joined.member_id, {joined.member_id: b"A"})
+    assert synced.error_code == E.UNKNOWN_SERVER_ERROR, synced
+    again = client.join(group, joined.member_id)
+    assert again.error_code == 0, again
+    synced = client.sync(group, again.generation_id, again.member_id, {again.member_id: b"B"})
+    assert synced.error_code == 0 and bytes(synced.assignment) == b"B"
+
+
+def test_offset_commit_too_large_for_one_record_batch(client: Client) -> None:
+    """A commit whose records exceed max.message.bytes of __consumer_offsets gets INVALID_COMMIT_OFFSET_SIZE
+    for every partition (as Kafka answers), and commits nothing."""
+    group, topic = unique("commit-big"), unique("commit-big-t")
+    client.create_topic(topic, 300)
+    offsets = {(topic, p): 1 for p in range(300)}
+    assert set(client.commit(group, offsets, metadata="m" * 4000).values()) == {E.INVALID_COMMIT_OFFSET_SIZE}
+    assert client.committed(group, [(topic, 0)]) == {(topic, 0): -1}
+    assert client.commit(group, {(topic, 0): 5}) == {(topic, 0): 0}
+
+
 def test_offset_fetch_versions_and_unknown_partitions(client: Client) -> None:
     """OffsetFetch: -1 / "" for partitions without a commit (no error); null topics list every committed
     partition; v8 answers several groups."""
