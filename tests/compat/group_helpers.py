@@ -143,6 +143,19 @@ class Member:
         raise NotImplementedError
 
 
+def rebalance_listener(base: type, emit: Callable[[dict[str, Any]], None]) -> Any:
+    """A kafka-python or aiokafka ConsumerRebalanceListener (``base``) that reports revokes and assigns."""
+
+    class Listener(base):  # type: ignore[misc, valid-type]
+        def on_partitions_revoked(self, revoked: Any) -> None:
+            emit({"e": "revoke", "partitions": _tp_partitions(revoked)})
+
+        def on_partitions_assigned(self, assigned: Any) -> None:
+            emit({"e": "assign", "partitions": _tp_partitions(assigned)})
+
+    return Listener()
+
+
 def _tp_partitions(tps: Iterable[Any]) -> list[int]:
     return sorted(tp.partition for tp in tps)
 
@@ -288,17 +301,10 @@ class KafkaPythonMember(ThreadMember):
     def _open(self) -> Any:
         from kafka import ConsumerRebalanceListener, KafkaConsumer
 
-        member = self
-
-        class Listener(ConsumerRebalanceListener):
-            def on_partitions_revoked(self, revoked: Any) -> None:
-                member._emit({"e": "revoke", "partitions": _tp_partitions(revoked)})
-
-            def on_partitions_assigned(self, assigned: Any) -> None:
-                member._emit({"e": "assign", "partitions": _tp_partitions(assigned)})
+        listener = rebalance_listener(ConsumerRebalanceListener, self._emit)
 
         consumer = KafkaConsumer(**self.options)
-        consumer.subscribe(self.topics, listener=Listener())
+        consumer.subscribe(self.topics, listener=listener)
         return consumer
 
     def _poll_once(self, consumer: Any) -> None:
@@ -485,18 +491,11 @@ class AiokafkaMember(ThreadMember):
     def _open(self) -> Any:
         from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
-        member = self
-
-        class Listener(ConsumerRebalanceListener):
-            def on_partitions_revoked(self, revoked: Any) -> None:
-                member._emit({"e": "revoke", "partitions": _tp_partitions(revoked)})
-
-            def on_partitions_assigned(self, assigned: Any) -> None:
-                member._emit({"e": "assign", "partitions": _tp_partitions(assigned)})
+        listener = rebalance_listener(ConsumerRebalanceListener, self._emit)
 
         async def start() -> Any:
             consumer = AIOKafkaConsumer(**self.options)
-            consumer.subscribe(self.topics, listener=Listener())
+            consumer.subscribe(self.topics, listener=listener)
             await consumer.start()
             return consumer
 
