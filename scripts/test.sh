@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run Moldau's whole test suite on a fresh machine: makes .venv, installs the project with its test
-# extras, installs kcat (apt) and node with the kafkajs packages when missing, then runs pytest.
+# extras, installs kcat (apt), node with the kafkajs packages, and a JDK with Maven to build the Java client
+# scenarios when missing, then runs pytest.
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,27 @@ if [ -f tests/compat/node/package-lock.json ]; then
     if [ ! -f "$stamp" ] || ! cmp -s tests/compat/node/package-lock.json "$stamp"; then
         (cd tests/compat/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
         cp tests/compat/node/package-lock.json "$stamp"
+    fi
+fi
+
+# Apache Kafka's Java client (the reference client): a JDK and Maven build tests/compat/java, fetching
+# kafka-clients from Maven Central; rebuilt when its sources change.
+if [ -f tests/compat/java/pom.xml ]; then
+    if ! command -v mvn >/dev/null 2>&1 || ! command -v javac >/dev/null 2>&1; then
+        echo "installing a JDK and Maven (Debian packages) for the Java client tests" >&2
+        $SUDO apt-get update -qq && $SUDO apt-get install -y -qq default-jdk-headless maven >/dev/null
+    fi
+    stamp=tests/compat/java/target/.moldau-built
+    want="$(cat tests/compat/java/pom.xml $(find tests/compat/java/src -type f | sort) | sha256sum | cut -d' ' -f1)"
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        build_log="$(mktemp)"
+        if ! (cd tests/compat/java && mvn -q -B clean package >"$build_log" 2>&1); then
+            cat "$build_log" >&2
+            echo "building tests/compat/java with Maven failed (output above)" >&2
+            exit 1
+        fi
+        rm -f "$build_log"
+        echo "$want" > "$stamp"
     fi
 fi
 

@@ -1,0 +1,321 @@
+package moldau.compat;
+
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Base64;
+import java.util.Collection;
+import java.util.Iterator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Properties;
+import java.util.Set;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.AdminClientConfig;
+import org.apache.kafka.clients.admin.Config;
+import org.apache.kafka.clients.admin.DescribeClusterResult;
+import org.apache.kafka.clients.admin.ListOffsetsResult;
+import org.apache.kafka.clients.admin.NewPartitions;
+import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.admin.OffsetSpec;
+import org.apache.kafka.clients.admin.RecordsToDelete;
+import org.apache.kafka.clients.admin.TopicDescription;
+import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.consumer.OffsetAndMetadata;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.clients.producer.RecordMetadata;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.config.ConfigResource;
+import org.apache.kafka.common.header.Header;
+import org.apache.kafka.common.serialization.ByteArrayDeserializer;
+import org.apache.kafka.common.serialization.ByteArraySerializer;
+
+/**
+ * Scenario runner for Moldau's compatibility tests with Apache Kafka's own Java client.
+ *
+ * <p>Each scenario is one command line; it prints one JSON object on the last line of stdout:
+ * {"ok": true, ...} with what it observed, or {"ok": false, "error": "..."}. Records are identified by
+ * their keys and values ("key-N", "value-N"), base64 encoded in the output so any bytes survive.
+ * Every wait is bounded.
+ */
+public final class JavaClient {
+    private static final Duration BOUND = Duration.ofSeconds(30);
+
+    private JavaClient() {
+    }
+
+    public static void main(String[] args) {
+        Map<String, Object> out;
+        try {
+            out = run(args);
+            out.put("ok", true);
+        } catch (Throwable t) {
+            out = new LinkedHashMap<>();
+            out.put("ok", false);
+            out.put("error", describe(t));
+        }
+        System.out.println(Json.write(out));
+        System.out.flush();
+        // Client threads (metadata refresh, heartbeats) must not keep the JVM alive.
+        System.exit(0);
+    }
+
+    private static Map<String, Object> run(String[] args) throws Exception {
+        if (args.length < 2) {
+            throw new IllegalArgumentException("usage: JavaClient SCENARIO BOOTSTRAP [ARGS...]");
+        }
+        String bootstrap = args[1];
+        switch (args[0]) {
+            case "produce":
+                return produce(bootstrap, args[2], Integer.parseInt(args[3]), args[4]);
+            case "consume":
+                return consume(bootstrap, args[2], args[3], Integer.parseInt(args[4]));
+            case "admin":
+                return admin(bootstrap, args[2], Integer.parseInt(args[3]));
+            case "create-topic":
+                return createTopic(bootstrap, args[2], Integer.parseInt(args[3]));
+            default:
+                throw new IllegalArgumentException("unknown scenario " + args[0]);
+        }
+    }
+
+    /** An idempotent acks=all producer sends COUNT keyed records with a header; reports every ack. */
+    private static Map<String, Object> produce(String bootstrap, String topic, int count, String compression)
+            throws Exception {
+        Properties props = new Properties();
+        props.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        props.put(ProducerConfig.ACKS_CONFIG, "all");
+        props.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "true");
+        props.put(ProducerConfig.COMPRESSION_TYPE_CONFIG, compression);
+        props.put(ProducerConfig.LINGER_MS_CONFIG, "5");
+        props.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, String.valueOf(BOUND.toMillis()));
+        props.put(ProducerConfig.REQUEST_TIMEOUT_MS_CONFIG, "10000");
+        List<Map<String, Object>> acked = new ArrayList<>();
+        try (KafkaProducer<byte[], byte[]> producer =
+                     new KafkaProducer<>(props, new ByteArraySerializer(), new ByteArraySerializer())) {
+            List<Future<RecordMetadata>> sent = new ArrayList<>();
+            for (int i = 0; i < count; i++) {
+                ProducerRecord<byte[], byte[]> record = new ProducerRecord<>(topic, utf8("key-" + i), utf8("value-" + i));
+                record.headers().add("n", utf8(String.valueOf(i)));
+                sent.add(producer.send(record));
+            }
+            producer.flush();
+            for (Future<RecordMetadata> future : sent) {
+                RecordMetadata md = future.get(BOUND.toMillis(), TimeUnit.MILLISECONDS);
+                Map<String, Object> ack = new LinkedHashMap<>();
+                ack.put("partition", md.partition());
+                ack.put("offset", md.offset());
+                acked.add(ack);
+            }
+        }
+        Map<String, Object> out = new LinkedHashMap<>();
+        out.put("acked", acked);
+        return out;
+    }
+
+    /** A group member subscribes, reads COUNT records from the earliest offsets, commits, and leaves. */
+    private static Map<String, Object> consume(String bootstrap, String topic, String group, int count) {
+        Properties props = new Properties();
+        props.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        props.put(ConsumerConfig.GROUP_ID_CONFIG, group);
+        props.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+        props.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
+        props.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, "classic");
+        List<Map<String, Object>> records = new ArrayList<>();
+        Map<String, Object> out = new LinkedHashMap<>();
+        try (KafkaConsumer<byte[], byte[]> consumer =
+                     new KafkaConsumer<>(props, new ByteArrayDeserializer(), new ByteArrayDeserializer())) {
+            consumer.subscribe(List.of(topic));
+            long deadline = System.nanoTime() + BOUND.toNanos();
+            while (records.size() < count && System.nanoTime() < deadline) {
+                for (ConsumerRecord<byte[], byte[]> r : consumer.poll(Duration.ofMillis(200))) {
+                    records.add(record(r));
+                }
+            }
+            consumer.commitSync(BOUND);
+            Set<TopicPartition> assigned = consumer.assignment();
+            Map<TopicPartition, OffsetAndMetadata> committed = consumer.committed(assigned, BOUND);
+            Map<String, Object> commits = new LinkedHashMap<>();
+            for (Map.Entry<TopicPartition, OffsetAndMetadata> e : committed.entrySet()) {
+                commits.put(String.valueOf(e.getKey().partition()), e.getValue() == null ? null : e.getValue().offset());
+            }
+            out.put("committed", commits);
+        }
+        out.put("records", records);
+        return out;
+    }
+
+    /** The admin client's topic life cycle: create with a config, describe, grow, delete records, delete. */
+    private static Map<String, Object> admin(String bootstrap, String topic, int partitions) throws Exception {
+        Properties props = new Properties();
+        props.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        props.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, String.valueOf(BOUND.toMillis()));
+        Map<String, Object> out = new LinkedHashMap<>();
+        try (Admin admin = Admin.create(props)) {
+            DescribeClusterResult cluster = admin.describeCluster();
+            out.put("cluster_id", cluster.clusterId().get());
+            out.put("nodes", cluster.nodes().get().size());
+            NewTopic newTopic = new NewTopic(topic, partitions, (short) 1).configs(Map.of("retention.ms", "123456789"));
+            admin.createTopics(List.of(newTopic)).all().get();
+            out.put("listed", admin.listTopics().names().get().contains(topic));
+            out.put("partitions", describe(admin, topic).partitions().size());
+            ConfigResource resource = new ConfigResource(ConfigResource.Type.TOPIC, topic);
+            Config config = admin.describeConfigs(List.of(resource)).all().get().get(resource);
+            out.put("retention_ms", config.get("retention.ms").value());
+            admin.createPartitions(Map.of(topic, NewPartitions.increaseTo(partitions + 2))).all().get();
+            out.put("partitions_after_increase", describe(admin, topic).partitions().size());
+
+            try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(
+                    Map.of(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap),
+                    new ByteArraySerializer(), new ByteArraySerializer())) {
+                for (int i = 0; i < 10; i++) {
+                    producer.send(new ProducerRecord<>(topic, 0, null, utf8("value-" + i))).get();
+                }
+            }
+            TopicPartition p0 = new TopicPartition(topic, 0);
+            admin.deleteRecords(Map.of(p0, RecordsToDelete.beforeOffset(4))).all().get();
+            ListOffsetsResult earliest = admin.listOffsets(Map.of(p0, OffsetSpec.earliest()));
+            ListOffsetsResult latest = admin.listOffsets(Map.of(p0, OffsetSpec.latest()));
+            out.put("earliest_after_delete_records", earliest.partitionResult(p0).get().offset());
+            out.put("latest", latest.partitionResult(p0).get().offset());
+            admin.deleteTopics(List.of(topic)).all().get();
+            out.put("listed_after_delete", admin.listTopics().names().get().contains(topic));
+        }
+        return out;
+    }
+
+    /** One CreateTopics request; reports the exception a refusal raises (class name and message). */
+    private static Map<String, Object> createTopic(String bootstrap, String topic, int partitions) throws Exception {
+        Properties props = new Properties();
+        props.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        props.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, String.valueOf(BOUND.toMillis()));
+        Map<String, Object> out = new LinkedHashMap<>();
+        try (Admin admin = Admin.create(props)) {
+            try {
+                admin.createTopics(List.of(new NewTopic(topic, partitions, (short) 1))).all().get();
+                out.put("created", true);
+            } catch (ExecutionException e) {
+                out.put("created", false);
+                out.put("exception", e.getCause().getClass().getSimpleName());
+                out.put("message", String.valueOf(e.getCause().getMessage()));
+            }
+        }
+        return out;
+    }
+
+    private static TopicDescription describe(Admin admin, String topic) throws Exception {
+        return admin.describeTopics(List.of(topic)).allTopicNames().get().get(topic);
+    }
+
+    private static Map<String, Object> record(ConsumerRecord<byte[], byte[]> r) {
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("partition", r.partition());
+        m.put("offset", r.offset());
+        m.put("key", b64(r.key()));
+        m.put("value", b64(r.value()));
+        List<Object> headers = new ArrayList<>();
+        for (Header h : r.headers()) {
+            headers.add(List.of(h.key(), b64(h.value()) == null ? "" : b64(h.value())));
+        }
+        m.put("headers", headers);
+        m.put("timestamp", r.timestamp());
+        return m;
+    }
+
+    private static byte[] utf8(String s) {
+        return s.getBytes(StandardCharsets.UTF_8);
+    }
+
+    private static String b64(byte[] data) {
+        return data == null ? null : Base64.getEncoder().encodeToString(data);
+    }
+
+    private static String describe(Throwable t) {
+        StringBuilder sb = new StringBuilder();
+        for (Throwable c = t; c != null; c = c.getCause()) {
+            if (sb.length() > 0) {
+                sb.append(" <- ");
+            }
+            sb.append(c.getClass().getName()).append(": ").append(c.getMessage());
+        }
+        return sb.toString();
+    }
+
+    /** Just enough JSON for the scenario results: maps, lists, strings, numbers, booleans, null. */
+    static final class Json {
+        private Json() {
+        }
+
+        static String write(Object value) {
+            StringBuilder sb = new StringBuilder();
+            append(sb, value);
+            return sb.toString();
+        }
+
+        private static void append(StringBuilder sb, Object value) {
+            if (value == null) {
+                sb.append("null");
+            } else if (value instanceof String s) {
+                string(sb, s);
+            } else if (value instanceof Number || value instanceof Boolean) {
+                sb.append(value);
+            } else if (value instanceof Map<?, ?> map) {
+                sb.append('{');
+                Iterator<? extends Map.Entry<?, ?>> it = map.entrySet().iterator();
+                while (it.hasNext()) {
+                    Map.Entry<?, ?> e = it.next();
+                    string(sb, String.valueOf(e.getKey()));
+                    sb.append(':');
+                    append(sb, e.getValue());
+                    if (it.hasNext()) {
+                        sb.append(',');
+                    }
+                }
+                sb.append('}');
+            } else if (value instanceof Collection<?> list) {
+                sb.append('[');
+                Iterator<?> it = list.iterator();
+                while (it.hasNext()) {
+                    append(sb, it.next());
+                    if (it.hasNext()) {
+                        sb.append(',');
+                    }
+                }
+                sb.append(']');
+            } else {
+                string(sb, value.toString());
+            }
+        }
+
+        private static void string(StringBuilder sb, String s) {
+            sb.append('"');
+            for (int i = 0; i < s.length(); i++) {
+                char c = s.charAt(i);
+                switch (c) {
+                    case '"' -> sb.append("\\\"");
+                    case '\\' -> sb.append("\\\\");
+                    case '\n' -> sb.append("\\n");
+                    case '\r' -> sb.append("\\r");
+                    case '\t' -> sb.append("\\t");
+                    default -> {
+                        if (c < 0x20) {
+                            sb.append(String.format("\\u%04x", (int) c));
+                        } else {
+                            sb.append(c);
+                        }
+                    }
+                }
+            }
+            sb.append('"');
+        }
+    }
+}
