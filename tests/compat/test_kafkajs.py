@@ -13,7 +13,7 @@ or ``tests/compat/node/node_modules`` is missing these tests fail and say how to
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -150,3 +150,38 @@ def test_kafkajs_offsets_answer_watermarks_and_timestamps(broker: BrokerProcess)
     assert by_time == [(0, 2), (1, 1), (2, 0)], f"fetchTopicOffsetsByTimestamp(+250): {by_time}"
     got = consume("kafkajs", broker.bootstrap, topic, 4, partitions=(1,))
     assert [r.value for r in got] == [b"v1", b"v3", b"v5", b"v7"], f"partition 1:\n{describe(got)}"
+
+
+# Issue 12, item 8: three members, six partitions, 20 records to each once the members cover them.
+SHARE_PARTITIONS = 6
+SHARE_PER_PARTITION = 20
+
+
+@pytest.mark.parametrize("initial_delay_ms", [3000, 0])
+def test_kafkajs_group_members_receive_every_record_produced_once_they_cover_the_partitions(
+        initial_delay_ms: int, module_broker: BrokerProcess, start_broker: Callable[..., BrokerProcess]) -> None:
+    """Three kafkajs consumers (fromBeginning, autoCommitThreshold 1, sessionTimeout 10000, heartbeat
+    1000, maxWaitTimeInMs 500) in one group on six partitions: once their assignments cover the
+    partitions, one acks=-1 send of 20 records per partition reaches the members, every record at
+    least once, each partition's records to the member that owns it (with
+    ``group.initial.rebalance.delay.ms`` 3000, the default, and 0)."""
+    require_node()
+    broker = module_broker if initial_delay_ms == 3000 else start_broker(
+        "--set", f"group.initial.rebalance.delay.ms={initial_delay_ms}")
+    topic, group = unique("group-share-kafkajs"), unique("group-share-kafkajs-g")
+    with no_new_tracebacks(broker):
+        result = node("group_share.js", broker.bootstrap, topic, group, "--partitions", str(SHARE_PARTITIONS),
+                      "--per-partition", str(SHARE_PER_PARTITION), "--timeout-ms", "30000", timeout=60.0)
+    members = result["members"]
+    summary = "\n".join(
+        f"  member {m['member']}: joins {[j['assignment'] for j in m['joins']]}, {len(m['records'])} records, "
+        f"crashes {m['crashes']}" for m in members)
+    expected = {(p, o) for p in range(SHARE_PARTITIONS) for o in range(SHARE_PER_PARTITION)}
+    got = {(p, o) for m in members for p, o, _ in m["records"]}
+    missing = sorted(expected - got)
+    assert not missing, f"{len(missing)} of {len(expected)} records never reached a member: {missing}\n{summary}"
+    assert got == expected, f"records outside what was produced: {sorted(got - expected)}\n{summary}"
+    for m in members:
+        assert not m["crashes"], f"member {m['member']} crashed: {m['crashes']}\n{summary}"
+        for p, o, value in m["records"]:
+            assert value == f"p{p}-{o}", f"member {m['member']} got {value!r} at {p}/{o}\n{summary}"
