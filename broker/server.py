@@ -70,36 +70,13 @@ class Broker:
             self.cluster_id = prepare_data_dir(data_dir, self.node_id).cluster_id
 
         self.engine = _open_storage(self.storage_url)
-        from broker.cluster import ClusterState
-
-        self.cluster = ClusterState(self.engine, self.config)
-        from broker.fetch_sessions import FetchSessionCache
-
-        self.fetch_sessions = FetchSessionCache(self.config.max_incremental_fetch_session_cache_slots,
-                                                self.config.min_incremental_fetch_session_eviction_ms)
         try:
-            await self.cluster.load()
+            sockets = await self._start_on_storage()
         except BaseException:
-            await self.engine.close()
-            raise
-        from broker.groups.coordinator import GroupCoordinator
-
-        # Before the listener opens, so a request never finds it missing; its load runs in the background.
-        self.groups = GroupCoordinator(self.cluster, self.config)
-        self.groups.start()
-
-        sockets = _bind(self.config.listen_host, self.config.listen_port)
-        loop = asyncio.get_running_loop()
-        from broker.connection import Connection
-
-        try:
-            for sock in sockets:
-                self._servers.append(await loop.create_server(lambda: Connection(self), sock=sock, backlog=128))
-        except BaseException:
-            for server in self._servers:
-                server.close()
-            for sock in sockets:
-                sock.close()
+            # Whatever failed (port taken, a bad offsets topic, cancellation), release what was taken so
+            # the data directory's lock is free for the next broker.
+            await self._release()
+            self._state = "stopped"
             raise
         host, port = sockets[0].getsockname()[:2]
         self._bound = (host, port)
@@ -115,6 +92,36 @@ class Broker:
                  storage=self.storage_url, data_dir=str(data_dir) if data_dir else None,
                  version=__version__, pid=os.getpid(),
                  start_ms=round((time.perf_counter() - started) * 1000, 1))
+
+    async def _start_on_storage(self) -> list[socket.socket]:
+        """Everything of start() after storage is open: cluster state, coordinator, listener. On failure
+        the caller releases it all (``_release``)."""
+        from broker.cluster import ClusterState
+
+        self.cluster = ClusterState(self.engine, self.config)
+        from broker.fetch_sessions import FetchSessionCache
+
+        self.fetch_sessions = FetchSessionCache(self.config.max_incremental_fetch_session_cache_slots,
+                                                self.config.min_incremental_fetch_session_eviction_ms)
+        await self.cluster.load()
+        from broker.groups.coordinator import GroupCoordinator
+
+        # Before the listener opens, so a request never finds it missing; its load runs in the background.
+        self.groups = GroupCoordinator(self.cluster, self.config)
+        self.groups.start()
+
+        sockets = _bind(self.config.listen_host, self.config.listen_port)
+        loop = asyncio.get_running_loop()
+        from broker.connection import Connection
+
+        try:
+            for sock in sockets:
+                self._servers.append(await loop.create_server(lambda: Connection(self), sock=sock, backlog=128))
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
+        return sockets
 
     async def stop(self) -> None:
         """Stop accepting, close every connection (in-flight requests are dropped), release the port."""
@@ -138,16 +145,24 @@ class Broker:
                     if not conn.closed.done():
                         conn.abort()
                 await asyncio.wait(late, timeout=_STOP_GRACE_S)
+        await self._release()
+        self._state = "stopped"
+        log.info("stopped", node_id=self.node_id, cluster_id=self.cluster_id)
+
+    async def _release(self) -> None:
+        """Close the listener, stop the background tasks and the coordinator, and close storage (releasing
+        the data directory's lock). Safe on a partly started broker; called once, by start() on failure or by stop()."""
+        for server in self._servers:
+            server.close()
         self._servers.clear()
-        if self._retention_task is not None:
-            self._retention_task.cancel()
-            await asyncio.gather(self._retention_task, return_exceptions=True)
+        task, self._retention_task = self._retention_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         if self.groups is not None:
             await self.groups.stop()
         if self.engine is not None:
             await self.engine.close()
-        self._state = "stopped"
-        log.info("stopped", node_id=self.node_id, cluster_id=self.cluster_id)
 
     async def __aenter__(self) -> Self:
         await self.start()
