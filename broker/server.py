@@ -26,7 +26,9 @@ from broker.config import (
     parse_listener,
     prepare_data_dir,
 )
+from broker.connection_limits import ConnectionLimits, RequestMemory
 from broker.handlers import HandlerRegistry, default_registry
+from broker.log_throttle import LogThrottle
 
 if TYPE_CHECKING:
     from broker.connection import Connection
@@ -54,6 +56,11 @@ class Broker:
         self._retention_task: asyncio.Task[None] | None = None
         self.fetch_sessions: Any = None
         self.groups: Any = None
+        self._log_flush_task: asyncio.Task[None] | None = None
+        self.request_memory = RequestMemory(self.config.queued_max_request_bytes)
+        self.log_throttle = LogThrottle(self.config.log_throttle_window_ms / 1000, self.config.log_throttle_max_keys,
+                                        time.monotonic)
+        self.connection_limits: ConnectionLimits | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -63,6 +70,7 @@ class Broker:
         if self._state != "new":
             raise RuntimeError(f"broker already {self._state}")
         started = time.perf_counter()
+        self.connection_limits = ConnectionLimits(self.config, time.monotonic)
         data_dir = self.config.data_dir
         if data_dir is None:
             self.cluster_id = generate_cluster_id()
@@ -86,6 +94,8 @@ class Broker:
             self._advertised = (advertised_host_for(self.config.listen_host), port)
         self._state = "running"
         self._retention_task = asyncio.create_task(self._retention_loop(), name="moldau-retention")
+        if self.log_throttle.window_s > 0:
+            self._log_flush_task = asyncio.create_task(self._log_flush_loop(), name="moldau-log-throttle")
         log.info("ready", host=host, port=port, advertised=format_address(*self._advertised),
                  listeners=[format_address(*s.getsockname()[:2]) for s in sockets],
                  cluster_id=self.cluster_id, node_id=self.node_id,
@@ -155,10 +165,12 @@ class Broker:
         for server in self._servers:
             server.close()
         self._servers.clear()
-        task, self._retention_task = self._retention_task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        for task in (self._retention_task, self._log_flush_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._retention_task = self._log_flush_task = None
+        self.log_throttle.flush(everything=True)
         if self.groups is not None:
             await self.groups.stop()
         if self.engine is not None:
@@ -170,6 +182,12 @@ class Broker:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    async def _log_flush_loop(self) -> None:
+        """Report floods that stopped: their summary line would otherwise wait for the next warning."""
+        while True:
+            await asyncio.sleep(self.log_throttle.window_s)
+            self.log_throttle.flush()
 
     async def _retention_loop(self) -> None:
         """Every ``log.retention.check.interval.ms``, let each log drop what retention no longer keeps, and
@@ -229,10 +247,15 @@ class Broker:
     def connection_count(self) -> int:
         return len(self._connections)
 
-    def _connection_opened(self, conn: Connection) -> None:
+    @property
+    def connections(self) -> tuple[Connection, ...]:
+        """The open client connections (a snapshot)."""
+        return tuple(self._connections)
+
+    def connection_opened(self, conn: Connection) -> None:
         self._connections.add(conn)
 
-    def _connection_closed(self, conn: Connection) -> None:
+    def connection_closed(self, conn: Connection) -> None:
         self._connections.discard(conn)
 
 
