@@ -80,6 +80,7 @@ class Connection(asyncio.Protocol):
         self._backlog: deque[bytes] = deque()
         self._queued_bytes = 0  # charged to the broker's request memory: frames queued, in flight, arriving
         self._partial_charge = 0  # the part of it for the frame being received
+        self._partial_admitted = False  # that frame is charged its announced size and may be read whole
         self._admitted = False
         self._throttled = False
         self._reading_paused = False
@@ -118,7 +119,7 @@ class Connection(asyncio.Protocol):
             # max.connection.creation.rate: served when its turn comes, not refused.
             self._throttled = True
             self._loop.call_later(delay, self._end_creation_throttle)
-            self.update_reading()
+        self.update_reading()  # not even the first read while the request budget is spent
         self._arm_idle_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -151,15 +152,14 @@ class Connection(asyncio.Protocol):
                                    max_size=exc.max_size, reason=str(exc))
             self.close(f"frame size {exc.size} rejected")
             return
-        # Charge the broker's request memory: whole frames as they queue, and the frame being received
-        # by its announced size (Kafka's memory pool takes the whole frame when its size is read).
-        announced = decoder.pending_frame_size
-        partial = announced if announced is not None else decoder.buffered_bytes
-        delta = partial - self._partial_charge
-        self._partial_charge = partial
+        # Charge the broker's request memory: whole frames as they queue, and the frame being received.
+        delta = 0
         for frame in frames:
             delta += len(frame) + REQUEST_OVERHEAD_BYTES
+        if frames:
+            self._partial_admitted = False  # the frame being received, if any, is a new one
         self._charge(delta)
+        self._charge_partial()
         if frames:
             self._backlog.extend(frames)
             self._pump()
@@ -211,9 +211,10 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         if transport is None or self._closing:
             return
-        # A connection receiving a frame with nothing else queued may always finish it: its bytes are
-        # already charged, and finishing is how they get freed.
-        finishing = self._decoder.pending_frame_size is not None and not self._pending and not self._backlog
+        self._charge_partial()
+        # A connection receiving an admitted frame with nothing else queued may always finish it: its
+        # bytes are already charged, and finishing is how they get freed.
+        finishing = self._partial_admitted and not self._pending and not self._backlog
         memory_short = not finishing and self._memory.exhausted
         should_pause = (self._throttled or self._writing_paused or bool(self._backlog)
                         or len(self._pending) >= self._max_in_flight or memory_short
@@ -316,6 +317,22 @@ class Connection(asyncio.Protocol):
         self._pending.append(slot)
         return slot
 
+    def _charge_partial(self) -> None:
+        """Charge the frame being received: by its announced size once admitted (as Kafka's memory pool
+        takes the whole frame when its size is read), which happens when its size prefix is in and the
+        broker's budget is not spent; until then by the bytes actually buffered."""
+        decoder = self._decoder
+        if not self._partial_admitted:
+            announced = decoder.pending_frame_size
+            if announced is not None and not self._memory.exhausted:
+                self._partial_admitted = True
+        if self._partial_admitted:
+            partial = decoder.pending_frame_size or 0
+        else:
+            partial = decoder.buffered_bytes
+        self._charge(partial - self._partial_charge)
+        self._partial_charge = partial
+
     def _charge(self, delta: int) -> None:
         if delta:
             self._queued_bytes += delta
@@ -414,6 +431,7 @@ class Connection(asyncio.Protocol):
         self._pending.clear()
         self._backlog.clear()
         self._partial_charge = 0
+        self._partial_admitted = False
         self._memory.forget(self)
         self._charge(-self._queued_bytes)
 
