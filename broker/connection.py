@@ -258,8 +258,8 @@ class Connection(asyncio.Protocol):
         try:
             header, offset = codec.decode_request_header(frame)
         except codec.DecodeError as exc:
-            warn("request.malformed_header", self.host, peer=peer, api_key=exc.api_key, api_version=exc.api_version,
-                        correlation_id=exc.correlation_id, size=len(frame), reason=str(exc))
+            warn("request.malformed_header", self.host, peer=peer, api_key=exc.api_key,
+                 api_version=exc.api_version, correlation_id=exc.correlation_id, size=len(frame), reason=str(exc))
             self.close("malformed request header")
             return
         api_key = header.request_api_key
@@ -268,7 +268,7 @@ class Connection(asyncio.Protocol):
         entry = self._broker.registry.lookup(api_key)
         if entry is None:
             warn("request.unknown_api_key", self.host, peer=peer, api_key=api_key, api_version=version,
-                        correlation_id=corr, client_id=header.client_id, api_name=codec.api_name(api_key))
+                 correlation_id=corr, client_id=header.client_id, api_name=codec.api_name(api_key))
             self.close(f"unknown api key {api_key}")
             return
         if not entry.supports(version):
@@ -283,17 +283,16 @@ class Connection(asyncio.Protocol):
                 slot.response = unsupported_version_response(self._broker.registry)
                 return
             warn("request.unsupported_version", self.host, peer=peer, api_key=api_key,
-                        api_name=codec.api_name(api_key), api_version=version, correlation_id=corr,
-                        client_id=header.client_id, min_version=entry.min_version,
-                        max_version=entry.max_version)
+                 api_name=codec.api_name(api_key), api_version=version, correlation_id=corr,
+                 client_id=header.client_id, min_version=entry.min_version, max_version=entry.max_version)
             self.close(f"unsupported version {version} of api key {api_key}")
             return
         try:
             body = codec.decode_request_body(api_key, version, frame, offset, corr)
         except codec.DecodeError as exc:
-            warn("request.malformed_body", self.host, peer=peer, api_key=api_key, api_name=codec.api_name(api_key),
-                        api_version=version, correlation_id=corr, client_id=header.client_id,
-                        size=len(frame), reason=str(exc))
+            warn("request.malformed_body", self.host, peer=peer, api_key=api_key,
+                 api_name=codec.api_name(api_key), api_version=version, correlation_id=corr,
+                 client_id=header.client_id, size=len(frame), reason=str(exc))
             self.close("malformed request body")
             return
 
@@ -351,15 +350,18 @@ class Connection(asyncio.Protocol):
 
     def _handler_failed(self, slot: _Slot, exc: BaseException | None) -> None:
         if isinstance(exc, CloseConnection):
-            self._throttle.warning("request.closing_connection", self.host, peer=self.info.peer, api_key=slot.api_key,
-                        api_name=codec.api_name(slot.api_key), api_version=slot.api_version,
-                        correlation_id=slot.correlation_id, reason=str(exc))
+            self._throttle.warning("request.closing_connection", self.host,
+                                   similar=f"{slot.api_key}v{slot.api_version}", peer=self.info.peer,
+                                   api_key=slot.api_key, api_name=codec.api_name(slot.api_key),
+                                   api_version=slot.api_version, correlation_id=slot.correlation_id,
+                                   reason=str(exc))
             # The close happens when this slot reaches the head: earlier responses still go out first.
             slot.done = True
             slot.response = exc
             self._pump()
             return
-        self._throttle.error("handler.failed", self.host, peer=self.info.peer, api_key=slot.api_key,
+        self._throttle.error("handler.failed", self.host, similar=f"{slot.api_key}v{slot.api_version}",
+                             peer=self.info.peer, api_key=slot.api_key,
                              api_name=codec.api_name(slot.api_key), api_version=slot.api_version,
                              correlation_id=slot.correlation_id, exc_info=exc if exc is not None else True)
         self._answer_with_error(slot)

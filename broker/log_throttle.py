@@ -1,6 +1,7 @@
 """Rate limiting of repeated bad-input log lines, so hostile traffic cannot turn the log into the attack.
 
-``LogThrottle`` keys each line by (event, host). The first line of a key is logged in full and opens a
+``LogThrottle`` keys each line by (event, host), optionally refined by a ``similar`` tag (the API and
+version a refused request used, say) where lines of one event differ in a way worth seeing once each. The first line of a key is logged in full and opens a
 window of ``log.throttle.window.ms``; further lines of that key inside the window are only counted.
 When the window is over (noticed on the key's next line, on any later line, or by ``flush``), one
 summary line ``log.suppressed`` says how many were dropped:
@@ -41,23 +42,23 @@ class LogThrottle:
         self._log = logger if logger is not None else structlog.get_logger()
         # Oldest window first: a key's window is re-opened (and moved to the end) only when it expires,
         # so expired windows are always at the front.
-        self._windows: OrderedDict[tuple[str, str], _Window] = OrderedDict()
+        self._windows: OrderedDict[tuple[str, str, str], _Window] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._windows)
 
-    def warning(self, event: str, host: str, **fields: Any) -> bool:
-        return self.log("warning", event, host, **fields)
+    def warning(self, event: str, host: str, *, similar: str = "", **fields: Any) -> bool:
+        return self.log("warning", event, host, similar=similar, **fields)
 
-    def error(self, event: str, host: str, **fields: Any) -> bool:
-        return self.log("error", event, host, **fields)
+    def error(self, event: str, host: str, *, similar: str = "", **fields: Any) -> bool:
+        return self.log("error", event, host, similar=similar, **fields)
 
-    def log(self, level: str, event: str, host: str, **fields: Any) -> bool:
-        """Log ``event`` at ``level`` unless it repeats a line of the same host in the current window;
-        True when it was logged."""
+    def log(self, level: str, event: str, host: str, *, similar: str = "", **fields: Any) -> bool:
+        """Log ``event`` at ``level`` unless it repeats a line of the same host (and ``similar`` tag) in
+        the current window; True when it was logged."""
         now = self._clock()
         self._expire(now)
-        key = (event, host)
+        key = (event, host, similar)
         window = self._windows.get(key)
         if window is not None:
             window.suppressed += 1
@@ -82,10 +83,10 @@ class LogThrottle:
             del windows[key]
             self._summarise(key, window, now)
 
-    def _summarise(self, key: tuple[str, str], window: _Window, now: float) -> None:
+    def _summarise(self, key: tuple[str, str, str], window: _Window, now: float) -> None:
         if not window.suppressed:
             return
-        event, host = key
+        event, host, _ = key
         elapsed = round(now - window.opened, 1)
         self._log.warning(SUMMARY_EVENT, suppressed_event=event, host=host, suppressed=window.suppressed,
                           window_s=elapsed,
