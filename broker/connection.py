@@ -153,12 +153,15 @@ class Connection(asyncio.Protocol):
             self.close(f"frame size {exc.size} rejected")
             return
         # Charge the broker's request memory: whole frames as they queue, and the frame being received.
-        delta = 0
-        for frame in frames:
-            delta += len(frame) + REQUEST_OVERHEAD_BYTES
         if frames:
-            self._partial_admitted = False  # the frame being received, if any, is a new one
-        self._charge(delta)
+            # The frame that was being received is complete: its charge moves to the frame itself, and
+            # the frame being received now, if any, is a new one.
+            delta = -self._partial_charge
+            self._partial_charge = 0
+            self._partial_admitted = False
+            for frame in frames:
+                delta += len(frame) + REQUEST_OVERHEAD_BYTES
+            self._charge(delta)
         self._charge_partial()
         if frames:
             self._backlog.extend(frames)
