@@ -197,3 +197,15 @@ def test_request_memory_wakes_waiting_users_when_bytes_are_given_back() -> None:
     memory.charge(-40)
     assert woken == ["a"] and not memory.exhausted
     assert not RequestMemory(-1).exhausted
+
+
+def test_frame_decoder_reports_the_announced_size_of_the_frame_being_received() -> None:
+    from protocol.framing import FrameDecoder
+
+    decoder = FrameDecoder(1000)
+    assert decoder.pending_frame_size is None
+    decoder.feed(b"\x00\x00")
+    assert decoder.pending_frame_size is None
+    decoder.feed(b"\x01\x00ab")
+    assert decoder.pending_frame_size == 256
+    assert decoder.feed(b"x" * 254 + b"\x00\x00\x00\x05") and decoder.pending_frame_size == 5
