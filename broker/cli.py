@@ -1,6 +1,7 @@
 """The ``moldau`` command line: ``moldau --version`` and ``moldau serve``, a thin shell around ``Broker``.
 
-Exit codes: 0 after a clean stop (SIGINT/SIGTERM), 2 for bad usage, bad settings or an unusable data
+Exit codes: 0 after a clean stop (SIGINT/SIGTERM; a second signal while stopping is logged and
+ignored, so it can never kill a clean shutdown), 2 for bad usage, bad settings or an unusable data
 directory, 1 when the listen address cannot be bound. Errors are one line on stderr, never a traceback.
 Imports beyond argparse happen inside ``serve`` so ``--version`` and ``--help`` stay instant.
 """
@@ -98,16 +99,71 @@ def _serve(args: argparse.Namespace) -> int:
 
     import asyncio
 
+    signals = StopSignals()
+    # Installed for the rest of the process (not with loop.add_signal_handler, which asyncio removes
+    # when the loop closes): a signal arriving while the process exits must not kill it.
+    signals.install()
     try:
-        return asyncio.run(_run(config))
-    except KeyboardInterrupt:
-        # SIGINT before the signal handlers were installed: nothing was started yet.
-        return EXIT_OK
+        return asyncio.run(_run(config, signals))
+    finally:
+        # From here the process only exits; the interpreter's shutdown resets Python-level handlers to
+        # the default (a late signal would kill it), but keeps an ignored signal ignored.
+        signals.ignore()
 
 
-async def _run(config: Any) -> int:
-    import asyncio
+class StopSignals:
+    """SIGINT and SIGTERM for ``serve``: the first one asks the broker to stop; later ones, arriving
+    while it shuts down or while the process exits, are logged (while the loop runs) and ignored."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self._loop: Any = None
+        self._stop: Any = None
+
+    def install(self) -> None:
+        import signal
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._handle)
+
+    def ignore(self) -> None:
+        import signal
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+
+    def attach(self, loop: Any, stop: Any) -> None:
+        """Signals from now on set ``stop`` on ``loop``; one that came before sets it at once."""
+        self._loop, self._stop = loop, stop
+        if self.received:
+            stop.set()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        # Runs between bytecodes of the main thread: hand the work to the loop, never print from here.
+        self.received += 1
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            if self.received == 1:
+                loop.call_soon_threadsafe(self._stop.set)
+            else:
+                loop.call_soon_threadsafe(_log_ignored_signal, signum)
+        except RuntimeError:
+            pass  # the loop closed in between: the process is exiting anyway
+
+
+def _log_ignored_signal(signum: int) -> None:
     import signal
+
+    import structlog
+
+    structlog.get_logger().info("signal.ignored", signal=signal.Signals(signum).name,
+                                reason="already stopping")
+
+
+async def _run(config: Any, signals: StopSignals) -> int:
+    import asyncio
 
     import structlog
 
@@ -115,10 +171,8 @@ async def _run(config: Any) -> int:
     from broker.server import Broker
 
     log = structlog.get_logger()
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    signals.attach(asyncio.get_running_loop(), stop)
 
     broker = Broker(config)
     try:

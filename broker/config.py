@@ -191,6 +191,41 @@ class BrokerConfig:
     unclean_leader_election_enable: str | None = _setting(
         "unclean.leader.election.enable", None, "Default unclean.leader.election.enable.")
 
+    # connection limits, request memory and log throttling (broker/connection_limits.py, broker/log_throttle.py)
+    max_connections: int = _setting(
+        "max.connections", 2147483647,
+        "The most client connections open at once; a connection over it is closed when accepted.", minimum=0)
+    max_connections_per_ip: int = _setting(
+        "max.connections.per.ip", 2147483647,
+        "The most connections open at once from one IP address; a connection over it is closed when "
+        "accepted.", minimum=0)
+    max_connections_per_ip_overrides: str = _setting(
+        "max.connections.per.ip.overrides", "",
+        "Per-IP (or host name) exceptions to max.connections.per.ip, as host:count[,host:count], "
+        "e.g. 127.0.0.1:200,clients.example:50.")
+    max_connection_creation_rate: int = _setting(
+        "max.connection.creation.rate", 2147483647,
+        "New connections accepted per second; faster ones are throttled (served only when their turn "
+        "comes), not refused.", minimum=1)
+    queued_max_request_bytes: int = _setting(
+        "queued.max.request.bytes", 268435456,
+        "Request bytes received and not yet answered, over all connections (a frame being received counts "
+        "by its announced size); while reached, the broker stops reading requests. Kafka's default -1 "
+        "(unbounded) lets clients exhaust memory, so Moldau bounds it to 256 MiB: room for two requests "
+        "of the default socket.request.max.bytes and many ordinary ones. -1: unbounded.", minimum=-1)
+    queued_max_request_bytes_per_connection: int = _setting(
+        "queued.max.request.bytes.per.connection", 16777216,
+        "Request bytes one connection may have received and not yet answered before the broker stops "
+        "reading from it (one frame larger than this is still read, alone).", minimum=1)
+    log_throttle_window_ms: int = _setting(
+        "log.throttle.window.ms", 60000,
+        "Repeated bad-input warnings of one kind from one host are logged once per this window, then "
+        "summarised with a count (log.suppressed).", minimum=0)
+    log_throttle_max_keys: int = _setting(
+        "log.throttle.max.keys", 1024,
+        "How many (warning, host) pairs the log throttle tracks; the oldest is summarised and dropped "
+        "when more arrive.", minimum=1)
+
     # Not settings: where each setting's value came from (for DescribeConfigs' ConfigSource).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 

@@ -5,8 +5,16 @@ written strictly in request order, which Kafka clients rely on: each request get
 only completed slots at its head are written. A handler returning None sends nothing (acks=0 Produce)
 and its slot is simply skipped.
 
-Backpressure: reading pauses while ``queued.max.requests`` requests are in flight or the transport's
-write buffer is full, and resumes when both drain.
+Backpressure: reading pauses while ``queued.max.requests`` requests are in flight, while the connection's
+queued request bytes reach ``queued.max.request.bytes.per.connection``, while the broker-wide budget
+``queued.max.request.bytes`` is spent (see ``broker/connection_limits.py``; a frame being received counts
+by its announced size), or while the transport's write buffer is full; it resumes when they drain.
+Connections over ``max.connections`` / ``max.connections.per.ip`` are closed on arrival, and ones over
+``max.connection.creation.rate`` are not read from until their turn.
+
+A handler that raises gets its request answered with UNKNOWN_SERVER_ERROR in the API's own response
+shape (``protocol/error_responses.py``) and the connection stays open, as in Kafka; the bug is logged
+with its traceback. An acks=0 Produce has no response, so that connection is closed instead.
 
 Bad input closes the connection, never the broker, as Kafka does: an unacceptable frame size, a header
 or body that does not decode, an unknown API key, or an unsupported version of a known API. The one
@@ -24,8 +32,11 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from broker.config import format_address
+from broker.connection_limits import REQUEST_OVERHEAD_BYTES
 from broker.handlers import API_VERSIONS, CloseConnection, ConnectionInfo, RequestContext
 from protocol import codec
+from protocol.error_responses import error_response
+from protocol.errors import ErrorCode
 from protocol.framing import FrameDecoder, FrameSizeError
 
 if TYPE_CHECKING:
@@ -37,12 +48,15 @@ log = structlog.get_logger()
 class _Slot:
     """A request's place in the response order."""
 
-    __slots__ = ("api_key", "api_version", "correlation_id", "done", "response", "task")
+    __slots__ = ("api_key", "api_version", "charge", "correlation_id", "done", "request", "response", "task")
 
-    def __init__(self, api_key: int, api_version: int, correlation_id: int) -> None:
+    def __init__(self, api_key: int, api_version: int, correlation_id: int, charge: int,
+                 request: Any = None) -> None:
         self.api_key = api_key
         self.api_version = api_version
         self.correlation_id = correlation_id
+        self.charge = charge  # request bytes held until the response is written
+        self.request = request  # the decoded body, to build an error response if the handler fails
         self.done = False
         self.response: Any = None
         self.task: asyncio.Future[Any] | None = None
@@ -55,12 +69,20 @@ class Connection(asyncio.Protocol):
         self._broker = broker
         config = broker.config
         self._max_in_flight = config.queued_max_requests
+        self._max_bytes = config.queued_max_request_bytes_per_connection
+        self._memory = broker.request_memory
+        self._throttle = broker.log_throttle
         self._idle_s = config.connections_max_idle_ms / 1000 if config.connections_max_idle_ms >= 0 else None
         self._decoder = FrameDecoder(config.socket_request_max_bytes)
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._pending: deque[_Slot] = deque()
         self._backlog: deque[bytes] = deque()
+        self._queued_bytes = 0  # charged to the broker's request memory: frames queued, in flight, arriving
+        self._partial_charge = 0  # the part of it for the frame being received
+        self._partial_admitted = False  # that frame is charged its announced size and may be read whole
+        self._admitted = False
+        self._throttled = False
         self._reading_paused = False
         self._writing_paused = False
         self._pumping = False
@@ -69,6 +91,7 @@ class Connection(asyncio.Protocol):
         self._last_active = self._loop.time()
         self._idle_timer: asyncio.TimerHandle | None = None
         self.info = ConnectionInfo(peer="?")
+        self.host = "?"
         self.closed: asyncio.Future[None] = self._loop.create_future()
 
     # ------------------------------------------------------------ asyncio.Protocol
@@ -77,9 +100,26 @@ class Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         peer = transport.get_extra_info("peername")
-        self.info.peer = format_address(str(peer[0]), int(peer[1])) if peer else "?"
-        self._broker._connection_opened(self)
+        if peer:
+            self.host = str(peer[0])
+            self.info.peer = format_address(self.host, int(peer[1]))
+        limits = self._broker.connection_limits
+        refused = limits.admit(self.host)
+        if refused is not None:
+            self._throttle.warning("connection.rejected", self.host, peer=self.info.peer, reason=refused)
+            self._closing = True
+            self._close_reason = refused
+            transport.abort()  # nothing was sent and nothing will be: a reset frees the socket at once
+            return
+        self._admitted = True
+        self._broker.connection_opened(self)
         log.debug("connection.opened", peer=self.info.peer)
+        delay = limits.creation_delay()
+        if delay > 0:
+            # max.connection.creation.rate: served when its turn comes, not refused.
+            self._throttled = True
+            self._loop.call_later(delay, self._end_creation_throttle)
+        self.update_reading()  # not even the first read while the request budget is spent
         self._arm_idle_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -89,7 +129,13 @@ class Connection(asyncio.Protocol):
         self._cancel_pending()
         if self._idle_timer is not None:
             self._idle_timer.cancel()
-        self._broker._connection_closed(self)
+        if not self._admitted:
+            if not self.closed.done():
+                self.closed.set_result(None)
+            return
+        self._admitted = False
+        self._broker.connection_limits.release(self.host)
+        self._broker.connection_closed(self)
         log.debug("connection.closed", peer=self.info.peer, reason=self._close_reason)
         if not self.closed.done():
             self.closed.set_result(None)
@@ -98,16 +144,30 @@ class Connection(asyncio.Protocol):
         if self._closing:
             return
         self._last_active = self._loop.time()
+        decoder = self._decoder
         try:
-            frames = self._decoder.feed(data)
+            frames = decoder.feed(data)
         except FrameSizeError as exc:
-            log.warning("request.frame_size_rejected", peer=self.info.peer, size=exc.size,
-                        max_size=exc.max_size, reason=str(exc))
+            self._throttle.warning("request.frame_size_rejected", self.host, peer=self.info.peer, size=exc.size,
+                                   max_size=exc.max_size, reason=str(exc))
             self.close(f"frame size {exc.size} rejected")
             return
+        # Charge the broker's request memory: whole frames as they queue, and the frame being received.
+        if frames:
+            # The frame that was being received is complete: its charge moves to the frame itself, and
+            # the frame being received now, if any, is a new one.
+            delta = -self._partial_charge
+            self._partial_charge = 0
+            self._partial_admitted = False
+            for frame in frames:
+                delta += len(frame) + REQUEST_OVERHEAD_BYTES
+            self._charge(delta)
+        self._charge_partial()
         if frames:
             self._backlog.extend(frames)
             self._pump()
+        else:
+            self.update_reading()
 
     def eof_received(self) -> bool:
         self._close_reason = "peer closed"
@@ -115,7 +175,7 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._writing_paused = True
-        self._update_reading()
+        self.update_reading()
 
     def resume_writing(self) -> None:
         self._writing_paused = False
@@ -143,6 +203,34 @@ class Connection(asyncio.Protocol):
     def in_flight(self) -> int:
         return len(self._pending)
 
+    @property
+    def queued_bytes(self) -> int:
+        """Request bytes this connection holds: frames queued or in flight, and the one arriving."""
+        return self._queued_bytes
+
+    def update_reading(self) -> None:
+        """Pause or resume reading from the socket to match the limits (also called by the broker's
+        request memory when it frees bytes)."""
+        transport = self._transport
+        if transport is None or self._closing:
+            return
+        self._charge_partial()
+        # A connection receiving an admitted frame with nothing else queued may always finish it: its
+        # bytes are already charged, and finishing is how they get freed.
+        finishing = self._partial_admitted and not self._pending and not self._backlog
+        memory_short = not finishing and self._memory.exhausted
+        should_pause = (self._throttled or self._writing_paused or bool(self._backlog)
+                        or len(self._pending) >= self._max_in_flight or memory_short
+                        or (not finishing and self._queued_bytes >= self._max_bytes))
+        if memory_short:
+            self._memory.wait(self)
+        if should_pause and not self._reading_paused:
+            self._reading_paused = True
+            transport.pause_reading()
+        elif not should_pause and self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+
     # ------------------------------------------------------------ dispatch
 
     def _pump(self) -> None:
@@ -162,15 +250,19 @@ class Connection(asyncio.Protocol):
             self.close("internal error")
         finally:
             self._pumping = False
-        self._update_reading()
+        self.update_reading()
 
     def _dispatch(self, frame: bytes) -> None:
         peer = self.info.peer
+        warn = self._throttle.warning
+        # Charged when it arrived; its slot gives it back when answered (a bad frame closes the
+        # connection, which gives back everything).
+        charge = len(frame) + REQUEST_OVERHEAD_BYTES
         try:
             header, offset = codec.decode_request_header(frame)
         except codec.DecodeError as exc:
-            log.warning("request.malformed_header", peer=peer, api_key=exc.api_key, api_version=exc.api_version,
-                        correlation_id=exc.correlation_id, size=len(frame), reason=str(exc))
+            warn("request.malformed_header", self.host, peer=peer, api_key=exc.api_key,
+                 api_version=exc.api_version, correlation_id=exc.correlation_id, size=len(frame), reason=str(exc))
             self.close("malformed request header")
             return
         api_key = header.request_api_key
@@ -178,8 +270,8 @@ class Connection(asyncio.Protocol):
         corr = header.correlation_id
         entry = self._broker.registry.lookup(api_key)
         if entry is None:
-            log.warning("request.unknown_api_key", peer=peer, api_key=api_key, api_version=version,
-                        correlation_id=corr, client_id=header.client_id, api_name=codec.api_name(api_key))
+            warn("request.unknown_api_key", self.host, peer=peer, api_key=api_key, api_version=version,
+                 correlation_id=corr, client_id=header.client_id, api_name=codec.api_name(api_key))
             self.close(f"unknown api key {api_key}")
             return
         if not entry.supports(version):
@@ -189,28 +281,25 @@ class Connection(asyncio.Protocol):
 
                 log.debug("request.api_versions_unsupported_version", peer=peer, api_version=version,
                           correlation_id=corr, client_id=header.client_id)
-                slot = _Slot(api_key, 0, corr)
+                slot = self._new_slot(api_key, 0, corr, charge)
                 slot.done = True
                 slot.response = unsupported_version_response(self._broker.registry)
-                self._pending.append(slot)
                 return
-            log.warning("request.unsupported_version", peer=peer, api_key=api_key,
-                        api_name=codec.api_name(api_key), api_version=version, correlation_id=corr,
-                        client_id=header.client_id, min_version=entry.min_version,
-                        max_version=entry.max_version)
+            warn("request.unsupported_version", self.host, peer=peer, api_key=api_key,
+                 api_name=codec.api_name(api_key), api_version=version, correlation_id=corr,
+                 client_id=header.client_id, min_version=entry.min_version, max_version=entry.max_version)
             self.close(f"unsupported version {version} of api key {api_key}")
             return
         try:
             body = codec.decode_request_body(api_key, version, frame, offset, corr)
         except codec.DecodeError as exc:
-            log.warning("request.malformed_body", peer=peer, api_key=api_key, api_name=codec.api_name(api_key),
-                        api_version=version, correlation_id=corr, client_id=header.client_id,
-                        size=len(frame), reason=str(exc))
+            warn("request.malformed_body", self.host, peer=peer, api_key=api_key,
+                 api_name=codec.api_name(api_key), api_version=version, correlation_id=corr,
+                 client_id=header.client_id, size=len(frame), reason=str(exc))
             self.close("malformed request body")
             return
 
-        slot = _Slot(api_key, version, corr)
-        self._pending.append(slot)
+        slot = self._new_slot(api_key, version, corr, charge, body)
         ctx = RequestContext(self._broker, self.info, version)
         try:
             result = entry.handler(header, body, ctx)
@@ -225,6 +314,32 @@ class Connection(asyncio.Protocol):
             slot.done = True
             slot.response = result
 
+    def _new_slot(self, api_key: int, version: int, corr: int, charge: int, body: Any = None) -> _Slot:
+        slot = _Slot(api_key, version, corr, charge, body)
+        self._pending.append(slot)
+        return slot
+
+    def _charge_partial(self) -> None:
+        """Charge the frame being received: by its announced size once admitted (as Kafka's memory pool
+        takes the whole frame when its size is read), which happens when its size prefix is in and the
+        broker's budget is not spent; until then by the bytes actually buffered."""
+        decoder = self._decoder
+        if not self._partial_admitted:
+            announced = decoder.pending_frame_size
+            if announced is not None and not self._memory.exhausted:
+                self._partial_admitted = True
+        if self._partial_admitted:
+            partial = decoder.pending_frame_size or 0
+        else:
+            partial = decoder.buffered_bytes
+        self._charge(partial - self._partial_charge)
+        self._partial_charge = partial
+
+    def _charge(self, delta: int) -> None:
+        if delta:
+            self._queued_bytes += delta
+            self._memory.charge(delta)
+
     def _handler_done(self, slot: _Slot, task: asyncio.Future[Any]) -> None:
         if task.cancelled() or self._closing:
             return
@@ -238,18 +353,35 @@ class Connection(asyncio.Protocol):
 
     def _handler_failed(self, slot: _Slot, exc: BaseException | None) -> None:
         if isinstance(exc, CloseConnection):
-            log.warning("request.closing_connection", peer=self.info.peer, api_key=slot.api_key,
-                        api_name=codec.api_name(slot.api_key), api_version=slot.api_version,
-                        correlation_id=slot.correlation_id, reason=str(exc))
+            self._throttle.warning("request.closing_connection", self.host,
+                                   similar=f"{slot.api_key}v{slot.api_version}", peer=self.info.peer,
+                                   api_key=slot.api_key, api_name=codec.api_name(slot.api_key),
+                                   api_version=slot.api_version, correlation_id=slot.correlation_id,
+                                   reason=str(exc))
             # The close happens when this slot reaches the head: earlier responses still go out first.
             slot.done = True
             slot.response = exc
             self._pump()
             return
-        log.error("handler.failed", peer=self.info.peer, api_key=slot.api_key,
-                  api_name=codec.api_name(slot.api_key), api_version=slot.api_version,
-                  correlation_id=slot.correlation_id, exc_info=exc if exc is not None else True)
-        self.close("handler failed")
+        self._throttle.error("handler.failed", self.host, similar=f"{slot.api_key}v{slot.api_version}",
+                             peer=self.info.peer, api_key=slot.api_key,
+                             api_name=codec.api_name(slot.api_key), api_version=slot.api_version,
+                             correlation_id=slot.correlation_id, exc_info=exc if exc is not None else True)
+        self._answer_with_error(slot)
+        self._pump()
+
+    def _answer_with_error(self, slot: _Slot) -> None:
+        """Answer the slot's request with UNKNOWN_SERVER_ERROR in its API's response shape, as Kafka does;
+        a request without a response (acks=0 Produce) closes the connection instead."""
+        try:
+            response = error_response(slot.api_key, slot.api_version, slot.request,
+                                      int(ErrorCode.UNKNOWN_SERVER_ERROR))
+        except Exception:  # a request the builder cannot mirror still must not stall the FIFO
+            log.exception("response.error_response_failed", peer=self.info.peer, api_key=slot.api_key,
+                          api_version=slot.api_version)
+            response = None
+        slot.done = True
+        slot.response = response if response is not None else CloseConnection("no response to report the error")
 
     def _flush(self) -> None:
         """Write the responses at the head of the FIFO that are ready, in order."""
@@ -257,37 +389,45 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         wrote = False
         while pending and pending[0].done and not self._closing:
-            slot = pending.popleft()
-            if slot.response is None:
-                continue
-            if isinstance(slot.response, CloseConnection):
-                self.close(str(slot.response))
+            slot = pending[0]
+            response = slot.response
+            if isinstance(response, CloseConnection):
+                self.close(str(response))
                 return
-            try:
-                parts = codec.encode_response(slot.api_key, slot.api_version, slot.correlation_id, slot.response)
-            except Exception:
-                log.exception("response.encode_failed", peer=self.info.peer, api_key=slot.api_key,
-                              api_name=codec.api_name(slot.api_key), api_version=slot.api_version,
-                              correlation_id=slot.correlation_id)
-                self.close("response encoding failed")
-                return
-            assert transport is not None
-            transport.writelines(parts)
-            wrote = True
+            if response is not None:
+                parts = self._encode(slot)
+                if parts is None:
+                    return
+                assert transport is not None
+                transport.writelines(parts)
+                wrote = True
+            pending.popleft()
+            self._charge(-slot.charge)
         if wrote:
             self._last_active = self._loop.time()
 
-    def _update_reading(self) -> None:
-        transport = self._transport
-        if transport is None or self._closing:
-            return
-        should_pause = self._writing_paused or bool(self._backlog) or len(self._pending) >= self._max_in_flight
-        if should_pause and not self._reading_paused:
-            self._reading_paused = True
-            transport.pause_reading()
-        elif not should_pause and self._reading_paused:
-            self._reading_paused = False
-            transport.resume_reading()
+    def _encode(self, slot: _Slot) -> list[Any] | None:
+        """The slot's response frame; a response the codec refuses (a handler bug) is replaced by the
+        error response. None when the connection had to be closed instead."""
+        try:
+            return codec.encode_response(slot.api_key, slot.api_version, slot.correlation_id, slot.response)
+        except Exception as exc:  # noqa: BLE001 - logged with traceback, answered with the error shape
+            self._throttle.error("response.encode_failed", self.host, peer=self.info.peer, api_key=slot.api_key,
+                                 api_name=codec.api_name(slot.api_key), api_version=slot.api_version,
+                                 correlation_id=slot.correlation_id, exc_info=exc)
+        self._answer_with_error(slot)
+        if not isinstance(slot.response, CloseConnection):
+            try:
+                return codec.encode_response(slot.api_key, slot.api_version, slot.correlation_id, slot.response)
+            except Exception:
+                log.exception("response.error_response_failed", peer=self.info.peer, api_key=slot.api_key,
+                              api_version=slot.api_version)
+        self.close("response encoding failed")
+        return None
+
+    def _end_creation_throttle(self) -> None:
+        self._throttled = False
+        self.update_reading()
 
     def _cancel_pending(self) -> None:
         for slot in self._pending:
@@ -295,6 +435,10 @@ class Connection(asyncio.Protocol):
                 slot.task.cancel()
         self._pending.clear()
         self._backlog.clear()
+        self._partial_charge = 0
+        self._partial_admitted = False
+        self._memory.forget(self)
+        self._charge(-self._queued_bytes)
 
     # ------------------------------------------------------------ idle timeout
 

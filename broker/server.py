@@ -26,7 +26,9 @@ from broker.config import (
     parse_listener,
     prepare_data_dir,
 )
+from broker.connection_limits import ConnectionLimits, RequestMemory
 from broker.handlers import HandlerRegistry, default_registry
+from broker.log_throttle import LogThrottle
 
 if TYPE_CHECKING:
     from broker.connection import Connection
@@ -54,6 +56,11 @@ class Broker:
         self._retention_task: asyncio.Task[None] | None = None
         self.fetch_sessions: Any = None
         self.groups: Any = None
+        self._log_flush_task: asyncio.Task[None] | None = None
+        self.request_memory = RequestMemory(self.config.queued_max_request_bytes)
+        self.log_throttle = LogThrottle(self.config.log_throttle_window_ms / 1000, self.config.log_throttle_max_keys,
+                                        time.monotonic)
+        self.connection_limits: ConnectionLimits | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -63,6 +70,7 @@ class Broker:
         if self._state != "new":
             raise RuntimeError(f"broker already {self._state}")
         started = time.perf_counter()
+        self.connection_limits = ConnectionLimits(self.config, time.monotonic)
         data_dir = self.config.data_dir
         if data_dir is None:
             self.cluster_id = generate_cluster_id()
@@ -70,6 +78,34 @@ class Broker:
             self.cluster_id = prepare_data_dir(data_dir, self.node_id).cluster_id
 
         self.engine = _open_storage(self.storage_url)
+        try:
+            sockets = await self._start_on_storage()
+        except BaseException:
+            # Whatever failed (port taken, a bad offsets topic, cancellation), release what was taken so
+            # the data directory's lock is free for the next broker.
+            await self._release()
+            self._state = "stopped"
+            raise
+        host, port = sockets[0].getsockname()[:2]
+        self._bound = (host, port)
+        if self.config.advertised_listeners is not None:
+            self._advertised = parse_listener(self.config.advertised_listeners, "advertised.listeners")
+        else:
+            self._advertised = (advertised_host_for(self.config.listen_host), port)
+        self._state = "running"
+        self._retention_task = asyncio.create_task(self._retention_loop(), name="moldau-retention")
+        if self.log_throttle.window_s > 0:
+            self._log_flush_task = asyncio.create_task(self._log_flush_loop(), name="moldau-log-throttle")
+        log.info("ready", host=host, port=port, advertised=format_address(*self._advertised),
+                 listeners=[format_address(*s.getsockname()[:2]) for s in sockets],
+                 cluster_id=self.cluster_id, node_id=self.node_id,
+                 storage=self.storage_url, data_dir=str(data_dir) if data_dir else None,
+                 version=__version__, pid=os.getpid(),
+                 start_ms=round((time.perf_counter() - started) * 1000, 1))
+
+    async def _start_on_storage(self) -> list[socket.socket]:
+        """Everything of start() after storage is open: cluster state, coordinator, listener. On failure
+        the caller releases it all (``_release``)."""
         from broker.cluster import ClusterState
 
         self.cluster = ClusterState(self.engine, self.config)
@@ -77,11 +113,7 @@ class Broker:
 
         self.fetch_sessions = FetchSessionCache(self.config.max_incremental_fetch_session_cache_slots,
                                                 self.config.min_incremental_fetch_session_eviction_ms)
-        try:
-            await self.cluster.load()
-        except BaseException:
-            await self.engine.close()
-            raise
+        await self.cluster.load()
         from broker.groups.coordinator import GroupCoordinator
 
         # Before the listener opens, so a request never finds it missing; its load runs in the background.
@@ -96,25 +128,10 @@ class Broker:
             for sock in sockets:
                 self._servers.append(await loop.create_server(lambda: Connection(self), sock=sock, backlog=128))
         except BaseException:
-            for server in self._servers:
-                server.close()
             for sock in sockets:
                 sock.close()
             raise
-        host, port = sockets[0].getsockname()[:2]
-        self._bound = (host, port)
-        if self.config.advertised_listeners is not None:
-            self._advertised = parse_listener(self.config.advertised_listeners, "advertised.listeners")
-        else:
-            self._advertised = (advertised_host_for(self.config.listen_host), port)
-        self._state = "running"
-        self._retention_task = asyncio.create_task(self._retention_loop(), name="moldau-retention")
-        log.info("ready", host=host, port=port, advertised=format_address(*self._advertised),
-                 listeners=[format_address(*s.getsockname()[:2]) for s in sockets],
-                 cluster_id=self.cluster_id, node_id=self.node_id,
-                 storage=self.storage_url, data_dir=str(data_dir) if data_dir else None,
-                 version=__version__, pid=os.getpid(),
-                 start_ms=round((time.perf_counter() - started) * 1000, 1))
+        return sockets
 
     async def stop(self) -> None:
         """Stop accepting, close every connection (in-flight requests are dropped), release the port."""
@@ -138,16 +155,26 @@ class Broker:
                     if not conn.closed.done():
                         conn.abort()
                 await asyncio.wait(late, timeout=_STOP_GRACE_S)
+        await self._release()
+        self._state = "stopped"
+        log.info("stopped", node_id=self.node_id, cluster_id=self.cluster_id)
+
+    async def _release(self) -> None:
+        """Close the listener, stop the background tasks and the coordinator, and close storage (releasing
+        the data directory's lock). Safe on a partly started broker; called once, by start() on failure or by stop()."""
+        for server in self._servers:
+            server.close()
         self._servers.clear()
-        if self._retention_task is not None:
-            self._retention_task.cancel()
-            await asyncio.gather(self._retention_task, return_exceptions=True)
+        for task in (self._retention_task, self._log_flush_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._retention_task = self._log_flush_task = None
+        self.log_throttle.flush(everything=True)
         if self.groups is not None:
             await self.groups.stop()
         if self.engine is not None:
             await self.engine.close()
-        self._state = "stopped"
-        log.info("stopped", node_id=self.node_id, cluster_id=self.cluster_id)
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -155,6 +182,12 @@ class Broker:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    async def _log_flush_loop(self) -> None:
+        """Report floods that stopped: their summary line would otherwise wait for the next warning."""
+        while True:
+            await asyncio.sleep(self.log_throttle.window_s)
+            self.log_throttle.flush()
 
     async def _retention_loop(self) -> None:
         """Every ``log.retention.check.interval.ms``, let each log drop what retention no longer keeps, and
@@ -214,10 +247,15 @@ class Broker:
     def connection_count(self) -> int:
         return len(self._connections)
 
-    def _connection_opened(self, conn: Connection) -> None:
+    @property
+    def connections(self) -> tuple[Connection, ...]:
+        """The open client connections (a snapshot)."""
+        return tuple(self._connections)
+
+    def connection_opened(self, conn: Connection) -> None:
         self._connections.add(conn)
 
-    def _connection_closed(self, conn: Connection) -> None:
+    def connection_closed(self, conn: Connection) -> None:
         self._connections.discard(conn)
 
 

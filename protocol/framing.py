@@ -67,6 +67,13 @@ class FrameDecoder:
         """Bytes held for a frame not yet complete; 0 means the stream is at a frame boundary."""
         return len(self._buffer)
 
+    @property
+    def pending_frame_size(self) -> int | None:
+        """The size announced by the frame being received, once its size prefix is in; else None."""
+        if len(self._buffer) < PREFIX_BYTES:
+            return None
+        return SIZE_PREFIX.unpack_from(self._buffer, 0)[0]
+
     def feed(self, data: BytesLike) -> list[bytearray]:
         """Take the next bytes of the stream; return the frames they complete, in order."""
         if self._error is not None:

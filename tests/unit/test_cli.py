@@ -147,6 +147,19 @@ def test_serve_memory_uses_a_fresh_cluster_id_per_process(tmp_path: Path) -> Non
 def test_serve_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     proc = BrokerProcess([], tmp_path)
     proc.proc.send_signal(signal.SIGINT)
+    assert proc.proc.wait(RUN_TIMEOUT_S) == 0
+    finish(proc)
+
+
+@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_while_stopping_is_ignored(tmp_path: Path, second: signal.Signals) -> None:
+    """SIGINT, then another signal once shutdown has begun (whether it lands during the broker's stop or
+    while the process exits): the exit is still clean, code 0, with the 'stopped' line."""
+    proc = BrokerProcess([], tmp_path)
+    proc.proc.send_signal(signal.SIGINT)
+    proc.wait_for_log(lambda r: r.get("event") == "stopping", RUN_TIMEOUT_S, "the stopping event")
+    proc.proc.send_signal(second)
+    assert proc.proc.wait(RUN_TIMEOUT_S) == 0, "\n".join(proc.lines[-20:])
     finish(proc)
 
 

@@ -1,7 +1,9 @@
-"""Connection behaviour of the in-process broker with scripted handlers: responses in request order,
-no response for handlers that return None, a failing handler costing only its own connection, the
-``queued.max.requests`` bound on in-flight requests, idle timeouts, and long requests that never
-hold up other connections."""
+"""Connection behaviour of the in-process broker with scripted handlers, over raw sockets: responses in
+request order, no response for handlers that return None, a failing handler answered with
+UNKNOWN_SERVER_ERROR on a connection that stays usable, the ``queued.max.requests`` and request-bytes
+bounds, connection limits, idle timeouts, and long requests that never hold up other connections.
+
+Tests wait on conditions with a deadline (``eventually``), never on sleeps or elapsed time."""
 
 from __future__ import annotations
 
@@ -17,8 +19,12 @@ from broker.handlers import CloseConnection, HandlerRegistry
 from broker.server import Broker
 from protocol import codec
 from protocol import messages as m
+from protocol.errors import ErrorCode
 
 METADATA = 3
+PRODUCE = 0
+DEADLINE_S = 10.0
+UNKNOWN = int(ErrorCode.UNKNOWN_SERVER_ERROR)
 
 
 def request(corr: int, command: str) -> bytes:
@@ -31,26 +37,51 @@ def echo(name: str) -> Any:
 
 
 class Script:
-    """A Metadata handler driven by the topic name: 'sleep:S:tag', 'block:tag', 'none', 'fail', else echo."""
+    """A Metadata handler driven by the topic name: 'block:tag' (until ``release(tag)`` or
+    ``release_all``), 'none', 'fail', 'close', 'garbage', else echo."""
 
     def __init__(self) -> None:
         self.calls: list[str] = []
-        self.release = asyncio.Event()
+        self._events: dict[str, asyncio.Event] = {}
+        self._all = asyncio.Event()
+
+    def _event(self, tag: str) -> asyncio.Event:
+        return self._events.setdefault(tag, asyncio.Event())
+
+    def release(self, tag: str) -> None:
+        self._event(tag).set()
+
+    def release_all(self) -> None:
+        self._all.set()
 
     async def handle(self, header: Any, body: Any, ctx: Any) -> Any:
         command = body.topics[0].name
         self.calls.append(command)
-        if command.startswith("sleep:"):
-            await asyncio.sleep(float(command.split(":")[1]))
-        elif command.startswith("block:"):
-            await self.release.wait()
+        if command.startswith("block:"):
+            one = asyncio.ensure_future(self._event(command.split(":", 1)[1]).wait())
+            every = asyncio.ensure_future(self._all.wait())
+            await asyncio.wait([one, every], return_when=asyncio.FIRST_COMPLETED)
+            one.cancel()
+            every.cancel()
         elif command == "none":
             return None
         elif command == "fail":
             raise RuntimeError("scripted handler failure")
         elif command == "close":
             raise CloseConnection("scripted close")
+        elif command == "garbage":
+            return m.MetadataResponse(topics=[object()])  # the codec cannot encode this
         return echo(command)
+
+
+async def eventually(condition: Callable[[], bool], what: str) -> None:
+    """Wait (polling the loop) until ``condition()`` holds; fail after DEADLINE_S."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE_S
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {DEADLINE_S}s: {what}")
+        await asyncio.sleep(0.005)
 
 
 async def with_broker(script: Script, test: Callable[[Broker], Awaitable[None]], **settings: Any) -> None:
@@ -60,21 +91,48 @@ async def with_broker(script: Script, test: Callable[[Broker], Awaitable[None]],
                                                 **settings}), registry=registry)
     await broker.start()
     try:
-        await asyncio.wait_for(test(broker), 20)
+        await asyncio.wait_for(test(broker), 30)
     finally:
+        script.release_all()
         await broker.stop()
 
 
+async def read_frame(reader: asyncio.StreamReader) -> bytes:
+    (size,) = struct.unpack(">i", await asyncio.wait_for(reader.readexactly(4), DEADLINE_S))
+    return await asyncio.wait_for(reader.readexactly(size), DEADLINE_S)
+
+
+async def read_body(reader: asyncio.StreamReader) -> tuple[int, Any]:
+    header, body = codec.decode_response(METADATA, 1, await read_frame(reader))
+    return header.correlation_id, body
+
+
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, str]:
-    (size,) = struct.unpack(">i", await reader.readexactly(4))
-    frame = await reader.readexactly(size)
-    header, body = codec.decode_response(METADATA, 1, frame)
-    return header.correlation_id, body.topics[0].name
+    corr, body = await read_body(reader)
+    return corr, body.topics[0].name
+
+
+async def is_closed(reader: asyncio.StreamReader) -> bool:
+    """True when the broker closed the connection (EOF or reset) within the deadline."""
+    try:
+        return await asyncio.wait_for(reader.read(), DEADLINE_S) == b""
+    except ConnectionResetError:
+        return True
 
 
 async def connect(broker: Broker) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     host, port = broker.bound_address
     return await asyncio.open_connection(host, port)
+
+
+async def served(broker: Broker, corr: int = 99) -> bool:
+    """A fresh connection gets an echo answered (a round trip through the broker's loop)."""
+    reader, writer = await connect(broker)
+    writer.write(request(corr, f"ping-{corr}"))
+    try:
+        return await read_response(reader) == (corr, f"ping-{corr}")
+    finally:
+        writer.close()
 
 
 def test_responses_follow_request_order_when_handlers_finish_out_of_order() -> None:
@@ -83,9 +141,12 @@ def test_responses_follow_request_order_when_handlers_finish_out_of_order() -> N
 
     async def test(broker: Broker) -> None:
         reader, writer = await connect(broker)
-        writer.write(request(1, "sleep:0.3:a") + request(2, "sleep:0.1:b") + request(3, "c"))
+        writer.write(request(1, "block:a") + request(2, "block:b") + request(3, "c"))
+        await eventually(lambda: len(script.calls) == 3, "all three handlers called")
+        script.release("b")
+        script.release("a")
         got = [await read_response(reader) for _ in range(3)]
-        assert got == [(1, "sleep:0.3:a"), (2, "sleep:0.1:b"), (3, "c")]
+        assert got == [(1, "block:a"), (2, "block:b"), (3, "c")]
         writer.close()
 
     asyncio.run(with_broker(script, test))
@@ -97,40 +158,78 @@ def test_a_handler_returning_none_sends_nothing_and_keeps_the_order() -> None:
 
     async def test(broker: Broker) -> None:
         reader, writer = await connect(broker)
-        writer.write(request(1, "a") + request(2, "none") + request(3, "sleep:0.05:c"))
-        assert [await read_response(reader) for _ in range(2)] == [(1, "a"), (3, "sleep:0.05:c")]
+        writer.write(request(1, "a") + request(2, "none") + request(3, "block:c"))
+        await eventually(lambda: "block:c" in script.calls, "third handler called")
+        script.release("c")
+        assert [await read_response(reader) for _ in range(2)] == [(1, "a"), (3, "block:c")]
         writer.close()
 
     asyncio.run(with_broker(script, test))
 
 
-def test_a_failing_handler_closes_only_its_connection() -> None:
-    """A handler bug is logged and closes that connection; the broker keeps serving the others."""
+def test_a_failing_handler_gets_unknown_server_error_and_the_connection_stays_usable() -> None:
+    """Kafka answers a request whose handler hit a bug with UNKNOWN_SERVER_ERROR in the API's own
+    response (the topic mirrored from the request) and keeps the connection."""
     script = Script()
 
     async def test(broker: Broker) -> None:
         reader, writer = await connect(broker)
-        writer.write(request(1, "fail"))
-        assert await asyncio.wait_for(reader.read(), 5) == b""
-        reader2, writer2 = await connect(broker)
-        writer2.write(request(2, "still-here"))
-        assert await read_response(reader2) == (2, "still-here")
-        writer2.close()
+        writer.write(request(1, "fail") + request(2, "after"))
+        corr, body = await read_body(reader)
+        assert corr == 1
+        assert [(t.name, t.error_code) for t in body.topics] == [("fail", UNKNOWN)]
+        assert await read_response(reader) == (2, "after")
+        writer.write(request(3, "still-usable"))
+        assert await read_response(reader) == (3, "still-usable")
+        writer.close()
+
+    asyncio.run(with_broker(script, test))
+
+
+def test_a_response_the_codec_cannot_encode_is_answered_with_unknown_server_error() -> None:
+    script = Script()
+
+    async def test(broker: Broker) -> None:
+        reader, writer = await connect(broker)
+        writer.write(request(1, "garbage") + request(2, "next"))
+        corr, body = await read_body(reader)
+        assert (corr, [(t.name, t.error_code) for t in body.topics]) == (1, [("garbage", UNKNOWN)])
+        assert await read_response(reader) == (2, "next")
+        writer.close()
+
+    asyncio.run(with_broker(script, test))
+
+
+def test_a_failing_acks_zero_produce_closes_the_connection() -> None:
+    """acks=0 Produce has no response to carry the error: Kafka closes the connection."""
+    script = Script()
+
+    def boom(header: Any, body: Any, ctx: Any) -> Any:
+        raise RuntimeError("scripted produce failure")
+
+    async def test(broker: Broker) -> None:
+        broker.registry.register(PRODUCE, 0, 11, boom)
+        reader, writer = await connect(broker)
+        frame = codec.encode_request(PRODUCE, 9, 1, "t", m.ProduceRequest(acks=0, timeout_ms=100, topic_data=[]))
+        writer.write(b"".join(bytes(p) for p in frame))
+        assert await is_closed(reader)
+        assert await served(broker)
 
     asyncio.run(with_broker(script, test))
 
 
 def test_a_handler_can_close_the_connection_after_earlier_responses() -> None:
     """Kafka answers some requests (a failed acks=0 Produce) by closing the connection; the responses to
-    earlier requests on it are still delivered first, and nothing after it is processed."""
+    earlier requests on it are still delivered first, and nothing after it is answered."""
     script = Script()
 
     async def test(broker: Broker) -> None:
         reader, writer = await connect(broker)
-        writer.write(request(1, "sleep:0.2:first") + request(2, "close") + request(3, "after"))
-        assert await read_response(reader) == (1, "sleep:0.2:first")
-        assert await asyncio.wait_for(reader.read(), 5) == b""
-        assert "after" not in script.calls or script.calls.index("after") > script.calls.index("close")
+        writer.write(request(1, "block:first") + request(2, "close") + request(3, "after"))
+        await eventually(lambda: "close" in script.calls, "close handler called")
+        script.release("first")
+        assert await read_response(reader) == (1, "block:first")
+        assert await is_closed(reader)
 
     asyncio.run(with_broker(script, test))
 
@@ -144,9 +243,13 @@ def test_queued_max_requests_bounds_requests_in_flight() -> None:
         reader, writer = await connect(broker)
         writer.write(b"".join(request(i, f"block:{i}") for i in range(10)))
         await writer.drain()
-        await asyncio.sleep(0.3)
-        assert len(script.calls) == 2, f"expected 2 handlers in flight, saw {script.calls}"
-        script.release.set()
+        await eventually(lambda: len(script.calls) >= 2, "two handlers in flight")
+        assert await served(broker)  # a round trip: the broker's loop has run since
+        blocked = [c for c in script.calls if c.startswith("block:")]
+        assert blocked == ["block:0", "block:1"], f"expected 2 handlers in flight, saw {script.calls}"
+        [conn] = [c for c in broker.connections if c.in_flight]
+        assert conn.in_flight == 2
+        script.release_all()
         got = [await read_response(reader) for _ in range(10)]
         assert got == [(i, f"block:{i}") for i in range(10)]
         writer.close()
@@ -159,14 +262,14 @@ def test_idle_connections_are_closed_but_busy_ones_are_not() -> None:
     script = Script()
 
     async def test(broker: Broker) -> None:
-        idle_reader, _ = await connect(broker)
         busy_reader, busy_writer = await connect(broker)
-        busy_writer.write(request(1, "sleep:0.8:busy"))
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        assert await asyncio.wait_for(idle_reader.read(), 5) == b""
-        assert 0.25 <= loop.time() - start < 3
-        assert await read_response(busy_reader) == (1, "sleep:0.8:busy")
+        busy_writer.write(request(1, "block:busy"))
+        await eventually(lambda: "block:busy" in script.calls, "busy request in progress")
+        # Connected after the busy request arrived, so the busy connection's idle check runs first.
+        idle_reader, _ = await connect(broker)
+        assert await is_closed(idle_reader)
+        script.release("busy")
+        assert await read_response(busy_reader) == (1, "block:busy")
 
     asyncio.run(with_broker(script, test, **{"connections.max.idle.ms": 300}))
 
@@ -178,13 +281,9 @@ def test_a_long_request_does_not_delay_other_connections() -> None:
     async def test(broker: Broker) -> None:
         slow_reader, slow_writer = await connect(broker)
         slow_writer.write(request(1, "block:slow"))
-        reader, writer = await connect(broker)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        writer.write(request(2, "quick"))
-        assert await read_response(reader) == (2, "quick")
-        assert loop.time() - start < 1.0
-        script.release.set()
+        await eventually(lambda: "block:slow" in script.calls, "slow request in progress")
+        assert await served(broker, 2)
+        script.release("slow")
         assert await read_response(slow_reader) == (1, "block:slow")
 
     asyncio.run(with_broker(script, test))
@@ -202,8 +301,7 @@ def test_api_versions_is_computed_from_the_registry(api_key: int) -> None:
         frame = b"".join(bytes(p) for p in codec.encode_request(api_key, 3, 9, "t", m.ApiVersionsRequest(
             client_software_name="t", client_software_version="1")))
         writer.write(frame)
-        (size,) = struct.unpack(">i", await reader.readexactly(4))
-        _, body = codec.decode_response(api_key, 3, await reader.readexactly(size))
+        _, body = codec.decode_response(api_key, 3, await read_frame(reader))
         assert sorted((k.api_key, k.min_version, k.max_version) for k in body.api_keys) == [
             (METADATA, 0, 12), (api_key, 0, 4)]
         writer.close()
