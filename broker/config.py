@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from storage.interface import MEMORY_MAX_BYTES_SETTING, UNBOUNDED
+
 ENV_PREFIX = "MOLDAU_"
 MEMORY_STORAGE_URL = "memory://"
 META_PROPERTIES = "meta.properties"
@@ -190,6 +192,13 @@ class BrokerConfig:
     log_roll_ms: str | None = _setting("log.roll.ms", None, "Default segment.ms.")
     unclean_leader_election_enable: str | None = _setting(
         "unclean.leader.election.enable", None, "Default unclean.leader.election.enable.")
+
+    # memory engine
+    memory_max_bytes: int = _setting(
+        MEMORY_MAX_BYTES_SETTING, UNBOUNDED,
+        "With memory:// storage, the most record-batch bytes all partitions together may hold (retention "
+        "and DeleteRecords free them); an append past it is refused with KAFKA_STORAGE_ERROR, which clients "
+        "retry. -1: unbounded.", minimum=UNBOUNDED)
 
     # Not settings: where each setting's value came from (for DescribeConfigs' ConfigSource).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
