@@ -166,3 +166,33 @@ def test_memory_broker_honours_retention_ms_and_retention_bytes(
     wait_for(lambda: (offsets(client, by_time) == (3, 3) and offsets(client, by_size) == (3, 5),
                       (f"{by_time} (earliest, latest) {offsets(client, by_time)}, expected (3, 3); "
                        f"{by_size} {offsets(client, by_size)}, expected (3, 5)")))
+
+
+def test_confluent_producer_retries_past_a_full_memory_broker_and_delivers_once_room_is_made(
+        start_broker: Callable[..., BrokerProcess], raw_socket: RawSocket) -> None:
+    """KAFKA_STORAGE_ERROR is retriable for Kafka clients: librdkafka keeps retrying the refused batch and
+    delivers it, exactly once, when DeleteRecords frees room."""
+    from confluent_kafka import Producer
+
+    from tests.compat.test_durability import CONFLUENT_FAST
+
+    broker = start_broker("--set", f"memory.max.bytes={2 * MIB}")
+    client = Client(raw_socket(broker))
+    topic = unique("full")
+    create(client, topic)
+    fill(client, topic, 2 * VALUE_BYTES)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 0,
+                         "enable.idempotence": True, "message.timeout.ms": 30_000, **CONFLUENT_FAST})
+    reports: list[Any] = []
+    producer.produce(topic, os.urandom(VALUE_BYTES), partition=0,
+                     on_delivery=lambda err, msg: reports.append((err, msg.offset())))
+    deadline = time.monotonic() + SETTLE_S
+    while not any(r.get("event") == "produce.rejected" and r.get("error") == "KAFKA_STORAGE_ERROR"
+                  for r in broker.records):
+        assert time.monotonic() < deadline, "the broker never refused the confluent producer's batch"
+        producer.poll(0.05)
+    assert reports == [], f"the refused batch was reported before room was made: {reports}"
+    assert delete_records(client, topic, LATEST).error_code == 0
+    assert producer.flush(SETTLE_S) == 0, "the retried batch was not delivered after DeleteRecords"
+    assert reports == [(None, 2)]
+    assert offsets(client, topic) == (2, 3)
