@@ -25,7 +25,7 @@ from tests.compat.test_produce import Client
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/status")
 
-CREATE_TOPICS, DELETE_TOPICS, DELETE_RECORDS = 19, 20, 21
+OFFSET_COMMIT, CREATE_TOPICS, DELETE_TOPICS, DELETE_RECORDS = 8, 19, 20, 21
 EARLIEST, LATEST = -2, -1
 MIB = 1 << 20
 VALUE_BYTES = 900_000  # one record per batch, under message.max.bytes
@@ -196,3 +196,27 @@ def test_confluent_producer_retries_past_a_full_memory_broker_and_delivers_once_
     assert producer.flush(SETTLE_S) == 0, "the retried batch was not delivered after DeleteRecords"
     assert reports == [(None, 2)]
     assert offsets(client, topic) == (2, 3)
+
+
+def test_offset_commits_into_a_full_memory_broker_are_coordinator_not_available(
+        start_broker: Callable[..., BrokerProcess], raw_socket: RawSocket) -> None:
+    """__consumer_offsets appends go through the same bound: a commit that does not fit answers
+    COORDINATOR_NOT_AVAILABLE (retriable; the broker keeps serving) and works again once room is made."""
+    broker = start_broker("--set", f"memory.max.bytes={len(big_batch()) + 10}")  # room for one big batch
+    client = Client(raw_socket(broker))
+    topic, group = unique("offsets-full"), unique("group")
+    create(client, topic)
+    fill(client, topic, VALUE_BYTES)
+    req = messages.OffsetCommitRequest
+
+    def commit(offset: int) -> int:
+        response = client.call(OFFSET_COMMIT, 8, req(
+            group_id=group, generation_id_or_member_epoch=-1, member_id="", group_instance_id=None,
+            topics=[req.OffsetCommitRequestTopic(name=topic, partitions=[req.OffsetCommitRequestPartition(
+                partition_index=0, committed_offset=offset, committed_leader_epoch=-1,
+                committed_metadata="")])]))
+        return response.topics[0].partitions[0].error_code
+
+    assert commit(1) == ErrorCode.COORDINATOR_NOT_AVAILABLE
+    assert delete_records(client, topic, LATEST).error_code == 0
+    assert commit(1) == ErrorCode.NONE
