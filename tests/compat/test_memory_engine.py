@@ -22,6 +22,7 @@ from protocol.errors import ErrorCode
 from protocol.records import Record, build_batch
 from tests.compat.conftest import BrokerProcess, KafkaSocket
 from tests.compat.test_produce import Client
+from tests.compat.test_retention import wait_for
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/status")
 
@@ -32,7 +33,7 @@ VALUE_BYTES = 900_000  # one record per batch, under message.max.bytes
 ROUND_BYTES = 64 * MIB
 ROUNDS = 4
 PARTITIONS = 3
-SETTLE_S = 10.0
+SETTLE_S = 10.0  # for the broker to be where a test expects it
 
 RawSocket = Callable[[BrokerProcess], KafkaSocket]
 
@@ -48,18 +49,6 @@ def rss(broker: BrokerProcess) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS line in /proc/PID/status")
-
-
-def wait_for(check: Callable[[], tuple[bool, str]], timeout: float = SETTLE_S) -> None:
-    """Poll ``check`` (done, description) until done; fail with the last description after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        done, state = check()
-        if done:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout}s: {state}")
-        time.sleep(0.05)
 
 
 def big_batch(timestamp: int | None = None) -> bytearray:
@@ -119,7 +108,7 @@ def test_deleted_topics_give_their_memory_back(broker: BrokerProcess, raw_socket
             assert rss(broker) - start >= ROUND_BYTES // 2, "the produced batches did not show in the RSS"
         delete(client, topic)
         if after_delete:
-            wait_for(within_half_a_round)
+            wait_for(within_half_a_round, SETTLE_S)
         after_delete.append(rss(broker))
 
 
@@ -165,7 +154,7 @@ def test_memory_broker_honours_retention_ms_and_retention_bytes(
     fill(client, by_size, 5 * VALUE_BYTES)
     wait_for(lambda: (offsets(client, by_time) == (3, 3) and offsets(client, by_size) == (3, 5),
                       (f"{by_time} (earliest, latest) {offsets(client, by_time)}, expected (3, 3); "
-                       f"{by_size} {offsets(client, by_size)}, expected (3, 5)")))
+                       f"{by_size} {offsets(client, by_size)}, expected (3, 5)")), SETTLE_S)
 
 
 def test_confluent_producer_retries_past_a_full_memory_broker_and_delivers_once_room_is_made(
