@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from storage.interface import MEMORY_MAX_BYTES_SETTING, UNBOUNDED
+
 ENV_PREFIX = "MOLDAU_"
 MEMORY_STORAGE_URL = "memory://"
 META_PROPERTIES = "meta.properties"
@@ -225,6 +227,13 @@ class BrokerConfig:
         "log.throttle.max.keys", 1024,
         "How many (warning, host) pairs the log throttle tracks; the oldest is summarised and dropped "
         "when more arrive.", minimum=1)
+
+    # memory engine
+    memory_max_bytes: int = _setting(
+        MEMORY_MAX_BYTES_SETTING, UNBOUNDED,
+        "With memory:// storage, the most record-batch bytes all partitions together may hold (retention "
+        "and DeleteRecords free them); an append past it is refused with KAFKA_STORAGE_ERROR, which clients "
+        "retry. -1: unbounded.", minimum=UNBOUNDED)
 
     # Not settings: where each setting's value came from (for DescribeConfigs' ConfigSource).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)

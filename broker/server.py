@@ -77,7 +77,7 @@ class Broker:
         else:
             self.cluster_id = prepare_data_dir(data_dir, self.node_id).cluster_id
 
-        self.engine = _open_storage(self.storage_url)
+        self.engine = _open_storage(self.storage_url, self.config.memory_max_bytes)
         try:
             sockets = await self._start_on_storage()
         except BaseException:
@@ -259,10 +259,10 @@ class Broker:
         self._connections.discard(conn)
 
 
-def _open_storage(url: str) -> Any:
+def _open_storage(url: str, memory_max_bytes: int) -> Any:
     from storage.interface import open_engine
 
-    return open_engine(url)
+    return open_engine(url, memory_max_bytes=memory_max_bytes)
 
 
 def _bind(host: str, port: int) -> list[socket.socket]:

@@ -14,6 +14,7 @@ read (on a single node, everything appended).
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,16 @@ from typing import Any
 from protocol.errors import ErrorCode, KafkaError
 
 TopicConfigSource = Mapping[str, Any] | Callable[[str], Any] | None
+
+# The broker setting that bounds the batch bytes the memory engine holds (all its logs together), and
+# its default: -1, unbounded (as Kafka's retention.bytes uses -1).
+MEMORY_MAX_BYTES_SETTING = "memory.max.bytes"
+UNBOUNDED = -1
+
+
+def wall_clock_ms() -> int:
+    """Milliseconds since the epoch: the clock engines use for retention when none is injected."""
+    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,12 +171,15 @@ class StorageEngine(abc.ABC):
         """Close every log."""
 
 
-def open_engine(url: str) -> StorageEngine:
-    """The engine for a storage URL: ``memory://`` or ``file:///path[?options]``."""
+def open_engine(url: str, *, memory_max_bytes: int = UNBOUNDED) -> StorageEngine:
+    """The engine for a storage URL: ``memory://`` or ``file:///path[?options]``.
+
+    ``memory_max_bytes`` bounds what the memory engine holds (``memory.max.bytes``; other engines
+    ignore it)."""
     if url == "memory://" or url.startswith("memory:"):
         from storage.memory import MemoryEngine
 
-        return MemoryEngine()
+        return MemoryEngine(max_bytes=memory_max_bytes)
     if url.startswith("file://"):
         from storage.file import FileEngine
 

@@ -1,15 +1,42 @@
 """The in-memory storage engine (``memory://``): batches kept as bytes in lists, nothing on disk.
 
 Meant for tests and CI: fast, and gone when the process ends. Each stored batch is one ``bytes``
-object (a single copy out of the request frame), found by binary search over base offsets.
+object of its own (a single copy out of the request frame, never a view into it, which would keep the
+whole frame alive), found by binary search over base offsets.
+
+What is dropped is freed at once, so a broker that creates and deletes topics all day stays the size
+of what it currently holds:
+
+- deleting a partition (`MemoryEngine.delete_log`) or closing the engine drops the log's batches, even
+  while something (a Fetch in flight, a topic object) still refers to the log; appends to a deleted log
+  answer UNKNOWN_TOPIC_OR_PARTITION;
+- retention (`MemoryLog.apply_retention`, called every ``log.retention.check.interval.ms``) applies the
+  file engine's rules (`storage.file.retention`) with every batch in the role of a Kafka segment:
+  ``retention.ms`` by the batch's largest timestamp (its append time when it carries none, as Kafka
+  falls back to the segment file's mtime), then ``retention.bytes``, when ``cleanup.policy`` includes
+  delete; the log start offset moves to the first batch kept (to the log end when none is);
+- DeleteRecords drops the batches wholly below the new log start offset (one straddling it stays, as
+  Kafka keeps its segment); truncation drops the tail.
+
+``memory.max.bytes`` bounds the batch bytes of every log together (``__consumer_offsets`` included,
+whose writers answer COORDINATOR_NOT_AVAILABLE when refused): an append that would pass it raises
+`MemoryLimitExceeded`, KAFKA_STORAGE_ERROR for that partition, which Kafka clients retry, instead of
+growing until the process is killed. Default -1: unbounded.
 """
 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable, Sequence
+from typing import Any, overload
 
+import structlog
+
+from protocol.errors import ErrorCode, KafkaError
 from protocol.records import RecordBatch, iter_batches, iter_records, set_base_offset, set_log_append_time
 from storage.interface import (
+    MEMORY_MAX_BYTES_SETTING,
+    UNBOUNDED,
     AppendResult,
     OffsetOutOfRange,
     PartitionLog,
@@ -17,20 +44,62 @@ from storage.interface import (
     StorageEngine,
     TimestampOffset,
     TopicConfigSource,
+    wall_clock_ms,
 )
+
+log = structlog.get_logger()
+
+
+class MemoryLimitExceeded(KafkaError):
+    """An append refused because the memory engine would hold more than ``memory.max.bytes``."""
+
+    def __init__(self, topic: str, partition: int, size: int, held: int, max_bytes: int) -> None:
+        super().__init__(
+            ErrorCode.KAFKA_STORAGE_ERROR,
+            f"In-memory storage is full: appending {size} bytes to {topic}-{partition} would exceed "
+            f"{MEMORY_MAX_BYTES_SETTING}={max_bytes} (the memory engine holds {held} bytes of record "
+            f"batches); delete topics or records, lower retention.ms / retention.bytes, or raise "
+            f"{MEMORY_MAX_BYTES_SETTING}")
+        self.size = size
+
+
+class MemoryBudget:
+    """The batch bytes held by every log of one engine, checked against ``memory.max.bytes``."""
+
+    __slots__ = ("held", "max_bytes")
+
+    def __init__(self, max_bytes: int = UNBOUNDED) -> None:
+        self.max_bytes = max_bytes
+        self.held = 0
+
+    def reserve(self, topic: str, partition: int, size: int) -> None:
+        """Count ``size`` more bytes, or raise `MemoryLimitExceeded` (counting nothing)."""
+        if 0 <= self.max_bytes < self.held + size:
+            raise MemoryLimitExceeded(topic, partition, size, self.held, self.max_bytes)
+        self.held += size
+
+    def release(self, size: int) -> None:
+        self.held -= size
 
 
 class MemoryLog(PartitionLog):
-    def __init__(self, topic: str, partition: int) -> None:
+    def __init__(self, topic: str, partition: int, config: TopicConfigSource = None,
+                 budget: MemoryBudget | None = None, clock: Callable[[], int] = wall_clock_ms) -> None:
         self.topic = topic
         self.partition = partition
-        self._bases: list[int] = []  # base offset of each stored batch, ascending
+        self._config = config
+        self._budget = budget if budget is not None else MemoryBudget()
+        self._clock = clock
+        # One entry per stored batch in each column, ascending by offset.
+        self._bases: list[int] = []
         self._lasts: list[int] = []
         self._max_ts: list[int] = []
+        self._retention_ts: list[int] = []  # what retention.ms compares: max timestamp, else append time
         self._data: list[bytes] = []
         self._start = 0
         self._end = 0
         self._size = 0
+        self._closed = False
 
     @property
     def log_start_offset(self) -> int:
@@ -44,33 +113,58 @@ class MemoryLog(PartitionLog):
     def size_bytes(self) -> int:
         return self._size
 
+    @property
+    def batch_count(self) -> int:
+        return len(self._data)
+
+    def batch_info(self, index: int) -> tuple[int, int, int, int]:
+        """(base offset, next offset, size, retention timestamp) of the index-th stored batch."""
+        return self._bases[index], self._lasts[index] + 1, len(self._data[index]), self._retention_ts[index]
+
     async def append(self, records: bytearray | memoryview, log_append_time: int | None = None) -> AppendResult:
+        if self._closed:
+            raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                             f"Partition {self.topic}-{self.partition} was deleted")
         buf = records if isinstance(records, memoryview) else memoryview(records)
         first = self._end
         next_offset = first
-        staged = []
+        framed = []
         for pos, batch in iter_batches(buf):
             set_base_offset(buf, pos, next_offset)
             if log_append_time is not None:
                 set_log_append_time(buf, pos, log_append_time)
-            size = batch.total_size
             last = next_offset + batch.last_offset_delta
             max_ts = log_append_time if log_append_time is not None else batch.max_timestamp
-            staged.append((next_offset, last, max_ts, bytes(buf[pos:pos + size])))
+            framed.append((pos, batch.total_size, next_offset, last, max_ts))
             next_offset = last + 1
-        # Commit only after every batch was framed correctly, so a bad batch appends nothing.
-        for base, last, max_ts, data in staged:
+        # Commit only after every batch was framed correctly and the bound takes them all, so a bad
+        # batch or a full engine appends nothing; the copies are made only then.
+        self._budget.reserve(self.topic, self.partition, sum(f[1] for f in framed))
+        now: int | None = None
+        for pos, size, base, last, max_ts in framed:
+            if max_ts < 0 and now is None:
+                now = self._clock()
             self._bases.append(base)
             self._lasts.append(last)
             self._max_ts.append(max_ts)
-            self._data.append(data)
-            self._size += len(data)
+            self._retention_ts.append(max_ts if max_ts >= 0 else now)  # type: ignore[arg-type]
+            self._data.append(bytes(buf[pos:pos + size]))
+            self._size += size
         self._end = next_offset
         return AppendResult(first, next_offset - 1, -1 if log_append_time is None else log_append_time)
 
     def _index_of(self, offset: int) -> int:
         """Index of the first batch whose last offset is >= offset."""
         return bisect.bisect_left(self._lasts, offset)
+
+    def _drop(self, section: slice) -> int:
+        """Drop the batches in ``section`` of every column and release their bytes; returns them."""
+        freed = sum(len(d) for d in self._data[section])
+        for column in (self._bases, self._lasts, self._max_ts, self._retention_ts, self._data):
+            del column[section]
+        self._size -= freed
+        self._budget.release(freed)
+        return freed
 
     async def read(self, offset: int, max_bytes: int, *, min_one_batch: bool = True,
                    max_offset: int | None = None) -> ReadResult:
@@ -113,9 +207,7 @@ class MemoryLog(PartitionLog):
         i = bisect.bisect_left(self._bases, offset)
         if i > 0 and self._lasts[i - 1] >= offset:
             raise ValueError(f"truncation offset {offset} falls inside the batch at {self._bases[i - 1]}")
-        self._size -= sum(len(d) for d in self._data[i:])
-        for column in (self._bases, self._lasts, self._max_ts, self._data):
-            del column[i:]
+        self._drop(slice(i, None))
         self._end = offset
 
     async def delete_records_before(self, offset: int) -> int:
@@ -123,29 +215,90 @@ class MemoryLog(PartitionLog):
             raise OffsetOutOfRange(offset, self._start, self.high_watermark)
         if offset > self._start:
             self._start = offset
-            keep = self._index_of(offset)
-            self._size -= sum(len(d) for d in self._data[:keep])
-            for column in (self._bases, self._lasts, self._max_ts, self._data):
-                del column[:keep]
+            # Whole batches below the new start go; one straddling it stays (Kafka keeps its segment).
+            self._drop(slice(0, self._index_of(offset)))
         return self._start
+
+    async def apply_retention(self, now_ms: int | None = None) -> Any:
+        """Drop the oldest batches that ``retention.ms`` / ``retention.bytes`` no longer keep (see the
+        module docstring); returns a `storage.file.retention.RetentionResult`."""
+        # Imported here: the file engine's package is slow to import, and a memory broker needs it only
+        # from its first retention check on.
+        from storage.file.config import LogConfig
+        from storage.file.retention import DeletedSegment, RetentionResult, SegmentInfo, select_deletable
+
+        config = LogConfig(self._config)
+        if self._closed or not self._data or not config.delete_enabled:
+            return RetentionResult((), self._start)
+        now = self._clock() if now_ms is None else now_ms
+        reasons = select_deletable(_BatchInfos(self, SegmentInfo), total_size=self._size, now_ms=now,
+                                   retention_ms=config.retention_ms, retention_bytes=config.retention_bytes,
+                                   log_start_offset=self._start)
+        if not reasons:
+            return RetentionResult((), self._start)
+        count = len(reasons)
+        deleted = tuple(DeletedSegment(*self.batch_info(i)[:3], reason) for i, reason in enumerate(reasons))
+        self._start = max(self._start, self._bases[count] if count < len(self._bases) else self._end)
+        freed = self._drop(slice(0, count))
+        log.info("storage.memory.retention", topic=self.topic, partition=self.partition, batches=count,
+                 bytes=freed, reasons=sorted(set(reasons)), log_start_offset=self._start)
+        return RetentionResult(deleted, self._start)
+
+    async def close(self) -> None:
+        """Drop every batch and refuse further appends (the partition was deleted or the engine closed)."""
+        self._closed = True
+        self._drop(slice(None))
+
+
+class _BatchInfos(Sequence[Any]):
+    """A log's batches as retention's segment infos, built only for the prefix the rules look at."""
+
+    def __init__(self, log: MemoryLog, info: Callable[..., Any]) -> None:
+        self._log = log
+        self._info = info
+
+    def __len__(self) -> int:
+        return self._log.batch_count
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self._info(*self._log.batch_info(index))
 
 
 class MemoryEngine(StorageEngine):
     url = "memory://"
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int = UNBOUNDED, clock: Callable[[], int] | None = None) -> None:
+        self.budget = MemoryBudget(max_bytes)
+        self.clock = clock or wall_clock_ms
         self._logs: dict[tuple[str, int], MemoryLog] = {}
         self._metadata: bytes | None = None
 
+    @property
+    def held_bytes(self) -> int:
+        """Batch bytes held by every log (what ``memory.max.bytes`` bounds)."""
+        return self.budget.held
+
     async def open_log(self, topic: str, partition: int, config: TopicConfigSource = None) -> PartitionLog:
         key = (topic, partition)
-        log = self._logs.get(key)
-        if log is None:
-            log = self._logs[key] = MemoryLog(topic, partition)
-        return log
+        plog = self._logs.get(key)
+        if plog is None:
+            plog = self._logs[key] = MemoryLog(topic, partition, config, self.budget, self.clock)
+        return plog
 
     async def delete_log(self, topic: str, partition: int) -> None:
-        self._logs.pop((topic, partition), None)
+        plog = self._logs.pop((topic, partition), None)
+        if plog is not None:
+            await plog.close()
 
     def partitions(self) -> list[tuple[str, int]]:
         return sorted(self._logs)
@@ -157,7 +310,9 @@ class MemoryEngine(StorageEngine):
         self._metadata = bytes(data)
 
     async def close(self) -> None:
+        for plog in self._logs.values():
+            await plog.close()
         self._logs.clear()
 
     def __repr__(self) -> str:
-        return f"MemoryEngine({len(self._logs)} logs)"
+        return f"MemoryEngine({len(self._logs)} logs, {self.budget.held} bytes)"

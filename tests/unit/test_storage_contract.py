@@ -222,3 +222,40 @@ def test_a_bad_batch_appends_nothing(engine: StorageEngine) -> None:
 def test_unknown_urls_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="unknown storage URL"):
         open_engine("s3://bucket")
+
+
+# Retention: each batch in its own file segment (segment.bytes below one batch), so both engines see the
+# same units; the newest batch stays (the file engine never deletes its active segment).
+ONE_BATCH_PER_SEGMENT = 100
+
+
+def test_retention_ms_deletes_old_batches_and_moves_the_log_start(engine: StorageEngine) -> None:
+    async def go() -> None:
+        log = await engine.open_log("t", 0, {"segment.bytes": ONE_BATCH_PER_SEGMENT, "retention.ms": 1000})
+        for ts in (1000, 2000, 3000):
+            await log.append(batch(2, ts=ts))  # largest timestamps 1001, 2001, 3001
+        await log.append(batch(2, ts=9000))
+        size = log.size_bytes
+        assert not (await log.apply_retention(now_ms=2001)).deleted
+        result = await log.apply_retention(now_ms=3002)
+        assert [d.reason for d in result.deleted] == ["retention.ms", "retention.ms"]
+        assert result.log_start_offset == log.log_start_offset == 4
+        assert log.size_bytes == size // 2
+        with pytest.raises(OffsetOutOfRange):
+            await log.read(3, 1 << 20)
+        assert offsets_of((await log.read(4, 1 << 20)).chunks) == [4, 5, 6, 7]
+    run(go())
+
+
+def test_retention_bytes_keeps_at_least_that_many_bytes(engine: StorageEngine) -> None:
+    async def go() -> None:
+        one = len(batch(2))
+        log = await engine.open_log("t", 0, {"segment.bytes": ONE_BATCH_PER_SEGMENT, "retention.ms": -1,
+                                             "retention.bytes": 2 * one})
+        for _ in range(5):
+            await log.append(batch(2))
+        result = await log.apply_retention(now_ms=10_000)
+        assert [d.reason for d in result.deleted] == ["retention.bytes"] * 3
+        assert (log.log_start_offset, log.size_bytes) == (6, 2 * one)
+        assert not (await log.apply_retention(now_ms=10_000)).deleted
+    run(go())
