@@ -27,7 +27,8 @@ from storage.interface import PartitionLog, StorageEngine
 log = structlog.get_logger()
 
 MAX_TOPIC_NAME_LENGTH = 249
-_LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
+# Matched with fullmatch: "$" alone would accept a trailing newline ("abc\n").
+_LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]+")
 INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 # After a restart, idempotent producer state is rebuilt from at most this much of a log's tail: enough
 # for the retries of producers that were active when the broker stopped.
@@ -45,7 +46,7 @@ def validate_topic_name(name: str | None) -> None:
         raise KafkaError(ErrorCode.INVALID_TOPIC_EXCEPTION,
                          f"Topic name is illegal, it can't be longer than {MAX_TOPIC_NAME_LENGTH} characters, "
                          f"topic name: {name[:40]}...")
-    if not _LEGAL_TOPIC.match(name):
+    if not _LEGAL_TOPIC.fullmatch(name):
         raise KafkaError(ErrorCode.INVALID_TOPIC_EXCEPTION,
                          f"Topic name {name!r} is illegal, it contains a character other than ASCII "
                          f"alphanumerics, '.', '_' and '-'")
