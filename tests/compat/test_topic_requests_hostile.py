@@ -11,11 +11,14 @@ of them) and checks Kafka's answer:
   is created;
 - Metadata v10-v11 naming a topic by id (or with a null name) is INVALID_REQUEST for the whole request,
   as Kafka's ``KafkaApis.handleTopicMetadataRequest`` throws; v12 resolves ids, an unknown one gets
-  UNKNOWN_TOPIC_ID with a null name, and when any id is given, names are ignored.
+  UNKNOWN_TOPIC_ID with a null name, and when any id is given, names are ignored;
+- a legal Metadata request of more array elements than one message may hold closes the connection
+  before they are built; one name repeated 200,000 times is answered (and auto-created) once.
 """
 
 from __future__ import annotations
 
+import struct
 import uuid
 from collections.abc import Callable
 
@@ -210,3 +213,36 @@ def test_metadata_v12_resolves_topic_ids(broker: BrokerProcess, raw_socket: RawS
 
     response = _metadata(sock, 12, ("ignored-name", topic_id), (other, ZERO_UUID))
     assert [(t.name, t.topic_id, t.error_code) for t in response.topics] == [(name, topic_id, 0)]
+
+
+# ------------------------------------------------------------------ decode amplification
+
+def test_metadata_of_a_million_empty_names_is_refused_and_others_are_served(
+        broker: BrokerProcess, raw_socket: RawSocket) -> None:
+    """A legal Metadata v1 frame of 1,000,001 empty names (2 MB, far below socket.request.max.bytes)
+    holds more array elements than one message may: the connection is closed with a log line naming the
+    bound, before the names are built, and another client is answered."""
+    count = 1_000_001
+    payload = struct.pack(">hhih", METADATA, 1, 3, 7) + b"hostile" + struct.pack(">i", count) + bytes(2 * count)
+    hostile = raw_socket(broker)
+    hostile.send(struct.pack(">i", len(payload)) + payload)
+    other = raw_socket(broker)
+    assert other.request(API_VERSIONS, 3, 1, m.ApiVersionsRequest(
+        client_software_name="other", client_software_version="1")).error_code == 0
+    assert hostile.is_closed_by_peer(5.0)
+    record = broker.wait_for_log(lambda r: r.get("event") == "request.malformed_body" and r.get("correlation_id") == 3,
+                                 5.0, "request.malformed_body")
+    assert "more than 1000000 array elements" in record["reason"]
+
+
+def test_metadata_repeating_one_name_is_answered_once(start_broker, raw_socket: RawSocket) -> None:
+    """Kafka treats the topics of a Metadata request as a set: 200,000 copies of one new name give one
+    answer entry and one auto-created topic."""
+    proc = start_broker()
+    name = unique("dup")
+    topics = [m.MetadataRequest.MetadataRequestTopic(name=name)] * 200_000
+    response = send_then_check_others_served(proc, raw_socket, METADATA, 9, m.MetadataRequest(
+        topics=topics, allow_auto_topic_creation=True))
+    assert [(t.name, t.error_code) for t in response.topics] == [(name, 0)]
+    created = [r for r in proc.records if r.get("event") == "topic.created" and r.get("topic") == name]
+    assert len(created) == 1
