@@ -27,7 +27,10 @@ from storage.interface import PartitionLog, StorageEngine
 log = structlog.get_logger()
 
 MAX_TOPIC_NAME_LENGTH = 249
-_LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
+# Matched with fullmatch: "$" alone would accept a trailing newline ("abc\n").
+_LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]+")
+# Kafka's message when one request would create more partitions than controller.max.records.per.batch.
+TOO_MANY_PARTITIONS_MESSAGE = "Excessively large number of partitions per request."
 INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 # After a restart, idempotent producer state is rebuilt from at most this much of a log's tail: enough
 # for the retries of producers that were active when the broker stopped.
@@ -45,7 +48,7 @@ def validate_topic_name(name: str | None) -> None:
         raise KafkaError(ErrorCode.INVALID_TOPIC_EXCEPTION,
                          f"Topic name is illegal, it can't be longer than {MAX_TOPIC_NAME_LENGTH} characters, "
                          f"topic name: {name[:40]}...")
-    if not _LEGAL_TOPIC.match(name):
+    if not _LEGAL_TOPIC.fullmatch(name):
         raise KafkaError(ErrorCode.INVALID_TOPIC_EXCEPTION,
                          f"Topic name {name!r} is illegal, it contains a character other than ASCII "
                          f"alphanumerics, '.', '_' and '-'")
@@ -114,6 +117,13 @@ class ClusterState:
 
     # ------------------------------------------------------------ mutations
 
+    def check_partitions_to_create(self, count: int) -> None:
+        """Refuse an operation that would create more partitions than ``controller.max.records.per.batch``
+        (POLICY_VIOLATION, as Kafka's controller): opening that many logs would hold the event loop and
+        memory for as long as the client likes."""
+        if count > self.config.controller_max_records_per_batch:
+            raise KafkaError(ErrorCode.POLICY_VIOLATION, TOO_MANY_PARTITIONS_MESSAGE)
+
     def check_new_topic(self, name: str, num_partitions: int, replication_factor: int,
                         configs: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Validate a creation without doing it (CreateTopics validate_only); returns parsed configs."""
@@ -126,6 +136,7 @@ class ClusterState:
                              f"Topic '{name}' collides with existing topic: {clash}")
         if num_partitions < 1:
             raise KafkaError(ErrorCode.INVALID_PARTITIONS, "Number of partitions must be larger than 0.")
+        self.check_partitions_to_create(num_partitions)
         if replication_factor != 1:
             raise KafkaError(ErrorCode.INVALID_REPLICATION_FACTOR,
                              f"Replication factor {replication_factor} is larger than the number of "
@@ -259,6 +270,7 @@ class ClusterState:
                              f"{total}.")
         if total == current:
             raise KafkaError(ErrorCode.INVALID_PARTITIONS, f"Topic already has {current} partitions.")
+        self.check_partitions_to_create(total - current)
         if not validate_only:
             await self._add_partitions(topic, total)
             await self.persist()

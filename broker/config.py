@@ -235,6 +235,13 @@ class BrokerConfig:
         "and DeleteRecords free them); an append past it is refused with KAFKA_STORAGE_ERROR, which clients "
         "retry. -1: unbounded.", minimum=UNBOUNDED)
 
+    # topic creation limits
+    controller_max_records_per_batch: int = _setting(
+        "controller.max.records.per.batch", 10000,
+        "The most partitions one CreateTopics or CreatePartitions request (or one automatic creation) may "
+        "create; more is refused with POLICY_VIOLATION, as Kafka's controller refuses an operation of more "
+        "records than one batch holds.", minimum=1)
+
     # Not settings: where each setting's value came from (for DescribeConfigs' ConfigSource).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 

@@ -77,6 +77,7 @@ class _Generator:
         self.done: set[str] = set()
         self.counter = 0
         self.tag_maps: list[dict] = []
+        self.min_sizes: dict[str, int] = {}
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -119,6 +120,30 @@ class _Generator:
         c = self.const(value)
         return f"{c}()" if fresh else c
 
+    # -- smallest encodings (for the count-vs-bytes-left check of arrays) -------------------------
+
+    def value_min_size(self, ftype: str, flex: bool, nullable: bool) -> int:
+        """The fewest bytes one value of ``ftype`` can take on the wire at this version."""
+        if ftype in _FIXED:
+            return struct.calcsize(">" + _FIXED[ftype])
+        if ftype == "uuid":
+            return 16
+        if ftype == "string":
+            return 1 if flex else 2
+        if ftype in ("bytes", "records") or ftype.startswith("[]"):
+            return 1 if flex else 4
+        return 1 if nullable else self.struct_min_size(ftype)
+
+    def struct_min_size(self, sname: str) -> int:
+        size = self.min_sizes.get(sname)
+        if size is None:
+            regular, _, _ = self.layout(sname)
+            size = sum(self.value_min_size(f["type"], self.field_flexible(f), _in(f.get("nullable"), self.version))
+                       for f in regular) + (1 if self.flexible else 0)  # the tag count
+            # An element of zero bytes (an empty struct) still costs an object: count it as one byte.
+            self.min_sizes[sname] = size = max(size, 1)
+        return size
+
     # -- readers -------------------------------------------------------------------------------
 
     def reader(self, sname: str) -> str:
@@ -128,7 +153,7 @@ class _Generator:
         self.done.add(fn)
         regular, tagged, absent = self.layout(sname)
         cls = self.const(self.struct_cls(sname))
-        lines = [f"def {fn}(buf, pos):", f"    o = _new({cls})"]
+        lines = [f"def {fn}(buf, pos, b):", f"    o = _new({cls})"]
         for f in absent:
             lines.append(f"    o.{f['name']} = {self.default_expr(f)}")
         i = 0
@@ -155,7 +180,7 @@ class _Generator:
             self.tag_maps.append(treaders)  # function names, resolved after compilation
             tr = self.const(treaders)
             lines.append("    if buf[pos]:")
-            lines.append(f"        pos = _read_tags(buf, pos, o, {tr})")
+            lines.append(f"        pos = _read_tags(buf, pos, o, {tr}, b)")
             lines.append("    else:")
             lines.append("        o._unknown_tags = None")
             lines.append("        pos += 1")
@@ -167,7 +192,7 @@ class _Generator:
 
     def tag_reader(self, sname: str, f: dict) -> str:
         fn = f"t_{sname}_{f['name']}"
-        lines = [f"def {fn}(buf, pos):"] + self.read_value(f, "v", "    ") + ["    return v, pos"]
+        lines = [f"def {fn}(buf, pos, b):"] + self.read_value(f, "v", "    ") + ["    return v, pos"]
         self.src.append("\n".join(lines))
         return fn
 
@@ -182,9 +207,10 @@ class _Generator:
             return [f"{ind}{var}, = {s}.unpack_from(buf, pos)", f"{ind}pos += {size}"]
         if ftype == "uuid":
             return [f"{ind}{var}, pos = _p.read_uuid(buf, pos)"]
-        if ftype in ("string", "bytes", "records"):
-            kind = "string" if ftype == "string" else "bytes"
-            fn = f"_p.read_compact_{kind}" if flex else f"_p.read_{kind}"
+        if ftype == "string":
+            return self.read_string(var, ind, flex, nullable, name)
+        if ftype in ("bytes", "records"):
+            fn = "_p.read_compact_bytes" if flex else "_p.read_bytes"
             out = [f"{ind}{var}, pos = {fn}(buf, pos)"]
             if ftype == "bytes":
                 out.append(f"{ind}if {var} is not None: {var} = bytes({var})")
@@ -194,7 +220,10 @@ class _Generator:
         if ftype.startswith("[]"):
             elem = ftype[2:]
             lenfn = "_p.read_compact_array_len" if flex else "_p.read_array_len"
-            out = [f"{ind}n, pos = {lenfn}(buf, pos)", f"{ind}if n < 0:"]
+            # Every count is checked against the bytes left (n elements take at least n * min_size) and
+            # taken from the message's element budget before anything is allocated.
+            min_size = self.value_min_size(elem, flex, False)
+            out = [f"{ind}n, pos = {lenfn}(buf, pos, {min_size}, b)", f"{ind}if n < 0:"]
             if nullable:
                 out.append(f"{ind}    {var} = None")
             else:
@@ -212,7 +241,7 @@ class _Generator:
             out.append(f"{ind}    for _ in range(n):")
             if elem in self.table["structs"]:
                 rfn = self.reader(elem)
-                out.append(f"{ind}        e, pos = {rfn}(buf, pos)")
+                out.append(f"{ind}        e, pos = {rfn}(buf, pos, b)")
             else:
                 out += self.read_value({"type": elem, "name": name, "nullable": None,
                                         **({"flexible": f["flexible"]} if "flexible" in f else {})},
@@ -227,9 +256,33 @@ class _Generator:
                 f"{ind}    {var} = None",
                 f"{ind}    pos += 1",
                 f"{ind}else:",
-                f"{ind}    {var}, pos = {rfn}(buf, pos + 1)",
+                f"{ind}    {var}, pos = {rfn}(buf, pos + 1, b)",
             ]
-        return [f"{ind}{var}, pos = {rfn}(buf, pos)"]
+        return [f"{ind}{var}, pos = {rfn}(buf, pos, b)"]
+
+    def read_string(self, var: str, ind: str, flex: bool, nullable: bool, name: str) -> list[str]:
+        """A string read inline (no helper call: arrays of short names are the costliest input to decode
+        per byte). The length is checked against the bytes left before the slice."""
+        if flex:
+            head = [f"{ind}n, pos = _p.read_uvarint(buf, pos)", f"{ind}n -= 1"]
+        else:
+            head = [f"{ind}n, = {self.packer('h')}.unpack_from(buf, pos)", f"{ind}pos += 2"]
+        null = (f"{ind}    {var} = None" if nullable
+                else f"{ind}    raise WireError('non-nullable field {name} was null')")
+        return head + [
+            f"{ind}if n > 0:",
+            f"{ind}    end = pos + n",
+            (f"{ind}    if end > len(buf): raise WireError(f'string of {{n}} bytes at offset {{pos}} runs past "
+             f"the end of the {{len(buf)}}-byte message')"),
+            f"{ind}    {var} = str(buf[pos:end], 'utf-8')",
+            f"{ind}    pos = end",
+            f"{ind}elif n == 0:",
+            f"{ind}    {var} = ''",
+            f"{ind}elif n == -1:",
+            null,
+            f"{ind}else:",
+            f"{ind}    raise WireError(f'negative string length {{n}}')",
+        ]
 
     # -- writers -------------------------------------------------------------------------------
 
@@ -350,8 +403,9 @@ class _Generator:
         return self.ns[f"r_{top}"], self.ns[f"w_{top}"]
 
 
-def _read_tags(buf: Any, pos: int, obj: Any, known: dict[int, tuple[str, Any]]) -> int:
-    count, pos = p.read_uvarint(buf, pos)
+def _read_tags(buf: Any, pos: int, obj: Any, known: dict[int, tuple[str, Any]], budget: list[int]) -> int:
+    # A tagged field takes at least 2 bytes (tag, size); unknown ones are kept, so they count as elements.
+    count, pos = p.read_uvarint_count(buf, pos, 2, budget)
     unknown = None
     last = -1
     for _ in range(count):
@@ -369,7 +423,7 @@ def _read_tags(buf: Any, pos: int, obj: Any, known: dict[int, tuple[str, Any]]) 
                 unknown = []
             unknown.append((tag, bytes(buf[pos:end])))
         else:
-            value, used = entry[1](buf[:end], pos)
+            value, used = entry[1](buf[:end], pos, budget)
             if used != end:
                 raise p.WireError(f"tagged field {tag} declared {size} bytes but used {used - pos}")
             setattr(obj, entry[0], value)
@@ -402,10 +456,11 @@ class MessageCodec(construct.Construct):
         self.cls = messages.class_for_table(table)
         self._read, self._write = _Generator(table, version).compile()
 
-    def decode(self, buf: Any, pos: int = 0) -> tuple[Any, int]:
+    def decode(self, buf: Any, pos: int = 0, max_elements: int = p.MAX_ELEMENTS) -> tuple[Any, int]:
         """Decode from ``buf`` at ``pos``; returns (message, end position). Raises ``p.WireError``,
-        ``struct.error`` or ``IndexError`` on malformed input (the public functions wrap these)."""
-        return self._read(buf, pos)
+        ``struct.error`` or ``IndexError`` on malformed input (the public functions wrap these), and
+        ``p.WireError`` when the message holds more than ``max_elements`` array elements in all."""
+        return self._read(buf, pos, p.new_budget(max_elements))
 
     def encode(self, obj: Any, w: p.Writer | None = None) -> list[Any]:
         w = w or p.Writer()
@@ -416,7 +471,7 @@ class MessageCodec(construct.Construct):
         start = stream.tell()
         data = memoryview(stream.read())
         try:
-            obj, used = self._read(data, 0)
+            obj, used = self._read(data, 0, p.new_budget())
         except (p.WireError, struct.error, IndexError, UnicodeDecodeError) as exc:
             raise construct.StreamError(f"{self.table['name']} v{self.version}: {exc}", path=path) from exc
         stream.seek(start + used)

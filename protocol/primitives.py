@@ -83,23 +83,52 @@ def _need(buf: Any, pos: int, n: int) -> int:
     return end
 
 
-def read_array_len(buf: Any, pos: int) -> tuple[int, int]:
-    """Classic array count (int32, -1 = null); the count is checked against the bytes left."""
-    (n,) = INT32.unpack_from(buf, pos)
-    pos += 4
-    if n > len(buf) - pos:
-        raise WireError(f"array of {n} elements cannot fit in the {len(buf) - pos} bytes left")
+# The most array elements one decoded message may hold, all arrays together, unless the caller gives
+# another bound: a legal frame of 100 MiB made of 2-byte elements would otherwise cost tens of seconds of
+# decoding and gigabytes of objects.
+MAX_ELEMENTS = 1_000_000
+
+
+def new_budget(max_elements: int = MAX_ELEMENTS) -> list[int]:
+    """The element budget of one decode: [elements still allowed, the bound]."""
+    return [max_elements, max_elements]
+
+
+def _check_count(buf: Any, pos: int, n: int, min_size: int, budget: list[int] | None) -> None:
     if n < -1:
         raise WireError(f"negative array length {n}")
+    if n * min_size > len(buf) - pos:
+        # Kafka's words: the count is refused before anything is allocated.
+        raise WireError(f"tried to allocate a collection of size {n}, but there are only {len(buf) - pos} "
+                        f"bytes remaining")
+    if budget is not None and n > 0:
+        budget[0] -= n
+        if budget[0] < 0:
+            raise WireError(f"message holds more than {budget[1]} array elements, the most one message may hold")
+
+
+def read_array_len(buf: Any, pos: int, min_size: int = 1, budget: list[int] | None = None) -> tuple[int, int]:
+    """Classic array count (int32, -1 = null). The count times ``min_size`` (the smallest encoding of
+    one element) must fit in the bytes left, and the count is taken from ``budget`` (see `new_budget`)."""
+    (n,) = INT32.unpack_from(buf, pos)
+    pos += 4
+    _check_count(buf, pos, n, min_size, budget)
     return n, pos
 
 
-def read_compact_array_len(buf: Any, pos: int) -> tuple[int, int]:
-    """Compact array count (uvarint N+1, 0 = null), checked against the bytes left."""
+def read_compact_array_len(buf: Any, pos: int, min_size: int = 1,
+                           budget: list[int] | None = None) -> tuple[int, int]:
+    """Compact array count (uvarint N+1, 0 = null), checked as `read_array_len` checks it."""
     n, pos = read_uvarint(buf, pos)
     n -= 1
-    if n > len(buf) - pos:
-        raise WireError(f"array of {n} elements cannot fit in the {len(buf) - pos} bytes left")
+    _check_count(buf, pos, n, min_size, budget)
+    return n, pos
+
+
+def read_uvarint_count(buf: Any, pos: int, min_size: int, budget: list[int] | None = None) -> tuple[int, int]:
+    """A plain uvarint count (the number of tagged fields), checked as `read_array_len` checks it."""
+    n, pos = read_uvarint(buf, pos)
+    _check_count(buf, pos, n, min_size, budget)
     return n, pos
 
 

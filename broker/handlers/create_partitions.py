@@ -10,6 +10,9 @@ Kafka behaviours implemented (``ControllerApis.createPartitions`` and the KRaft
 - ``assignments`` (nullable), one replica list per added partition: INVALID_REPLICA_ASSIGNMENT when
   their number differs from the partitions added, or a list is empty, names a broker other than this
   node, names one twice, or has a length other than the topic's replication factor (1);
+- more than ``controller.max.records.per.batch`` (10,000) partitions added by the whole request:
+  POLICY_VIOLATION "Excessively large number of partitions per request." for every topic (the limit
+  Kafka's controller puts on one operation; KAFKA-19673 gives it this message);
 - ``validate_only`` runs every check and adds nothing.
 
 Partitions are added when the answer is sent, so ``timeout_ms`` is not waited on. Left out:
@@ -23,7 +26,7 @@ from typing import Any
 import structlog
 
 from broker.handlers import RequestContext
-from broker.handlers.create_topics import check_replica_list, once_per_name
+from broker.handlers.create_topics import check_replica_list, check_request_size, once_per_name
 from protocol import messages
 from protocol.errors import ErrorCode, KafkaError
 
@@ -51,12 +54,19 @@ async def _create(ctx: RequestContext, topic: Any, validate_only: bool) -> None:
 
 async def handle_create_partitions(header: Any, body: Any, ctx: RequestContext) -> Any:
     response = messages.CreatePartitionsResponse
+    cluster = ctx.broker.cluster
+    current = {t.name: len(t.partitions) for t in (cluster.get(topic.name) for topic in body.topics) if t}
+    too_many = check_request_size(ctx, sum(max(topic.count - current[topic.name], 0)
+                                           for topic, repeated in once_per_name(body.topics)
+                                           if not repeated and topic.name in current))
     results = []
     for topic, repeated in once_per_name(body.topics):
         name = topic.name
         try:
             if repeated:
                 raise KafkaError(ErrorCode.INVALID_REQUEST, "Duplicate topic name.")
+            if too_many is not None:
+                raise too_many
             await _create(ctx, topic, body.validate_only)
         except KafkaError as exc:
             log.info("create_partitions.rejected", topic=name, count=topic.count, error=exc.code.name,

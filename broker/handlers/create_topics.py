@@ -16,6 +16,9 @@ the KRaft ``ReplicationControlManager.createTopic``), checked in Kafka's order f
   INVALID_PARTITIONS / INVALID_REPLICATION_FACTOR; a replication factor above 1 is
   INVALID_REPLICATION_FACTOR saying that this broker is a single node;
 - ``validate_only`` (v1+) runs every check and creates nothing; the answer then has the zero topic id;
+- more than ``controller.max.records.per.batch`` (10,000) partitions in the whole request (manual
+  assignments count one per entry, -1 counts ``num.partitions``): POLICY_VIOLATION "Excessively large
+  number of partitions per request." for every topic, before any other check;
 - v5+: a created (or validated) topic's result carries num_partitions, replication_factor and its
   configs with source/read-only/sensitive flags; a failed one -1, -1 and an empty config list
   (Kafka's "reset any configs in the response if Create failed"); v7+: the topic id;
@@ -151,9 +154,33 @@ def once_per_name(topics: Sequence[Any]) -> Iterator[tuple[Any, bool]]:
             yield topic, counts[topic.name] > 1
 
 
+def _partitions_asked(topic: Any, default_partitions: int) -> int:
+    """How many partitions one topic entry would create, counted as Kafka's
+    ``validateTotalNumberOfPartitions`` does (before any other check)."""
+    if topic.assignments:
+        return len(topic.assignments)
+    if topic.num_partitions == -1:
+        return default_partitions
+    return max(topic.num_partitions, 0)
+
+
+def check_request_size(ctx: RequestContext, partitions: int) -> KafkaError | None:
+    """The POLICY_VIOLATION for a request that would create more partitions than one controller batch,
+    or None."""
+    try:
+        ctx.broker.cluster.check_partitions_to_create(partitions)
+    except KafkaError as exc:
+        return exc
+    return None
+
+
 async def handle_create_topics(header: Any, body: Any, ctx: RequestContext) -> Any:
     validate_only = ctx.api_version >= 1 and body.validate_only
     duplicates = [name for name, n in Counter(t.name for t in body.topics).items() if n > 1]
+    default_partitions = ctx.broker.config.num_partitions
+    # The whole request is refused when all its topics together would create too many partitions.
+    too_many = check_request_size(ctx, sum(_partitions_asked(t, default_partitions)
+                                           for t, repeated in once_per_name(body.topics) if not repeated))
     results = []
     for topic, repeated in once_per_name(body.topics):
         name = topic.name
@@ -164,6 +191,8 @@ async def handle_create_topics(header: Any, body: Any, ctx: RequestContext) -> A
                 raise KafkaError(ErrorCode.INVALID_REQUEST,
                                  f"Create topics request from client `{client}` contains multiple "
                                  f"entries for the following topics: {', '.join(duplicates)}")
+            if too_many is not None:
+                raise too_many
             results.append(await _create(ctx, topic, validate_only))
         except KafkaError as exc:
             log.info("create_topics.rejected", topic=name, error=exc.code.name, reason=exc.message,

@@ -3,7 +3,10 @@
 Kafka behaviours implemented:
 - v0: an empty topic list means "all topics"; v1+: null means all, empty means none;
 - topics named but not present: UNKNOWN_TOPIC_OR_PARTITION with a zero topic id (v10+);
-  topics asked for by id only (v12): UNKNOWN_TOPIC_ID with a null name;
+- topic ids (v12): when any entry has one, the request is answered by id and names are ignored; an
+  unknown id gets UNKNOWN_TOPIC_ID with a null name. Before v12 an id or a null name makes the whole
+  answer INVALID_REQUEST (``KafkaApis.handleTopicMetadataRequest``), names "" where null;
+- each topic is answered once, however often the request names it (Kafka treats them as a set);
 - authorized operations: INT32_MIN ("not requested") unless asked for; when asked for, every operation
   that applies to the resource, as Kafka answers when no authorizer is configured.
 - auto-creation of named topics when ``auto.create.topics.enable`` is on and (v4+) the request allows
@@ -19,6 +22,7 @@ from broker.cluster import validate_topic_name
 from broker.handlers import RequestContext
 from protocol import messages
 from protocol.errors import ErrorCode, KafkaError
+from protocol.primitives import ZERO_UUID
 
 AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
 
@@ -66,6 +70,43 @@ async def _named_topic(ctx: RequestContext, name: str, auto_create: bool, topic_
     return topic_entry(ctx, topic, topic_ops)
 
 
+def _refused_before_v12(version: int, requested: list[Any]) -> Any:
+    """Kafka refuses topic ids, and null names, before v12 ("Topic IDs are not supported in requests for
+    version N" / "Topic name can not be null for version N"): the whole answer is INVALID_REQUEST, each
+    entry with its name ("" for null, as the response name is not nullable before v12) and id."""
+    if version >= 12 or all(t.name is not None and t.topic_id == ZERO_UUID for t in requested):
+        return None
+    resp = messages.MetadataResponse
+    entries = dict.fromkeys(("" if t.name is None else t.name, t.topic_id) for t in requested)
+    return resp(throttle_time_ms=0, topics=[
+        resp.MetadataResponseTopic(error_code=int(ErrorCode.INVALID_REQUEST), name=name, topic_id=topic_id,
+                                   is_internal=False, partitions=[])
+        for name, topic_id in entries])
+
+
+async def _requested_topics(ctx: RequestContext, requested: list[Any], auto_create: bool,
+                            topic_ops: int) -> list[Any]:
+    """The answer for each distinct topic asked for. As Kafka does, a request with any topic id is
+    answered by id only (names are then ignored); otherwise by name. Each topic is answered once however
+    often it is named, so a request repeating one name costs one lookup (and at most one creation)."""
+    cluster = ctx.broker.cluster
+    ids = dict.fromkeys(t.topic_id for t in requested if t.topic_id != ZERO_UUID)
+    if not ids:
+        names = dict.fromkeys(t.name for t in requested)
+        return [await _named_topic(ctx, name, auto_create, topic_ops) for name in names]
+    resp = messages.MetadataResponse
+    topics = []
+    for topic_id in ids:
+        topic = cluster.get_by_id(topic_id)
+        if topic is None:
+            topics.append(resp.MetadataResponseTopic(
+                error_code=int(ErrorCode.UNKNOWN_TOPIC_ID), name=None, topic_id=topic_id,
+                topic_authorized_operations=topic_ops))
+        else:
+            topics.append(topic_entry(ctx, topic, topic_ops))
+    return topics
+
+
 async def handle_metadata(header: Any, body: Any, ctx: RequestContext) -> Any:
     broker = ctx.broker
     cluster = broker.cluster
@@ -77,28 +118,14 @@ async def handle_metadata(header: Any, body: Any, ctx: RequestContext) -> Any:
     topic_ops = TOPIC_OPERATIONS if include_topic_ops else AUTHORIZED_OPERATIONS_OMITTED
     # v0-3 always auto-create; v4+ only when the client allows it (and the broker does).
     auto_create = version < 4 or body.allow_auto_topic_creation
-    topics = []
     wants_all = body.topics is None or (version == 0 and not body.topics)
     if wants_all:
         topics = [topic_entry(ctx, cluster.get(name), topic_ops) for name in cluster.names()]
     else:
-        seen: set[Any] = set()
-        for requested in body.topics:
-            # Kafka answers each topic once, however often the request names it.
-            key = requested.name if requested.name is not None else requested.topic_id
-            if key in seen:
-                continue
-            seen.add(key)
-            if requested.name is None:
-                topic = cluster.get_by_id(requested.topic_id)
-                if topic is None:
-                    topics.append(resp.MetadataResponseTopic(
-                        error_code=int(ErrorCode.UNKNOWN_TOPIC_ID), name=None, topic_id=requested.topic_id,
-                        topic_authorized_operations=topic_ops))
-                else:
-                    topics.append(topic_entry(ctx, topic, topic_ops))
-            else:
-                topics.append(await _named_topic(ctx, requested.name, auto_create, topic_ops))
+        refused = _refused_before_v12(version, body.topics)
+        if refused is not None:
+            return refused
+        topics = await _requested_topics(ctx, body.topics, auto_create, topic_ops)
 
     include_cluster_ops = 8 <= version <= 10 and body.include_cluster_authorized_operations
     return resp(
