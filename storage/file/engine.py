@@ -97,10 +97,13 @@ class FileEngine(StorageEngine):
         self._lock_fd = self._prepare_data_dir()
         try:
             self.clean_shutdown = self._consume_marker()
-            self._recovery_points = read_checkpoint(self.fs, self._file(RECOVERY_POINT_CHECKPOINT), self._log)
-            self._log_start_offsets = read_checkpoint(self.fs, self._file(LOG_START_OFFSET_CHECKPOINT), self._log)
+            self._recovery_points = read_checkpoint(self.fs, self._file(RECOVERY_POINT_CHECKPOINT), self._log).entries
+            starts = read_checkpoint(self.fs, self._file(LOG_START_OFFSET_CHECKPOINT), self._log)
+            self._log_start_offsets = starts.entries
+            # A damaged file lost some entries: each log opened without one says so (storage.checkpoint).
+            self._log_starts_damaged = bool(starts.problems)
             # Where each compacted log's clean part ends (storage.file.cleaner); Kafka's file and format.
-            self._cleaner_offsets = read_checkpoint(self.fs, self._file(CLEANER_OFFSET_CHECKPOINT), self._log)
+            self._cleaner_offsets = read_checkpoint(self.fs, self._file(CLEANER_OFFSET_CHECKPOINT), self._log).entries
             self._on_disk, leftovers = self._discover()
         except OSError as exc:
             self._release_lock()
@@ -277,6 +280,10 @@ class FileEngine(StorageEngine):
         topic, partition = key
         directory = self._file(directory_name(topic, partition))
         log = self._log.bind(topic=topic, partition=partition)
+        if self._log_starts_damaged and key in self._on_disk and key not in self._log_start_offsets:
+            log.error("storage.log_start_offset.lost", path=self._file(LOG_START_OFFSET_CHECKPOINT),
+                      fix="the damaged checkpoint had no entry for this partition: its log starts at its first "
+                          "segment; repeat any DeleteRecords done on it")
         try:
             loaded = await self.run_io(
                 functools.partial(load_log, self.fs, self.path, directory, clean=self.clean_shutdown,
