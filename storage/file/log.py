@@ -601,7 +601,8 @@ class FileLog(PartitionLog):
         return segment.size if found is None else found.position
 
     async def apply_retention(self, now_ms: int | None = None) -> RetentionResult:
-        """Delete closed segments past retention.ms / retention.bytes or below the log start offset.
+        """Delete segments past retention.ms / retention.bytes (the active one too, after rolling a new
+        empty one, see `storage.file.retention`) or closed segments below the log start offset.
 
         The broker calls this every ``log.retention.check.interval.ms``; `now_ms` defaults to the
         engine clock. Returns the deleted segments with the rule that removed each, and the log start
@@ -614,14 +615,14 @@ class FileLog(PartitionLog):
             return await self._delete_segments(now, time_and_size=True)
 
     async def _delete_segments(self, now_ms: int, *, time_and_size: bool) -> RetentionResult:
+        """Under the mutex (so no append runs meanwhile): delete the prefix retention selects."""
         segments = self._segments
-        closed = segments[:-1]
         config = self.config
         if time_and_size and config.delete_enabled:
-            infos = await self._engine.run_io(self._segment_infos_blocking, closed)
+            infos = await self._engine.run_io(self._segment_infos_blocking, segments)
             retention_ms, retention_bytes = config.retention_ms, config.retention_bytes
         else:
-            infos = [SegmentInfo(s.base_offset, s.next_offset, s.size, 0) for s in closed]
+            infos = [SegmentInfo(s.base_offset, s.next_offset, s.size, 0) for s in segments]
             retention_ms = retention_bytes = -1
         reasons = select_deletable(infos, total_size=sum(s.size for s in segments), now_ms=now_ms,
                                    retention_ms=retention_ms, retention_bytes=retention_bytes,
@@ -629,6 +630,15 @@ class FileLog(PartitionLog):
         if not reasons:
             return RetentionResult((), self._start)
         count = len(reasons)
+        if count == len(segments) and self._offline is not None:
+            count -= 1  # no new segment on a failed disk: the active one stays until a restart
+            if not count:
+                return RetentionResult((), self._start)
+        if count == len(segments):
+            # The active segment is past retention too: as Kafka does, roll an empty one at the log end
+            # offset first, so the log keeps a segment and the log start offset moves to the log end.
+            await self._roll(config, reasons[-1])
+            segments = self._segments
         victims = segments[:count]
         new_start = max(self._start, segments[count].base_offset)
         if new_start > self._start:
@@ -652,10 +662,10 @@ class FileLog(PartitionLog):
               log_start_offset=self._start)
         return RetentionResult(deleted, self._start)
 
-    def _segment_infos_blocking(self, closed: list[LogSegment]) -> list[SegmentInfo]:
+    def _segment_infos_blocking(self, segments: list[LogSegment]) -> list[SegmentInfo]:
         infos = []
         try:
-            for segment in closed:
+            for segment in segments:
                 self._ensure_loaded(segment)
                 largest = segment.max_timestamp
                 if largest < 0:
