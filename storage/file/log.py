@@ -84,6 +84,7 @@ class FileLog(PartitionLog):
         self._engine = engine
         self._fs = engine.fs
         self._segments = segments  # replaced, never mutated: threads hold snapshots
+        segments[-1].hold_open(True)  # the active segment's descriptor stays open (storage.file.open_files)
         self._bases = [s.base_offset for s in segments]
         self._start = log_start_offset
         self._start_position = start_position  # where the batch holding the log start offset begins
@@ -222,9 +223,11 @@ class FileLog(PartitionLog):
         jitter_limit = min(config.segment_jitter_ms, config.segment_ms)
         jitter = random.randrange(jitter_limit) if jitter_limit > 0 else 0
         new = LogSegment(self._fs, self.directory, self._end, created_ms=now, modified_ms=now,
-                         roll_jitter_ms=jitter)
+                         roll_jitter_ms=jitter, files=old.files)
+        new.hold_open(True)
         done, interrupted = await self._io_to_the_end(self._roll_blocking, old, new)
         done.result()
+        old.hold_open(False)  # closed now: its descriptor counts against the cap
         old.modified_ms = now
         self._segments = [*self._segments, new]
         self._bases = [*self._bases, new.base_offset]
@@ -531,6 +534,7 @@ class FileLog(PartitionLog):
             keep = done.result()
             self._segments = segments[:keep]
             self._bases = self._bases[:keep]
+            self._segments[-1].hold_open(True)  # the active segment again, if later ones were cut
             self._start_position = min(self._start_position, self._segments[0].size)
             self._end = offset
             self._durable = min(self._durable, offset)
