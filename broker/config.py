@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from storage.file.open_files import DEFAULT_MAX_OPEN_SEGMENT_FILES
+
 ENV_PREFIX = "MOLDAU_"
 MEMORY_STORAGE_URL = "memory://"
 META_PROPERTIES = "meta.properties"
@@ -190,6 +192,14 @@ class BrokerConfig:
     log_roll_ms: str | None = _setting("log.roll.ms", None, "Default segment.ms.")
     unclean_leader_election_enable: str | None = _setting(
         "unclean.leader.election.enable", None, "Default unclean.leader.election.enable.")
+
+    # file storage: open descriptors
+    log_max_open_segment_files: int = _setting(
+        "log.max.open.segment.files", DEFAULT_MAX_OPEN_SEGMENT_FILES,
+        "File storage: the most descriptors of inactive segment (.log) files kept open; the least "
+        "recently used idle one is closed beyond it and reopened on its next use. The active segment "
+        "of each partition stays open besides, so the broker needs about partitions + this + "
+        "connections descriptors (ulimit -n). Kafka keeps every segment open instead.", minimum=1)
 
     # Not settings: where each setting's value came from (for DescribeConfigs' ConfigSource).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)

@@ -69,7 +69,7 @@ class Broker:
         else:
             self.cluster_id = prepare_data_dir(data_dir, self.node_id).cluster_id
 
-        self.engine = _open_storage(self.storage_url)
+        self.engine = _open_storage(self.storage_url, self.config)
         from broker.cluster import ClusterState
 
         self.cluster = ClusterState(self.engine, self.config)
@@ -221,10 +221,10 @@ class Broker:
         self._connections.discard(conn)
 
 
-def _open_storage(url: str) -> Any:
+def _open_storage(url: str, config: BrokerConfig) -> Any:
     from storage.interface import open_engine
 
-    return open_engine(url)
+    return open_engine(url, max_open_segment_files=config.log_max_open_segment_files)
 
 
 def _bind(host: str, port: int) -> list[socket.socket]:

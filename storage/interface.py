@@ -160,8 +160,11 @@ class StorageEngine(abc.ABC):
         """Close every log."""
 
 
-def open_engine(url: str) -> StorageEngine:
-    """The engine for a storage URL: ``memory://`` or ``file:///path[?options]``."""
+def open_engine(url: str, **file_options: Any) -> StorageEngine:
+    """The engine for a storage URL: ``memory://`` or ``file:///path[?options]``.
+
+    ``file_options`` are defaults for the file engine's options (the URL's own options win); other
+    engines ignore them."""
     if url == "memory://" or url.startswith("memory:"):
         from storage.memory import MemoryEngine
 
@@ -169,5 +172,5 @@ def open_engine(url: str) -> StorageEngine:
     if url.startswith("file://"):
         from storage.file import FileEngine
 
-        return FileEngine.from_url(url)
+        return FileEngine.from_url(url, **file_options)
     raise ValueError(f"unknown storage URL {url!r}: expected memory:// or file:///path")

@@ -72,7 +72,7 @@ T = TypeVar("T")
 
 DEFAULT_CHECKPOINT_INTERVAL_MS = 60_000  # Kafka's log.flush.offset.checkpoint.interval.ms
 URL_OPTIONS = {"log.flush.offset.checkpoint.interval.ms": "checkpoint_interval_ms", "read.threads": "read_threads",
-               "max.open.segment.files": "max_open_segment_files"}
+               "log.max.open.segment.files": "max_open_segment_files"}
 PROBE_FILE = ".moldau-probe.tmp"
 DELETE_SUFFIX = "-delete"
 # Topics, ids, partition counts and config overrides, as the broker's cluster state saves them.
@@ -132,7 +132,7 @@ class FileEngine(StorageEngine):
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> FileEngine:
-        """``file:///absolute/path[?log.flush.offset.checkpoint.interval.ms=N&read.threads=N&max.open.segment.files=N]``.
+        """``file:///absolute/path[?log.flush.offset.checkpoint.interval.ms=N&read.threads=N&log.max.open.segment.files=N]``.
 
         Keyword arguments (the broker's settings) are defaults the URL's options override."""
         parts = urlsplit(url)

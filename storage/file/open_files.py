@@ -2,8 +2,8 @@
 
 Kafka keeps every segment's files open and relies on the operating system's limit (``ulimit -n``);
 a broker with many partitions or a long retention then needs a high limit, and running out fails
-every request that opens a file. Here each engine keeps at most ``log.max.open.segment.files``
-(`DEFAULT_MAX_OPEN_SEGMENT_FILES`) descriptors of *inactive* segments open: touching one more closes
+every request that opens a file. Here each engine keeps at most ``log.max.open.segment.files`` (a
+broker setting and a ``file://`` URL option; default `DEFAULT_MAX_OPEN_SEGMENT_FILES`) descriptors of *inactive* segments open: touching one more closes
 the least recently used that no thread is using at that moment, and a closed one is opened again on
 its next use (`LogSegment.opened`).
 

@@ -176,6 +176,21 @@ def test_a_pinned_segment_is_skipped_and_a_held_one_not_counted(tmp_path: Path) 
 
 
 def test_the_cap_is_a_storage_url_option(tmp_path: Path) -> None:
-    engine = open_engine((tmp_path / "d").as_uri() + "?max.open.segment.files=7")
+    engine = open_engine((tmp_path / "d").as_uri() + "?log.max.open.segment.files=7")
     assert isinstance(engine, FileEngine) and engine.open_files.cap == 7
     engine.simulate_crash()
+
+
+def test_the_broker_setting_reaches_the_file_engine(tmp_path: Path) -> None:
+    from broker.config import BrokerConfig
+    from broker.server import Broker
+
+    async def go() -> None:
+        broker = Broker(BrokerConfig.from_settings({"log.dirs": str(tmp_path), "listeners": "127.0.0.1:0",
+                                                    "log.max.open.segment.files": 3}))
+        await broker.start()
+        try:
+            assert broker.engine.open_files.cap == 3
+        finally:
+            await broker.stop()
+    run(go())
