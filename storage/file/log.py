@@ -227,7 +227,6 @@ class FileLog(PartitionLog):
         new.hold_open(True)
         done, interrupted = await self._io_to_the_end(self._roll_blocking, old, new)
         done.result()
-        old.hold_open(False)  # closed now: its descriptor counts against the cap
         old.modified_ms = now
         self._segments = [*self._segments, new]
         self._bases = [*self._bases, new.base_offset]
@@ -259,6 +258,7 @@ class FileLog(PartitionLog):
             new.create_files()
         except OSError as exc:
             raise storage_error("cannot create segment", new.log_path, exc) from None
+        old.hold_open(False)  # closed now: its descriptor counts against the cap (may close others')
 
     def _append_blocking(self, segment: LogSegment, data: memoryview, position: int, write_index: bool) -> None:
         try:

@@ -17,6 +17,10 @@ What is not counted, and why:
 * Index files are read whole when a segment is loaded and written with short-lived descriptors, so
   they hold none between uses.
 
+A segment closed before the flusher synced it is fsynced through a new descriptor: Linux writes back
+the file's dirty pages whichever descriptor asks, and (since 4.16) reports a writeback error not yet
+seen to the next fsync on any descriptor of the file.
+
 Threads: `touch` runs on whichever thread opened a segment (I/O, fsync or reader threads); everything
 is under one lock, taken before a segment's own descriptor lock, never after it.
 """
