@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from storage.interface import MEMORY_MAX_BYTES_SETTING, UNBOUNDED
+from storage.file.open_files import DEFAULT_MAX_OPEN_SEGMENT_FILES
 
 ENV_PREFIX = "MOLDAU_"
 MEMORY_STORAGE_URL = "memory://"
@@ -241,6 +242,14 @@ class BrokerConfig:
         "The most partitions one CreateTopics or CreatePartitions request (or one automatic creation) may "
         "create; more is refused with POLICY_VIOLATION, as Kafka's controller refuses an operation of more "
         "records than one batch holds.", minimum=1)
+
+    # file storage: open descriptors
+    log_max_open_segment_files: int = _setting(
+        "log.max.open.segment.files", DEFAULT_MAX_OPEN_SEGMENT_FILES,
+        "File storage: the most descriptors of inactive segment (.log) files kept open; the least "
+        "recently used idle one is closed beyond it and reopened on its next use. The active segment "
+        "of each partition stays open besides, so the broker needs about partitions + this + "
+        "connections descriptors (ulimit -n). Kafka keeps every segment open instead.", minimum=1)
 
     # Not settings: where each setting's value came from (for DescribeConfigs' ConfigSource).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)

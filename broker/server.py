@@ -77,7 +77,7 @@ class Broker:
         else:
             self.cluster_id = prepare_data_dir(data_dir, self.node_id).cluster_id
 
-        self.engine = _open_storage(self.storage_url, self.config.memory_max_bytes)
+        self.engine = _open_storage(self.storage_url, self.config)
         try:
             sockets = await self._start_on_storage()
         except BaseException:
@@ -259,10 +259,11 @@ class Broker:
         self._connections.discard(conn)
 
 
-def _open_storage(url: str, memory_max_bytes: int) -> Any:
+def _open_storage(url: str, config: BrokerConfig) -> Any:
     from storage.interface import open_engine
 
-    return open_engine(url, memory_max_bytes=memory_max_bytes)
+    return open_engine(url, memory_max_bytes=config.memory_max_bytes,
+                       max_open_segment_files=config.log_max_open_segment_files)
 
 
 def _bind(host: str, port: int) -> list[socket.socket]:

@@ -171,11 +171,12 @@ class StorageEngine(abc.ABC):
         """Close every log."""
 
 
-def open_engine(url: str, *, memory_max_bytes: int = UNBOUNDED) -> StorageEngine:
+def open_engine(url: str, *, memory_max_bytes: int = UNBOUNDED, **file_options: Any) -> StorageEngine:
     """The engine for a storage URL: ``memory://`` or ``file:///path[?options]``.
 
-    ``memory_max_bytes`` bounds what the memory engine holds (``memory.max.bytes``; other engines
-    ignore it)."""
+    ``memory_max_bytes`` bounds what the memory engine holds (``memory.max.bytes``); ``file_options``
+    are defaults for the file engine's options (the URL's own options win). Each engine ignores the
+    other's."""
     if url == "memory://" or url.startswith("memory:"):
         from storage.memory import MemoryEngine
 
@@ -183,5 +184,5 @@ def open_engine(url: str, *, memory_max_bytes: int = UNBOUNDED) -> StorageEngine
     if url.startswith("file://"):
         from storage.file import FileEngine
 
-        return FileEngine.from_url(url)
+        return FileEngine.from_url(url, **file_options)
     raise ValueError(f"unknown storage URL {url!r}: expected memory:// or file:///path")

@@ -16,14 +16,32 @@ Layout of a data directory (names as in Kafka, so operators and tools recognise 
 Modules: `fs` (the file system seam and `StorageError`), `index` (OffsetIndex, TimeIndex), `segment`
 (LogSegment), `recovery` (opening and recovering a partition), `log` (FileLog, the PartitionLog),
 `flusher` (group commit, and the durability each flush setting guarantees), `retention`,
-`checkpoint` (atomic small files), `config` (per-topic settings), `engine` (FileEngine).
+`checkpoint` (atomic small files), `config` (per-topic settings), `open_files` (the cap on open
+segment descriptors), `engine` (FileEngine).
 """
 
-from storage.file.config import DEFAULTS, LogConfig, TopicConfigSource
-from storage.file.engine import FileEngine
-from storage.file.fs import FaultInjectingFileSystem, FileSystem, StorageError
-from storage.file.log import FileLog
-from storage.file.retention import DeletedSegment, RetentionResult
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Loaded on first use, so that importing one small module (the broker's config imports
+# storage.file.open_files for its default) does not load the whole engine.
+_EXPORTS = {
+    "DEFAULTS": "config", "LogConfig": "config", "TopicConfigSource": "config",
+    "FileEngine": "engine",
+    "FaultInjectingFileSystem": "fs", "FileSystem": "fs", "StorageError": "fs",
+    "FileLog": "log",
+    "DeletedSegment": "retention", "RetentionResult": "retention",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "DEFAULTS",

@@ -442,7 +442,7 @@ def _clean_group(fs: FileSystem, directory: str, group: list[LogSegment], key_ma
     last_index = nonempty[-1]
     first = group[0]
     new = LogSegment(fs, directory, first.base_offset, created_ms=first.created_ms,
-                     roll_jitter_ms=first.roll_jitter_ms, modified_ms=group[-1].modified_ms)
+                     roll_jitter_ms=first.roll_jitter_ms, modified_ms=group[-1].modified_ms, files=first.files)
     new.reset_state()
     interval = settings.index_interval_bytes
     fd = fs.open(new.log_path + CLEANED_SUFFIX, READ_WRITE | os.O_TRUNC)
@@ -607,6 +607,7 @@ def _finish_swap_blocking(fs: FileSystem, directory: str, group: list[LogSegment
                     raise
                 new.index_dirty = True
             unlink_if_exists(fs, path + CLEANED_SUFFIX)
+        new.hold_open(False)  # the .log has its final name: the descriptor may be closed and reopened
         path = directory
         fsync_path(fs, directory)
     except OSError as exc:

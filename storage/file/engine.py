@@ -59,6 +59,7 @@ from storage.file.fs import (
     write_file,
 )
 from storage.file.log import FileLog, directory_name, parse_directory_name
+from storage.file.open_files import DEFAULT_MAX_OPEN_SEGMENT_FILES, OpenFiles
 from storage.file.recovery import load_log
 from storage.interface import StorageEngine
 
@@ -70,7 +71,8 @@ except ImportError:  # pragma: no cover - not POSIX
 T = TypeVar("T")
 
 DEFAULT_CHECKPOINT_INTERVAL_MS = 60_000  # Kafka's log.flush.offset.checkpoint.interval.ms
-URL_OPTIONS = {"log.flush.offset.checkpoint.interval.ms": "checkpoint_interval_ms", "read.threads": "read_threads"}
+URL_OPTIONS = {"log.flush.offset.checkpoint.interval.ms": "checkpoint_interval_ms", "read.threads": "read_threads",
+               "log.max.open.segment.files": "max_open_segment_files"}
 PROBE_FILE = ".moldau-probe.tmp"
 DELETE_SUFFIX = "-delete"
 # Topics, ids, partition counts and config overrides, as the broker's cluster state saves them.
@@ -87,20 +89,25 @@ class FileEngine(StorageEngine):
     def __init__(self, path: str | os.PathLike[str], *, fs: FileSystem | None = None,
                  clock: Callable[[], int] | None = None,
                  checkpoint_interval_ms: int = DEFAULT_CHECKPOINT_INTERVAL_MS, read_threads: int = 4,
-                 url: str | None = None) -> None:
+                 max_open_segment_files: int = DEFAULT_MAX_OPEN_SEGMENT_FILES, url: str | None = None) -> None:
         self.path = os.path.abspath(os.fspath(path))
         self.url = url or Path(self.path).as_uri()
         self.fs = fs or FileSystem()
         self.clock = clock or wall_clock_ms
         self.checkpoint_interval_ms = checkpoint_interval_ms
+        # Descriptors of inactive segments kept open, least recently used closed first (open_files).
+        self.open_files = OpenFiles(max_open_segment_files)
         self._log = structlog.get_logger().bind(data_dir=self.path)
         self._lock_fd = self._prepare_data_dir()
         try:
             self.clean_shutdown = self._consume_marker()
-            self._recovery_points = read_checkpoint(self.fs, self._file(RECOVERY_POINT_CHECKPOINT), self._log)
-            self._log_start_offsets = read_checkpoint(self.fs, self._file(LOG_START_OFFSET_CHECKPOINT), self._log)
+            self._recovery_points = read_checkpoint(self.fs, self._file(RECOVERY_POINT_CHECKPOINT), self._log).entries
+            starts = read_checkpoint(self.fs, self._file(LOG_START_OFFSET_CHECKPOINT), self._log)
+            self._log_start_offsets = starts.entries
+            # A damaged file lost some entries: each log opened without one says so (storage.checkpoint).
+            self._log_starts_damaged = bool(starts.problems)
             # Where each compacted log's clean part ends (storage.file.cleaner); Kafka's file and format.
-            self._cleaner_offsets = read_checkpoint(self.fs, self._file(CLEANER_OFFSET_CHECKPOINT), self._log)
+            self._cleaner_offsets = read_checkpoint(self.fs, self._file(CLEANER_OFFSET_CHECKPOINT), self._log).entries
             self._on_disk, leftovers = self._discover()
         except OSError as exc:
             self._release_lock()
@@ -125,7 +132,9 @@ class FileEngine(StorageEngine):
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> FileEngine:
-        """``file:///absolute/path[?log.flush.offset.checkpoint.interval.ms=N&read.threads=N]``."""
+        """``file:///absolute/path[?log.flush.offset.checkpoint.interval.ms=N&read.threads=N&log.max.open.segment.files=N]``.
+
+        Keyword arguments (the broker's settings) are defaults the URL's options override."""
         parts = urlsplit(url)
         if parts.scheme != "file" or parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
             raise ValueError(f"storage URL {url!r}: expected file:///ABSOLUTE/PATH")
@@ -277,12 +286,17 @@ class FileEngine(StorageEngine):
         topic, partition = key
         directory = self._file(directory_name(topic, partition))
         log = self._log.bind(topic=topic, partition=partition)
+        if self._log_starts_damaged and key in self._on_disk and key not in self._log_start_offsets:
+            log.error("storage.log_start_offset.lost", path=self._file(LOG_START_OFFSET_CHECKPOINT),
+                      fix="the damaged checkpoint had no entry for this partition: its log starts at its first "
+                          "segment; repeat any DeleteRecords done on it")
         try:
             loaded = await self.run_io(
                 functools.partial(load_log, self.fs, self.path, directory, clean=self.clean_shutdown,
                                   recovery_point=self._recovery_points.get(key, 0),
                                   log_start_offset=self._log_start_offsets.get(key, 0), config=config,
-                                  now_ms=self.clock(), log=log, cleaner_offset=self._cleaner_offsets.get(key)))
+                                  now_ms=self.clock(), log=log, cleaner_offset=self._cleaner_offsets.get(key),
+                                  files=self.open_files))
         except OSError as exc:
             raise storage_error(f"cannot open log {topic}-{partition}:", exc.filename or directory, exc) from None
         flog = FileLog(self, topic, partition, directory, config, loaded.segments, loaded.log_start_offset,

@@ -24,6 +24,7 @@ from protocol.errors import ErrorCode, KafkaError
 _FDATASYNC = getattr(os, "fdatasync", os.fsync)
 READ_ONLY = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 READ_WRITE = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+READ_WRITE_EXISTING = os.O_RDWR | getattr(os, "O_CLOEXEC", 0)  # reopening a file that must exist
 
 
 class StorageError(KafkaError):

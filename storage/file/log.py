@@ -84,6 +84,7 @@ class FileLog(PartitionLog):
         self._engine = engine
         self._fs = engine.fs
         self._segments = segments  # replaced, never mutated: threads hold snapshots
+        segments[-1].hold_open(True)  # the active segment's descriptor stays open (storage.file.open_files)
         self._bases = [s.base_offset for s in segments]
         self._start = log_start_offset
         self._start_position = start_position  # where the batch holding the log start offset begins
@@ -222,7 +223,8 @@ class FileLog(PartitionLog):
         jitter_limit = min(config.segment_jitter_ms, config.segment_ms)
         jitter = random.randrange(jitter_limit) if jitter_limit > 0 else 0
         new = LogSegment(self._fs, self.directory, self._end, created_ms=now, modified_ms=now,
-                         roll_jitter_ms=jitter)
+                         roll_jitter_ms=jitter, files=old.files)
+        new.hold_open(True)
         done, interrupted = await self._io_to_the_end(self._roll_blocking, old, new)
         done.result()
         old.modified_ms = now
@@ -256,6 +258,7 @@ class FileLog(PartitionLog):
             new.create_files()
         except OSError as exc:
             raise storage_error("cannot create segment", new.log_path, exc) from None
+        old.hold_open(False)  # closed now: its descriptor counts against the cap (may close others')
 
     def _append_blocking(self, segment: LogSegment, data: memoryview, position: int, write_index: bool) -> None:
         try:
@@ -531,6 +534,7 @@ class FileLog(PartitionLog):
             keep = done.result()
             self._segments = segments[:keep]
             self._bases = self._bases[:keep]
+            self._segments[-1].hold_open(True)  # the active segment again, if later ones were cut
             self._start_position = min(self._start_position, self._segments[0].size)
             self._end = offset
             self._durable = min(self._durable, offset)
@@ -601,7 +605,8 @@ class FileLog(PartitionLog):
         return segment.size if found is None else found.position
 
     async def apply_retention(self, now_ms: int | None = None) -> RetentionResult:
-        """Delete closed segments past retention.ms / retention.bytes or below the log start offset.
+        """Delete segments past retention.ms / retention.bytes (the active one too, after rolling a new
+        empty one, see `storage.file.retention`) or closed segments below the log start offset.
 
         The broker calls this every ``log.retention.check.interval.ms``; `now_ms` defaults to the
         engine clock. Returns the deleted segments with the rule that removed each, and the log start
@@ -614,14 +619,14 @@ class FileLog(PartitionLog):
             return await self._delete_segments(now, time_and_size=True)
 
     async def _delete_segments(self, now_ms: int, *, time_and_size: bool) -> RetentionResult:
+        """Under the mutex (so no append runs meanwhile): delete the prefix retention selects."""
         segments = self._segments
-        closed = segments[:-1]
         config = self.config
         if time_and_size and config.delete_enabled:
-            infos = await self._engine.run_io(self._segment_infos_blocking, closed)
+            infos = await self._engine.run_io(self._segment_infos_blocking, segments)
             retention_ms, retention_bytes = config.retention_ms, config.retention_bytes
         else:
-            infos = [SegmentInfo(s.base_offset, s.next_offset, s.size, 0) for s in closed]
+            infos = [SegmentInfo(s.base_offset, s.next_offset, s.size, 0) for s in segments]
             retention_ms = retention_bytes = -1
         reasons = select_deletable(infos, total_size=sum(s.size for s in segments), now_ms=now_ms,
                                    retention_ms=retention_ms, retention_bytes=retention_bytes,
@@ -629,6 +634,15 @@ class FileLog(PartitionLog):
         if not reasons:
             return RetentionResult((), self._start)
         count = len(reasons)
+        if count == len(segments) and self._offline is not None:
+            count -= 1  # no new segment on a failed disk: the active one stays until a restart
+            if not count:
+                return RetentionResult((), self._start)
+        if count == len(segments):
+            # The active segment is past retention too: as Kafka does, roll an empty one at the log end
+            # offset first, so the log keeps a segment and the log start offset moves to the log end.
+            await self._roll(config, reasons[-1])
+            segments = self._segments
         victims = segments[:count]
         new_start = max(self._start, segments[count].base_offset)
         if new_start > self._start:
@@ -652,10 +666,10 @@ class FileLog(PartitionLog):
               log_start_offset=self._start)
         return RetentionResult(deleted, self._start)
 
-    def _segment_infos_blocking(self, closed: list[LogSegment]) -> list[SegmentInfo]:
+    def _segment_infos_blocking(self, segments: list[LogSegment]) -> list[SegmentInfo]:
         infos = []
         try:
-            for segment in closed:
+            for segment in segments:
                 self._ensure_loaded(segment)
                 largest = segment.max_timestamp
                 if largest < 0:

@@ -31,6 +31,7 @@ from typing import Any
 from protocol.records import RecordBatchError
 from storage.file.config import LogConfig
 from storage.file.fs import READ_ONLY, FileSystem, exists, fsync_path, makedirs, unlink_if_exists
+from storage.file.open_files import OpenFiles
 from storage.file.segment import LOG_SUFFIX, SEGMENT_SUFFIXES, LogSegment, parse_segment_file, scan_batches
 
 LEFTOVER_SUFFIXES = (".deleted", ".tmp", ".cleaned")
@@ -51,16 +52,17 @@ class LoadedLog:
 
 def load_log(fs: FileSystem, data_dir: str, directory: str, *, clean: bool, recovery_point: int,
              log_start_offset: int, config: LogConfig, now_ms: int, log: Any,
-             cleaner_offset: int | None = None) -> LoadedLog:
+             cleaner_offset: int | None = None, files: OpenFiles | None = None) -> LoadedLog:
     """Blocking: open (creating if needed) one partition directory and bring it to a consistent state.
 
-    `cleaner_offset` (the cleaner checkpoint) bounds where the last segment may have compaction gaps."""
+    `cleaner_offset` (the cleaner checkpoint) bounds where the last segment may have compaction gaps;
+    `files` is the engine's cap on open segment descriptors."""
     interval = config.index_interval_bytes
     if not exists(fs, directory):
         # A new log: checkpoint entries left by a deleted log of the same name do not apply.
         makedirs(fs, directory)
         fsync_path(fs, data_dir)
-        segment = _new_segment(fs, directory, 0, now_ms)
+        segment = _new_segment(fs, directory, 0, now_ms, files)
         return LoadedLog([segment], 0, 0, 0, created=True)
 
     bases = _scan_directory(fs, directory, log)
@@ -68,12 +70,12 @@ def load_log(fs: FileSystem, data_dir: str, directory: str, *, clean: bool, reco
     for base in bases:
         st = fs.stat(os.path.join(directory, f"{base:020d}.log"))
         segments.append(LogSegment(fs, directory, base, size=st.st_size, created_ms=now_ms,
-                                   modified_ms=int(st.st_mtime * 1000)))
+                                   modified_ms=int(st.st_mtime * 1000), files=files))
     for segment, following in itertools.pairwise(segments):
         segment.next_offset = following.base_offset
     if not segments:
         start = max(log_start_offset, 0)
-        return LoadedLog([_new_segment(fs, directory, start, now_ms)], start, start, start)
+        return LoadedLog([_new_segment(fs, directory, start, now_ms, files)], start, start, start)
     damage = _drop_stale_empty_tail(segments, interval, log)
     bases = [segment.base_offset for segment in segments]
 
@@ -110,7 +112,7 @@ def load_log(fs: FileSystem, data_dir: str, directory: str, *, clean: bool, reco
         log.warning("storage.recovery.restarted_at_log_start_offset", log_start_offset=start, log_end_offset=end)
         for segment in segments:
             segment.delete_files()
-        segments = [_new_segment(fs, directory, start, now_ms)]
+        segments = [_new_segment(fs, directory, start, now_ms, files)]
         end = start
     start_position = 0
     first = segments[0]
@@ -214,7 +216,7 @@ def _drop_stale_empty_tail(segments: list[LogSegment], interval: int, log: Any) 
     return damage
 
 
-def _new_segment(fs: FileSystem, directory: str, base: int, now_ms: int) -> LogSegment:
-    segment = LogSegment(fs, directory, base, created_ms=now_ms, modified_ms=now_ms)
+def _new_segment(fs: FileSystem, directory: str, base: int, now_ms: int, files: OpenFiles | None) -> LogSegment:
+    segment = LogSegment(fs, directory, base, created_ms=now_ms, modified_ms=now_ms, files=files)
     segment.create_files()
     return segment

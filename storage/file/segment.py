@@ -7,7 +7,8 @@ offset of a segment is the base offset of its first batch.
 Threads: the event loop owns the in-memory state of the active segment (`account_batch` after each
 append); blocking methods (names say so in their docstrings) run on the engine's I/O threads. File
 descriptors are opened lazily and pinned while in use (`opened`), so a segment deleted by retention
-or truncation keeps its descriptor until the last reader or fsync using it is done.
+or truncation keeps its descriptor until the last reader or fsync using it is done. The engine's
+`OpenFiles` closes idle descriptors of inactive segments beyond its cap; they reopen on next use.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from protocol.records.errors import (
 )
 from storage.file.fs import (
     READ_WRITE,
+    READ_WRITE_EXISTING,
     FileSystem,
     read_at,
     read_file,
@@ -35,6 +37,7 @@ from storage.file.fs import (
     write_file,
 )
 from storage.file.index import INT32_MAX, CorruptIndexError, OffsetIndex, TimeIndex, needs_entry
+from storage.file.open_files import OpenFiles
 
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
@@ -127,8 +130,11 @@ class LogSegment:
     """One segment: its files, its committed size, its indexes and the batch statistics Kafka keeps."""
 
     def __init__(self, fs: FileSystem, directory: str, base_offset: int, *, size: int = 0,
-                 created_ms: int = 0, roll_jitter_ms: int = 0, modified_ms: int = 0) -> None:
+                 created_ms: int = 0, roll_jitter_ms: int = 0, modified_ms: int = 0,
+                 files: OpenFiles | None = None) -> None:
         self.fs = fs
+        self.files = files  # the engine's cap on open descriptors (None: never closed before retire)
+        self.held_open = False  # kept open outside the cap (the active segment); see OpenFiles
         self.directory = directory
         self.base_offset = base_offset
         name = segment_name(base_offset)
@@ -166,35 +172,71 @@ class LogSegment:
 
     @contextmanager
     def opened(self) -> Iterator[int]:
-        """Blocking: the .log descriptor, opened on first use and kept open while pinned."""
+        """Blocking: the .log descriptor, opened on first use (or again after `OpenFiles` closed it)
+        and kept open while pinned."""
         with self._fd_lock:
             if self._retired:
                 raise SegmentGone(self.log_path)
             if self._fd is None:
-                self._fd = self.fs.open(self.log_path, READ_WRITE)
+                # Never O_CREAT: the file exists (create_files made it); a missing one is an error.
+                self._fd = self.fs.open(self.log_path, READ_WRITE_EXISTING)
             self._pins += 1
             fd = self._fd
         try:
+            if self.files is not None:
+                self.files.touch(self)  # pinned: may close other segments' descriptors, never this one
             yield fd
         finally:
             with self._fd_lock:
                 self._pins -= 1
-                if self._retired and self._pins == 0:
+                gone = self._retired and self._pins == 0
+                if gone:
                     self._close_fd()
+            if gone and self.files is not None:
+                self.files.forget(self)
 
-    def attach(self, fd: int) -> None:
-        """Serve reads through `fd`, already open on this segment's data (a segment rewritten by the
-        cleaner is opened under its temporary name; renames leave the descriptor valid)."""
+    @property
+    def is_open(self) -> bool:
+        return self._fd is not None
+
+    def close_if_idle(self) -> bool:
+        """Close the descriptor unless a thread is using it (`OpenFiles`); True when it is closed."""
+        with self._fd_lock:
+            if self._pins:
+                return False
+            self._close_fd()
+            return True
+
+    def hold_open(self, held: bool) -> None:
+        """Keep the descriptor open outside the cap (the active segment), or count it again."""
+        if self.files is None:
+            self.held_open = held
+        else:
+            self.files.hold(self, held)
+
+    def _adopt(self, fd: int) -> None:
         with self._fd_lock:
             assert self._fd is None and not self._retired
             self._fd = fd
+        if self.files is not None:
+            self.files.touch(self)
+
+    def attach(self, fd: int) -> None:
+        """Serve reads through `fd`, already open on this segment's data (a segment rewritten by the
+        cleaner is opened under its temporary name; renames leave the descriptor valid). Held open
+        until the cleaner's swap gives the file its name (`hold_open(False)`): reopening needs it."""
+        self.hold_open(True)
+        self._adopt(fd)
 
     def retire(self) -> None:
         """No new users; the descriptor closes when the last current user is done."""
         with self._fd_lock:
             self._retired = True
-            if self._pins == 0:
+            gone = self._pins == 0
+            if gone:
                 self._close_fd()
+        if gone and self.files is not None:
+            self.files.forget(self)
 
     def _close_fd(self) -> None:
         fd, self._fd = self._fd, None
@@ -250,7 +292,7 @@ class LogSegment:
         try:
             fd = self.fs.open(self.log_path, flags)
             created.append(self.log_path)
-            self._fd = fd
+            self._adopt(fd)
             for path in (self.index_path, self.time_index_path):
                 self.fs.close(self.fs.open(path, flags))
                 created.append(path)

@@ -231,3 +231,27 @@ def test_delete_records_moves_low_watermark_and_survives_kill_9(
     assert low_watermark(broker, topic) == target, f"low watermark after the second kill -9: expected {target}"
     assert broker.stop() == 0
 
+
+
+def test_retention_ms_empties_the_active_segment_too(broker: RestartableBroker) -> None:
+    """Kafka (UnifiedLog.deleteOldSegments): when the active segment is wholly past retention.ms the log
+    rolls a new empty segment at the log end offset and deletes the old one, so a topic with
+    retention.ms=1000 empties within a retention check: log start offset = log end offset. The next
+    record gets the next offset."""
+    topic = unique_topic("retention-active")
+    create_topic(broker.bootstrap, topic, 1, {"retention.ms": "1000"})
+    acked = produce_each(broker.bootstrap, topic, values("active", 5))
+    end = max(acked) + 1
+    assert len(segment_files(broker, topic)) == 1, "the records should all sit in the active segment"
+
+    def emptied() -> tuple[bool, str]:
+        low, high = watermarks(broker.bootstrap, topic, 1)[0]
+        segments = segment_files(broker, topic)
+        return (low, high) == (end, end) and segments == [(end, 0)], (
+            f"watermarks (low, high) {(low, high)}, expected {(end, end)}; segments (base, size) {segments}")
+
+    wait_for(emptied)
+    # (Not read back: it is itself past retention a second later.)
+    late = produce_each(broker.bootstrap, topic, values("after", 1))
+    assert list(late) == [end], f"the next record got offset {list(late)}, expected {end}"
+    assert broker.stop() == 0
