@@ -57,14 +57,11 @@ class Client(ProduceClient):
 
     def begin(self, api_key: int, version: int, body: Any, client_id: str = "moldau-compat") -> tuple[int, int, int]:
         self.correlation_id += 1
-        self.sock.send(codec.encode_request(api_key, version, self.correlation_id, client_id, body))
+        self.sock.send_request(api_key, version, self.correlation_id, body, client_id)
         return api_key, version, self.correlation_id
 
     def finish(self, pending: tuple[int, int, int]) -> Any:
-        api_key, version, correlation_id = pending
-        header, response = codec.decode_response(api_key, version, self.sock.recv_frame())
-        assert header.correlation_id == correlation_id
-        return response
+        return self.sock.read_response(*pending)
 
     def create_topic(self, name: str, partitions: int = 1) -> None:
         req = messages.CreateTopicsRequest
