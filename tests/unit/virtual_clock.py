@@ -67,3 +67,12 @@ def run_virtual(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(main)`` on a `VirtualClockLoop`."""
     with asyncio.Runner(loop_factory=VirtualClockLoop) as runner:
         return runner.run(main)
+
+
+async def idle() -> None:
+    """Return once every other task has run as far as it can: the loop had nothing ready to run and no
+    executor work in flight. Only on a `VirtualClockLoop`, where reaching that moment costs no real time
+    (it is the loop's jump to this call's tiny timer)."""
+    loop = asyncio.get_running_loop()
+    assert isinstance(loop, VirtualClockLoop), "idle() needs run_virtual()"
+    await asyncio.sleep(1e-6)
