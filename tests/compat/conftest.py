@@ -167,9 +167,20 @@ class KafkaSocket:
     def request(self, api_key: int, api_version: int, correlation_id: int, body: Any,
                 client_id: str | None = "moldau-compat") -> Any:
         """Send one request built by the codec and decode its response body."""
+        self.send_request(api_key, api_version, correlation_id, body, client_id)
+        return self.read_response(api_key, api_version, correlation_id)
+
+    def send_request(self, api_key: int, api_version: int, correlation_id: int, body: Any,
+                     client_id: str | None = "moldau-compat") -> None:
+        """Send one request without reading its answer (for a request that parks)."""
         from protocol import codec
 
         self.send(codec.encode_request(api_key, api_version, correlation_id, client_id, body))
+
+    def read_response(self, api_key: int, api_version: int, correlation_id: int) -> Any:
+        """The next response frame, decoded; it must answer ``correlation_id``."""
+        from protocol import codec
+
         header, response = codec.decode_response(api_key, api_version, self.recv_frame())
         assert header.correlation_id == correlation_id
         return response

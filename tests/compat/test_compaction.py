@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.compat.test_durability import RestartableBroker, create_topic, watermarks
+from tests.waiting import Pending, wait_until
 
 SETTLE_TIMEOUT_S = 20.0
 FAST = {"socket.connection.setup.timeout.ms": 5000, "reconnect.backoff.max.ms": 200}
@@ -60,17 +61,6 @@ def read_all(bootstrap: str, topic: str, timeout: float = 10.0) -> list[tuple[in
     return got
 
 
-def wait_until(check: Any, what: str) -> Any:
-    deadline = time.monotonic() + SETTLE_TIMEOUT_S
-    while True:
-        done, state = check()
-        if done:
-            return state
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {SETTLE_TIMEOUT_S}s; last state: {state}")
-        time.sleep(0.2)
-
-
 def test_compacted_topic_keeps_the_latest_value_per_key_at_its_offset(broker: RestartableBroker) -> None:
     """cleanup.policy=compact: closed segments keep only the latest record per key, offsets unchanged;
     a tombstone (null value) is still readable while delete.retention.ms has not passed."""
@@ -89,12 +79,12 @@ def test_compacted_topic_keeps_the_latest_value_per_key_at_its_offset(broker: Re
     for offset in sorted(acked):
         latest[acked[offset][0]] = offset
 
-    def compacted() -> tuple[bool, Any]:
+    def compacted() -> list[tuple[int, bytes, Any]] | Pending:
         got = read_all(broker.bootstrap, topic)
         keys = [key for _, key, _ in got]
-        return (keys.count(b"k0") == 1 and keys.count(b"k4") == 1), got
+        return got if keys.count(b"k0") == 1 and keys.count(b"k4") == 1 else Pending(got)
 
-    got = wait_until(compacted, "compaction of the closed segments")
+    got = wait_until(compacted, SETTLE_TIMEOUT_S, "compaction of the closed segments", interval=0.2)
     for offset, key, value in got:
         assert acked[offset] == (key, value), f"offset {offset} holds {(key, value)}, acked {acked[offset]}"
     by_key = {key: offset for offset, key, _ in got if key != b"filler"}
@@ -113,10 +103,10 @@ def test_tombstones_go_after_delete_retention_ms(broker: RestartableBroker) -> N
     produce(broker.bootstrap, topic, [(b"gone", b"v" * 60), (b"gone", None)]
             + [(b"keep%d" % i, b"x" * 60) for i in range(30)])
 
-    def tombstone_removed() -> tuple[bool, Any]:
+    def tombstone_removed() -> bool | Pending:
         # Each round needs new dirty data to run: keep writing a little.
         produce(broker.bootstrap, topic, [(b"keep%d" % (i % 30), b"y" * 60) for i in range(15)])
         got = read_all(broker.bootstrap, topic)
-        return (not any(key == b"gone" for _, key, _ in got)), [(o, k) for o, k, _ in got][:12]
+        return not any(key == b"gone" for _, key, _ in got) or Pending([(o, k) for o, k, _ in got][:12])
 
-    wait_until(tombstone_removed, "removal of the tombstone")
+    wait_until(tombstone_removed, SETTLE_TIMEOUT_S, "removal of the tombstone", interval=0.2)

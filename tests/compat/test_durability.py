@@ -354,6 +354,8 @@ def kill_and_restart_loop(broker: RestartableBroker, producer: ContinuousProduce
             f"no acknowledgement within {PROGRESS_TIMEOUT_S}s after restart {kill} "
             f"(sent {producer.sent}, acked {producer.acks.count}, failed {dict(producer.acks.failed)}; "
             f"producer errors {producer.errors})")
+        # The kill moment itself, not a wait for something: a random point of steady producing (acks come
+        # in bursts, so a number of acks would always kill just after one).
         time.sleep(rng.uniform(0.0, 0.4))
         last_seen = watermarks(broker.bootstrap, topic)
         broker.kill()

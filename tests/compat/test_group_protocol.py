@@ -25,6 +25,7 @@ from protocol.errors import ErrorCode
 from protocol.records import Record, build_batch
 from tests.compat.conftest import BrokerProcess, KafkaSocket, finish
 from tests.compat.test_produce import Client as ProduceClient
+from tests.waiting import Pending, answered_yet, wait_until
 
 E = ErrorCode
 OFFSET_COMMIT, OFFSET_FETCH, JOIN_GROUP, HEARTBEAT, LEAVE_GROUP, SYNC_GROUP = 8, 9, 11, 12, 13, 14
@@ -57,14 +58,11 @@ class Client(ProduceClient):
 
     def begin(self, api_key: int, version: int, body: Any, client_id: str = "moldau-compat") -> tuple[int, int, int]:
         self.correlation_id += 1
-        self.sock.send(codec.encode_request(api_key, version, self.correlation_id, client_id, body))
+        self.sock.send_request(api_key, version, self.correlation_id, body, client_id)
         return api_key, version, self.correlation_id
 
     def finish(self, pending: tuple[int, int, int]) -> Any:
-        api_key, version, correlation_id = pending
-        header, response = codec.decode_response(api_key, version, self.sock.recv_frame())
-        assert header.correlation_id == correlation_id
-        return response
+        return self.sock.read_response(*pending)
 
     def create_topic(self, name: str, partitions: int = 1) -> None:
         req = messages.CreateTopicsRequest
@@ -243,20 +241,20 @@ def test_second_member_triggers_a_rebalance_and_followers_wait_for_the_leader(cl
     first = other.join(group)
     assert first.error_code == E.MEMBER_ID_REQUIRED
     pending_b = other.begin(JOIN_GROUP, 5, other.join_request(group, first.member_id))
-    deadline = time.monotonic() + TIMEOUT_S  # the join travels on another connection
-    while client.heartbeat(group, 1, a) != E.REBALANCE_IN_PROGRESS:
-        assert time.monotonic() < deadline, "the second member's JoinGroup never started a rebalance"
-        time.sleep(0.05)
+    # The join travels on another connection.
+    wait_until(lambda: client.heartbeat(group, 1, a) == E.REBALANCE_IN_PROGRESS, TIMEOUT_S,
+               "the second member's JoinGroup starting a rebalance")
     rejoined = client.join(group, a)
     joined_b = other.finish(pending_b)
     assert rejoined.generation_id == joined_b.generation_id == 2
     assert rejoined.leader == joined_b.leader == a
     assert sorted(m.member_id for m in rejoined.members) == sorted([a, joined_b.member_id]) and joined_b.members == []
     pending_sync = other.begin(SYNC_GROUP, 3, _SYNC(group_id=group, generation_id=2, member_id=joined_b.member_id))
-    other.sock.sock.settimeout(0.3)
-    with pytest.raises(TimeoutError):
-        other.sock.recv_frame()  # parked until the leader syncs
-    other.sock.sock.settimeout(5)
+    # A request sent after the follower's SyncGroup is answered, and the SyncGroup is not: it is parked
+    # until the leader syncs.
+    [described] = client.describe(group)
+    assert described.group_state == "CompletingRebalance"
+    assert not answered_yet(other.sock.sock), "the follower's SyncGroup answered before the leader's"
     leader_sync = client.sync(group, 2, a, {a: b"for-a", joined_b.member_id: b"for-b"})
     assert bytes(leader_sync.assignment) == b"for-a"
     follower = other.finish(pending_sync)
@@ -296,10 +294,12 @@ def test_sync_group_errors(client: Client, other: Client) -> None:
                        protocol_name="roundrobin").error_code == E.INCONSISTENT_GROUP_PROTOCOL
     newcomer = other.join(group)
     pending = other.begin(JOIN_GROUP, 5, other.join_request(group, newcomer.member_id))  # starts a rebalance
-    deadline = time.monotonic() + TIMEOUT_S
-    while (error := client.sync(group, generation, member).error_code) == 0:
-        assert time.monotonic() < deadline, "the newcomer's JoinGroup never started a rebalance"
-        time.sleep(0.05)
+
+    def sync_error() -> int | Pending:
+        error = client.sync(group, generation, member).error_code
+        return error if error != 0 else Pending(error)
+
+    error = wait_until(sync_error, TIMEOUT_S, "the newcomer's JoinGroup starting a rebalance")
     assert error == E.REBALANCE_IN_PROGRESS
     assert client.join(group, member).generation_id == other.finish(pending).generation_id == generation + 1
 
@@ -314,9 +314,9 @@ def test_heartbeat_errors_and_session_expiry(client: Client) -> None:
     assert client.heartbeat(group, generation, member) == 0
     assert client.heartbeat(group, generation + 1, member) == E.ILLEGAL_GENERATION
     assert client.heartbeat(group, generation, "stranger") == E.UNKNOWN_MEMBER_ID
-    deadline = time.monotonic() + TIMEOUT_S
-    while client.describe(group)[0].members and time.monotonic() < deadline:
-        time.sleep(0.2)
+    # The session (1 s) expires on the broker's timer: wait for its effect.
+    wait_until(lambda: not client.describe(group)[0].members, TIMEOUT_S, "the member's session expiring",
+               lambda: f"group {client.describe(group)[0]}")
     [described] = client.describe(group)
     assert (described.group_state, described.members) == ("Empty", [])
     assert client.heartbeat(group, generation, member) == E.UNKNOWN_MEMBER_ID
@@ -550,12 +550,12 @@ def test_acknowledged_offset_commit_survives_kill_9(tmp_path: Path) -> None:
     second = BrokerProcess(args, tmp_path, memory=False)
     try:
         client = Client(KafkaSocket(second.host, second.port))
-        deadline = time.monotonic() + TIMEOUT_S
-        while True:
+
+        def loaded() -> Any:
             answer = client.fetch(group, [(topic, 0), (topic, 1)])
-            if answer.error_code != E.COORDINATOR_LOAD_IN_PROGRESS or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+            return answer if answer.error_code != E.COORDINATOR_LOAD_IN_PROGRESS else Pending(answer)
+
+        answer = wait_until(loaded, TIMEOUT_S, "the coordinator loading its groups after the restart")
         assert answer.error_code == 0
         got = {(t.name, p.partition_index): (p.committed_offset, p.metadata) for t in answer.topics
                for p in t.partitions}

@@ -29,6 +29,7 @@ from tests.compat.test_durability import (
     unique_topic,
     watermarks,
 )
+from tests.waiting import Pending, wait_until
 
 CHECK_INTERVAL = ("--set", "log.retention.check.interval.ms=300")
 SETTLE_TIMEOUT_S = 15.0  # retention must have done its work this soon after the last produce
@@ -78,16 +79,14 @@ def segment_files(broker: RestartableBroker, topic: str, partition: int = 0) -> 
     return sorted((int(path.stem), path.stat().st_size) for path in directory.glob("*.log"))
 
 
-def wait_for(check: Callable[[], tuple[bool, str]], timeout: float = SETTLE_TIMEOUT_S) -> None:
-    """Poll ``check`` (done, description) until done; fail with the last description after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        done, state = check()
-        if done:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout}s: {state}")
-        time.sleep(0.1)
+def wait_for(check: Callable[[], tuple[bool, str]], what: str) -> None:
+    """Poll ``check`` (done, description) until done; fail with the last description after
+    ``SETTLE_TIMEOUT_S``."""
+    def done() -> bool | Pending:
+        finished, state = check()
+        return finished or Pending(state)
+
+    wait_until(done, SETTLE_TIMEOUT_S, what, interval=0.1)
 
 
 def low_watermark(broker: RestartableBroker, topic: str, partitions: int = 1) -> int:
@@ -152,7 +151,7 @@ def test_retention_bytes_deletes_whole_oldest_segments(broker: RestartableBroker
         done = len(segments) == 1 or total - segments[0][1] < retention_bytes
         return done and low == segments[0][0], f"low watermark {low}, segments (base, size) {segments}"
 
-    wait_for(settled)
+    wait_for(settled, "retention.bytes deleting the oldest segments")
     segments = segment_files(broker, topic)
     start = segments[0][0]
     assert start > 0, f"retention deleted nothing: segments {segments}"
@@ -166,7 +165,7 @@ def test_retention_bytes_deletes_whole_oldest_segments(broker: RestartableBroker
         done, state = settled()
         return done and segment_files(broker, topic)[0][0] > start, state
 
-    wait_for(moved_on)
+    wait_for(moved_on, "retention.bytes deleting segments again after more data")
     assert broker.stop() == 0
 
 
@@ -191,7 +190,7 @@ def test_retention_ms_deletes_segments_of_old_records_only(broker: RestartableBr
         keeper = max(base for base, _ in segments if base <= first_recent)
         return segments[0][0] == keeper and low == keeper, f"low watermark {low}, segments {segments}"
 
-    wait_for(settled)
+    wait_for(settled, "retention.ms deleting the segments of old records")
     start = low_watermark(broker, topic)
     assert 0 < start < first_recent, (f"log start {start}: expected the base of the segment that mixes old "
                                       f"records and the first recent one ({first_recent}), in (0, {first_recent})")
@@ -225,7 +224,7 @@ def test_delete_records_moves_low_watermark_and_survives_kill_9(
         now = segment_files(broker, topic)
         return now[0][0] <= target < (now[1][0] if len(now) > 1 else 1 << 62), f"segments {now}"
 
-    wait_for(below_gone)
+    wait_for(below_gone, "retention deleting the segments below the DeleteRecords offset")
     broker.kill()
     broker.start()
     assert low_watermark(broker, topic) == target, f"low watermark after the second kill -9: expected {target}"

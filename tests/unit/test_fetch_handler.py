@@ -1,11 +1,14 @@
 """The Fetch handler in-process, against the memory engine and a real ClusterState: per-partition errors,
 size limits, isolation levels, long polling woken by appends, and sessions. Each test states the Kafka
-behaviour it checks. Appends go straight to the partition log and wake waiters as Produce does."""
+behaviour it checks. Appends go straight to the partition log and wake waiters as Produce does.
+
+Every test runs on a virtual clock (`tests.unit.virtual_clock`): max_wait_ms passes without real
+waiting, "answered at once" means the loop's clock did not move, and a long poll is checked to be
+parked by its waiter being registered (`FetchWaiters.waiting_on`), never by sleeping."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,6 +24,8 @@ from protocol import codec, messages
 from protocol.errors import ErrorCode
 from protocol.records import Record, build_batch, iter_batches, iter_records
 from storage.memory import MemoryEngine
+from tests.unit.virtual_clock import run_virtual
+from tests.waiting import wait_until_async
 
 Req = messages.FetchRequest
 CLUSTER_ID = "moldau-unit-cluster"
@@ -65,10 +70,22 @@ class Env:
         self.cluster.waiters.wake(topic, partition)
 
 
+    async def parked(self, task: asyncio.Future[Any], topic: str, partition: int) -> None:
+        """Wait until the long-poll ``task`` has registered its waiter on ``topic``/``partition``."""
+        await wait_until_async(lambda: task.done() or self.cluster.waiters.waiting_on(topic, partition) == 1,
+                               1, f"a Fetch waiter on {topic}-{partition}")
+        assert not task.done(), f"the long poll answered instead of waiting: {task.result()}"
+
+
 def run(test: Callable[[Env], Awaitable[None]], **settings: Any) -> None:
     async def main() -> None:
         await test(Env(**settings))
-    asyncio.run(main())
+    run_virtual(main())
+
+
+def now() -> float:
+    """The virtual clock, in seconds since the test started."""
+    return asyncio.get_running_loop().time()
 
 
 def request(topics: list[tuple[Any, list[int]]], *, offset: int = 0, partition_max_bytes: int = 1 << 20,
@@ -189,9 +206,9 @@ def test_last_fetched_epoch_newer_than_ours_is_out_of_range_and_past_end_diverge
         assert p.error_code == ErrorCode.OFFSET_OUT_OF_RANGE
         body = request([("lfe", [0])], offset=9, max_wait_ms=5000, min_bytes=1)
         body.topics[0].partitions[0].last_fetched_epoch = 0
-        started = time.monotonic()
+        started = now()
         (p,) = partitions(await env.fetch(12, body))
-        assert time.monotonic() - started < 1, "a diverging epoch answers at once"
+        assert now() == started, "a diverging epoch answers at once, without waiting for max_wait_ms"
         assert (p.error_code, p.diverging_epoch.epoch, p.diverging_epoch.end_offset) == (0, 0, 2)
     run(go)
 
@@ -233,13 +250,14 @@ def test_long_poll_is_woken_by_an_append() -> None:
     async def go(env: Env) -> None:
         await env.cluster.create_topic("lp", 2)
         task = asyncio.ensure_future(env.fetch(12, request([("lp", [0, 1])], max_wait_ms=5000, min_bytes=1)))
-        await asyncio.sleep(0.2)
+        await env.parked(task, "lp", 1)
+        assert env.cluster.waiters.waiting_on("lp", 0) == 1
+        await asyncio.sleep(4.9)  # most of max_wait_ms: still parked
         assert not task.done()
-        assert env.cluster.waiters.waiting_on("lp", 1) == 1
-        appended = time.monotonic()
+        appended = now()
         await env.append("lp", 1, 2)
-        resp = await asyncio.wait_for(task, 2)
-        assert time.monotonic() - appended < 0.5
+        resp = await task
+        assert now() == appended, "the append must wake the long poll at once, not its max_wait_ms"
         p0, p1 = partitions(resp)
         assert p0.records == b"" and offsets(p1.records) == [0, 1]
         assert env.cluster.waiters.waiting_on("lp", 1) == 0
@@ -251,24 +269,31 @@ def test_long_poll_keeps_waiting_until_min_bytes() -> None:
     async def go(env: Env) -> None:
         await env.cluster.create_topic("mbw", 1)
         task = asyncio.ensure_future(env.fetch(12, request([("mbw", [0])], max_wait_ms=5000, min_bytes=400)))
-        await asyncio.sleep(0.05)
+        await env.parked(task, "mbw", 0)
         await env.append("mbw", 0, 1, size=50)
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(1)  # the woken fetch has read again (virtual time: instant)
         assert not task.done(), "fewer than min_bytes must not answer"
+        assert env.cluster.waiters.waiting_on("mbw", 0) == 1, "the fetch must wait again after a short read"
+        appended = now()
         await env.append("mbw", 0, 1, size=400)
-        (p,) = partitions(await asyncio.wait_for(task, 2))
+        (p,) = partitions(await task)
+        assert now() == appended, "reaching min_bytes answers at once"
         assert offsets(p.records) == [0, 1]
     run(go)
 
 
 def test_long_poll_times_out_empty_after_max_wait() -> None:
-    """Nothing arrives: the answer comes after max_wait_ms, empty, and the waiter is gone."""
+    """Nothing arrives: the answer comes exactly when max_wait_ms has passed (still parked just before),
+    empty, and the waiter is gone."""
     async def go(env: Env) -> None:
         await env.cluster.create_topic("to", 1)
-        started = time.monotonic()
-        (p,) = partitions(await env.fetch(12, request([("to", [0])], max_wait_ms=300, min_bytes=1)))
-        elapsed = time.monotonic() - started
-        assert 0.3 <= elapsed < 1.5, elapsed
+        started = now()
+        task = asyncio.ensure_future(env.fetch(12, request([("to", [0])], max_wait_ms=300, min_bytes=1)))
+        await env.parked(task, "to", 0)
+        await asyncio.sleep(started + 0.299 - now())
+        assert not task.done(), "answered before max_wait_ms"
+        (p,) = partitions(await task)
+        assert now() - started == pytest.approx(0.3), "answered at max_wait_ms, on the request's own timer"
         assert (p.error_code, p.records, p.high_watermark) == (0, b"", 0)
         assert env.cluster.waiters.waiting_on("to", 0) == 0
     run(go)
@@ -284,9 +309,9 @@ def test_immediate_answers_without_waiting() -> None:
                  request([("absent", [0])], max_wait_ms=5000, min_bytes=1),
                  request([("im", [0])], max_wait_ms=5000, min_bytes=1, offset=7)]
         for body in cases:
-            started = time.monotonic()
+            started = now()
             await env.fetch(12, body)
-            assert time.monotonic() - started < 0.5
+            assert now() == started, f"waited for {body}"
     run(go, auto_create_topics_enable=False)
 
 
@@ -295,8 +320,7 @@ def test_cancelled_long_poll_unregisters_its_waiter() -> None:
     async def go(env: Env) -> None:
         await env.cluster.create_topic("cx", 1)
         task = asyncio.ensure_future(env.fetch(12, request([("cx", [0])], max_wait_ms=5000, min_bytes=1)))
-        await asyncio.sleep(0.05)
-        assert env.cluster.waiters.waiting_on("cx", 0) == 1
+        await env.parked(task, "cx", 0)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -308,9 +332,11 @@ def test_topic_deleted_during_long_poll_answers_unknown_topic() -> None:
     async def go(env: Env) -> None:
         await env.cluster.create_topic("gone", 1)
         task = asyncio.ensure_future(env.fetch(12, request([("gone", [0])], max_wait_ms=5000, min_bytes=1)))
-        await asyncio.sleep(0.05)
+        await env.parked(task, "gone", 0)
+        deleted = now()
         await env.cluster.delete_topic("gone")
-        (p,) = partitions(await asyncio.wait_for(task, 1))
+        (p,) = partitions(await task)
+        assert now() == deleted, "the deletion wakes the long poll"
         assert p.error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
     run(go)
 
@@ -349,9 +375,12 @@ def test_incremental_session_long_polls_on_all_session_partitions() -> None:
         sid = (await env.fetch(12, request([("sl", [0, 1])], session_epoch=0))).session_id
         task = asyncio.ensure_future(env.fetch(12, request([], session_id=sid, session_epoch=1,
                                                            max_wait_ms=5000, min_bytes=1)))
-        await asyncio.sleep(0.05)
+        await env.parked(task, "sl", 0)
+        assert env.cluster.waiters.waiting_on("sl", 1) == 1
+        appended = now()
         await env.append("sl", 1, 1)
-        (p,) = partitions(await asyncio.wait_for(task, 1))
+        (p,) = partitions(await task)
+        assert now() == appended, "the append to a session partition wakes the long poll"
         assert p.partition_index == 1
     run(go)
 

@@ -28,6 +28,7 @@ from storage.file import FileEngine, FileLog, FileSystem, StorageError, cleaner
 from storage.file.checkpoint import CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_CHECKPOINT, parse_checkpoint
 from storage.file.cleaner import CLEANER_OFFSET_CHECKPOINT, CleanResult
 from tests.unit.test_file_engine import expected_indexes, file_batches, records_of, run, segment_files
+from tests.waiting import wait_until_async
 
 NOW = 1_700_000_000_000
 DAY = 86_400_000
@@ -621,9 +622,11 @@ class CrashingFileSystem(FileSystem):
 
 
 async def settle(engine: FileEngine) -> None:
-    """Let tasks spawned by opening (checkpoint writes after a recovery) finish their I/O."""
-    for _ in range(3):
-        await asyncio.sleep(0)
+    """Wait until the tasks spawned by opening (checkpoint writes after a recovery) are done: the test's
+    own task is the only one left, and the I/O queued before now has run."""
+    this = asyncio.current_task()
+    await wait_until_async(lambda: asyncio.all_tasks() == {this}, 10, "the engine's background tasks finishing",
+                           lambda: f"tasks {asyncio.all_tasks() - {this}}", interval=0.001)
     await engine.run_io(lambda: None)
 
 

@@ -26,6 +26,8 @@ from storage.file.checkpoint import parse_checkpoint
 from storage.file.index import CorruptIndexError, OffsetIndex, TimeIndex, needs_entry
 from storage.interface import OffsetOutOfRange, open_engine
 from storage.memory import MemoryEngine
+from tests.unit.virtual_clock import run_virtual
+from tests.waiting import wait_until_async
 
 # --- helpers shared by the test_file_* modules -------------------------------------------------------
 
@@ -518,6 +520,8 @@ def test_interleaved_appends_and_flushes_share_fsyncs(tmp_path: Path) -> None:
 
 
 def test_nothing_is_fsynced_by_default_until_a_flush(tmp_path: Path) -> None:
+    """flush.ms and flush.messages default to Long.MAX: a day after the appends (on a virtual clock),
+    nothing has been fsynced; a flush does it."""
     fs = FaultInjectingFileSystem()
 
     async def go() -> None:
@@ -525,13 +529,13 @@ def test_nothing_is_fsynced_by_default_until_a_flush(tmp_path: Path) -> None:
         log = await engine.open_log("t", 0)
         for _ in range(5):
             await log.append(batch(1))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(86_400)
         assert fs.count("fdatasync") == 0 and log.recovery_point == 0
         await log.flush()
         assert fs.count("fdatasync") == 1 and log.recovery_point == 5
         assert fs.count("fsync", "") >= 1  # the new partition directory's entries
         await engine.close()
-    run(go())
+    run_virtual(go())
 
 
 def test_flush_messages_makes_appends_wait_for_the_fsync(tmp_path: Path) -> None:
@@ -554,22 +558,24 @@ def test_flush_messages_makes_appends_wait_for_the_fsync(tmp_path: Path) -> None
 
 
 def test_flush_ms_flushes_in_the_background(tmp_path: Path) -> None:
+    """flush.ms: the first append after a flush arms a timer (on the loop's clock, virtual here); when
+    it fires, one background pass fsyncs everything appended meanwhile."""
     fs = FaultInjectingFileSystem()
 
     async def go() -> None:
         engine = FileEngine(tmp_path, fs=fs)
         log = await engine.open_log("t", 0, {"flush.ms": 200})
+        armed = asyncio.get_running_loop().time()
         await log.append(batch(1))
-        await log.append(batch(1))
-        assert log.recovery_point == 0
-        for _ in range(500):
-            if log.recovery_point == 2:
-                break
-            await asyncio.sleep(0.01)
-        assert log.recovery_point == 2
+        await log.append(batch(1))  # file I/O takes no virtual time
+        await asyncio.sleep(0.199)
+        assert log.recovery_point == 0 and fs.count("fdatasync") == 0, "flushed before flush.ms"
+        await wait_until_async(lambda: log.recovery_point == 2, 0.1, "the flush.ms pass",
+                               lambda: f"recovery point {log.recovery_point}")
+        assert asyncio.get_running_loop().time() - armed == pytest.approx(0.2, abs=0.02)
         assert fs.count("fdatasync") == 1  # one timer, one pass for both appends
         await engine.close()
-    run(go())
+    run_virtual(go())
 
 
 def test_a_cancelled_append_still_records_what_it_wrote(tmp_path: Path) -> None:
@@ -582,10 +588,8 @@ def test_a_cancelled_append_still_records_what_it_wrote(tmp_path: Path) -> None:
         engine = FileEngine(tmp_path, fs=fs)
         log = await engine.open_log("t", 0)
         task = asyncio.create_task(log.append(batch(2)))
-        for _ in range(1000):  # until the write is under way on the I/O thread
-            if fs.count("pwrite", ".log"):
-                break
-            await asyncio.sleep(0.001)
+        await wait_until_async(lambda: fs.count("pwrite", ".log"), 5, "the write under way on the I/O thread",
+                               interval=0.001)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
-from storage.file import FileEngine
+from storage.file import FileEngine, FileSystem
+from storage.file.checkpoint import LOG_START_OFFSET_CHECKPOINT
 from storage.file.retention import SegmentInfo, select_deletable
 from storage.interface import OffsetOutOfRange
 from tests.unit.test_file_engine import Clock, batch, offsets_of, reopen, run, segment_files
+from tests.waiting import wait_until_async
 
 SIZE = len(batch(2))
 ONE_DAY = 86_400_000
@@ -164,15 +167,34 @@ def test_delete_records_is_persisted_before_it_returns(tmp_path: Path) -> None:
     assert segment_files(tmp_path / "t-0") == ["00000000000000000008.log"]
 
 
+class HeldStartCheckpoint(FileSystem):
+    """Holds the first log-start-offset checkpoint write just before its rename until ``release``."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def replace(self, src: str, dst: str) -> None:
+        if dst.endswith(LOG_START_OFFSET_CHECKPOINT) and not self.entered.is_set():
+            self.entered.set()
+            self.release.wait(10)
+        super().replace(src, dst)
+
+
 def test_a_checkpoint_taken_while_delete_records_persists_keeps_the_new_start(tmp_path: Path) -> None:
     async def go() -> None:
-        engine = FileEngine(tmp_path)
+        fs = HeldStartCheckpoint()
+        engine = FileEngine(tmp_path, fs=fs)
         log = await engine.open_log("t", 0)
         for _ in range(3):
             await log.append(batch(2))
         deleting = asyncio.create_task(log.delete_records_before(4))
-        await asyncio.sleep(0)  # the task is now waiting for its checkpoint write
-        await engine.checkpoint()  # a second writer snapshots the start offsets meanwhile
+        await wait_until_async(fs.entered.is_set, 10, "the DeleteRecords checkpoint write under way")
+        # A second writer snapshots the start offsets while that write is held (its first step, which
+        # runs before the release scheduled after it).
+        checkpointing = asyncio.create_task(engine.checkpoint())
+        asyncio.get_running_loop().call_soon(fs.release.set)
+        await checkpointing
         assert await deleting == 4
         engine.simulate_crash()
         engine, log = await reopen(tmp_path)

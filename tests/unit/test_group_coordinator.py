@@ -27,6 +27,7 @@ from protocol.errors import ErrorCode
 from protocol.records import iter_batches, iter_records
 from storage.interface import open_engine
 from tests.unit.test_config_handlers import call, run
+from tests.unit.virtual_clock import idle, run_virtual
 
 E = ErrorCode
 OFFSET_COMMIT, OFFSET_FETCH, JOIN_GROUP, HEARTBEAT, LEAVE_GROUP, SYNC_GROUP = 8, 9, 11, 12, 13, 14
@@ -63,12 +64,10 @@ class Env:
             await coord.stop()
 
     async def settle(self, ms: int = 0) -> None:
-        """Move the clock and let every task the coordinator woke run."""
-        for _ in range(5):
-            await asyncio.sleep(0)
+        """Let every task run as far as it can, move the clock, and again."""
+        await idle()
         self.clock.advance(ms)
-        for _ in range(20):
-            await asyncio.sleep(0)
+        await idle()
 
 
 def scenario(test: Any, **extra: Any) -> None:
@@ -76,7 +75,7 @@ def scenario(test: Any, **extra: Any) -> None:
         env = Env(settings(**extra))
         await env.cluster.create_topic("t", 2)
         await asyncio.wait_for(test(env), 20)
-    asyncio.run(main())
+    run_virtual(main())
 
 
 def join_request(member_id: str = "", client: str = "c", instance: str | None = None, **kw: Any) -> JoinRequest:
@@ -300,7 +299,8 @@ def test_stop_leaves_no_timer_or_task_behind() -> None:
     async def test(env: Env) -> None:
         async with env.coordinator() as coord:
             parked = asyncio.ensure_future(coord.join_group(join_request(session=10_000)))
-            await asyncio.sleep(0)
+            await idle()
+            assert coord.state.groups["g"].members, "the JoinGroup is parked in the group"
         assert coord._timers == {} and coord._tasks == set()
         assert not parked.done()
         parked.cancel()
