@@ -249,7 +249,7 @@ def test_retention_ms_empties_the_active_segment_too(broker: RestartableBroker) 
         return (low, high) == (end, end) and segments == [(end, 0)], (
             f"watermarks (low, high) {(low, high)}, expected {(end, end)}; segments (base, size) {segments}")
 
-    wait_for(emptied)
+    wait_for(emptied, "retention.ms rolling and deleting the active segment")
     # (Not read back: it is itself past retention a second later.)
     late = produce_each(broker.bootstrap, topic, values("after", 1))
     assert list(late) == [end], f"the next record got offset {list(late)}, expected {end}"
