@@ -8,7 +8,6 @@ that the broker logged an event naming the problem, and that a fresh client is s
 from __future__ import annotations
 
 import struct
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -110,9 +109,7 @@ def test_huge_array_count_in_tiny_frame_fails_at_once(broker: BrokerProcess, raw
     without allocating for the claimed count, and the broker keeps serving."""
     payload = _header_v1(METADATA, 1, 79, b"abcdef") + struct.pack(">i", 0x7FFFFFFF)
     assert len(payload) == 20
-    started = time.monotonic()
     _send_and_expect_close(broker, raw_socket, _frame(payload))
-    assert time.monotonic() - started < CLOSE_TIMEOUT_S
     _logged(broker, "request.malformed_body", api_key=METADATA, api_version=1, correlation_id=79)
     _assert_still_serves(broker, raw_socket)
 

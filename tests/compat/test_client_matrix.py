@@ -13,7 +13,6 @@ test during which that broker logs a traceback fails.
 
 from __future__ import annotations
 
-import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -230,48 +229,39 @@ def test_two_hundred_topics_created_used_and_listed(broker: BrokerProcess) -> No
     assert len(listed) == 200, f"Metadata lists {len(listed)} of the 200 topics"
 
 
+LONG_POLL_WAIT_MS = 120_000
+WAKE_BOUND_S = 20.0
+
+
 def test_long_poll_fetch_wakes_up_when_a_record_arrives(broker: BrokerProcess) -> None:
-    """A Fetch parked on an empty partition (fetch.wait.max.ms=5000, fetch.min.bytes=1) answers as soon
-    as a record is appended, not when the wait runs out."""
+    """A Fetch parked on an empty partition (fetch.wait.max.ms=120000, fetch.min.bytes=1) answers as soon
+    as a record is appended, not when the wait runs out: the record arrives within a bound far shorter
+    than the wait, which only a wake-up can explain."""
     from confluent_kafka import Consumer, Producer, TopicPartition
 
     topic = unique("long-poll")
     produce("confluent", broker.bootstrap, topic, [Msg(b"first", b"already-there")])
     consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": unique("no-group"),
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 5000, "fetch.min.bytes": 1,
-                         "enable.partition.eof": False})
+                         "enable.auto.commit": False, "fetch.wait.max.ms": LONG_POLL_WAIT_MS,
+                         "fetch.min.bytes": 1, "enable.partition.eof": False})
     producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
-    producer.list_topics(topic, timeout=10)  # connected and warm before the clock starts
+    producer.list_topics(topic, timeout=10)
     try:
         consumer.assign([TopicPartition(topic, 0, 1)])
-        # Let the consumer send its first Fetch from offset 1 and park it on the empty partition.
+        # Give the consumer a chance to send its first Fetch from offset 1 and park it on the empty partition.
         first = consumer.poll(1.5)
         assert first is None, f"nothing should be readable at offset 1 yet, got {first and first.value()}"
-        acked = threading.Event()
-        acked_at: list[float] = []
-
-        def on_ack(err: Any, msg: Any) -> None:
-            assert err is None, err
-            acked_at.append(time.monotonic())
-            acked.set()
-
-        sent_at = time.monotonic()
-        producer.produce(topic, key=b"wake", value=b"wake-up", partition=0, on_delivery=on_ack)
-        producer.flush(10)
-        assert acked.is_set(), "the wake-up record was not acknowledged"
+        producer.produce(topic, key=b"wake", value=b"wake-up", partition=0)
+        assert producer.flush(10) == 0, "the wake-up record was not acknowledged"
+        deadline = time.monotonic() + WAKE_BOUND_S
         msg = None
-        while time.monotonic() - sent_at < 6:
-            msg = consumer.poll(0.05)
-            if msg is not None:
-                break
-        received_at = time.monotonic()
+        while msg is None and time.monotonic() < deadline:
+            msg = consumer.poll(0.1)
     finally:
         consumer.close()
     assert msg is not None and msg.error() is None and msg.value() == b"wake-up", (
-        f"expected the wake-up record within 6 s, got {msg and (msg.error() or msg.value())}")
-    latency = received_at - acked_at[0]
-    assert latency < 1.5, (f"parked Fetch answered {latency:.2f} s after the record was acknowledged; "
-                           f"expected well under fetch.wait.max.ms (5 s), < 1.5 s")
+        f"expected the wake-up record within {WAKE_BOUND_S} s (the parked Fetch waits up to "
+        f"{LONG_POLL_WAIT_MS / 1000:.0f} s unless an append wakes it), got {msg and (msg.error() or msg.value())}")
 
 
 def test_confluent_admin_creates_describes_alters_and_deletes_topics(broker: BrokerProcess) -> None:
