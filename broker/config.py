@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from storage.interface import MEMORY_MAX_BYTES_SETTING, UNBOUNDED
 from storage.file.open_files import DEFAULT_MAX_OPEN_SEGMENT_FILES
+from storage.interface import MEMORY_MAX_BYTES_SETTING, UNBOUNDED
 
 ENV_PREFIX = "MOLDAU_"
 MEMORY_STORAGE_URL = "memory://"
