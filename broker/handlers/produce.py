@@ -143,7 +143,9 @@ async def handle_produce(header: Any, body: Any, ctx: RequestContext) -> Any:
     async with ctx.connection.produce_lock:
         topics, appended = await _append_all(ctx, body, acks, version, now_ms, transactional)
 
-    if acks == -1 and appended:
+    if acks == -1 and len(appended) == 1:
+        await _flush(appended[0])
+    elif acks == -1 and appended:
         # Concurrently, so the file engine's group commit syncs every partition in one pass.
         await asyncio.gather(*(_flush(outcome) for outcome in appended))
     if acks == 0:
