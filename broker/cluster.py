@@ -95,7 +95,7 @@ class ClusterState:
         self.topics: dict[str, Topic] = {}
         self.by_id: dict[uuid.UUID, Topic] = {}
         self.waiters = FetchWaiters()
-        self.producers = ProducerRegistry()
+        self.producers = ProducerRegistry(max_entries=config.producer_state_max_entries)
         self._creating: dict[str, asyncio.Future[Topic]] = {}
 
     # ------------------------------------------------------------ lookups

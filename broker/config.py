@@ -251,6 +251,24 @@ class BrokerConfig:
         "of each partition stays open besides, so the broker needs about partitions + this + "
         "connections descriptors (ulimit -n). Kafka keeps every segment open instead.", minimum=1)
 
+    # produce limits (issue 12)
+    message_max_decompressed_bytes: int = _setting(
+        "message.max.decompressed.bytes", 67108864,
+        "The most bytes one compressed Produce batch may decompress to while the broker checks its records "
+        "(Kafka decompresses every compressed batch to validate it). A larger batch gets MESSAGE_TOO_LARGE, "
+        "which makes the Java producer split it; decompression stops at this bound, so a small batch cannot "
+        "make the broker allocate gigabytes. Moldau's own setting (Kafka streams and has no bound).",
+        minimum=1)
+    producer_state_max_entries: int = _setting(
+        "producer.state.max.entries", 50000,
+        "The most idempotent-producer entries (one per producer and partition) the broker keeps, over all "
+        "partitions. Kafka accepts batches from producer ids it never handed out and keeps their state for "
+        "producer.id.expiration.ms, so a client could grow it without limit; past this bound the least "
+        "recently used entry is dropped, and that producer is then treated as Kafka treats an expired one "
+        "(its next batch is accepted at any sequence; a retry of an older batch is no longer deduplicated). "
+        "An entry with its last five batches takes about 1.4 KB (the default: about 70 MB). Moldau's own "
+        "setting.", minimum=1)
+
     # Not settings: where each setting's value came from (for DescribeConfigs' ConfigSource).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 

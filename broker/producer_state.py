@@ -17,6 +17,13 @@ Follows Kafka's ``ProducerStateManager`` / ``ProducerAppendInfo`` / ``ProducerSt
 - Producer state unused for ``producer.id.expiration.ms`` (Kafka's default, one day) is dropped,
   checked at most every ``producer.id.expiration.check.interval.ms`` (ten minutes) per partition.
   Moldau ages entries by broker time of the last append, where Kafka uses the batch's max timestamp.
+- Kafka accepts idempotent batches from producer ids InitProducerId never handed out, so a client can
+  make the broker keep state for as many ids as it likes for a day. Moldau bounds the total: at most
+  ``producer.state.max.entries`` (partition, producer) entries over the whole broker; past that the
+  least recently appended one is dropped (`ProducerLru`). An evicted producer is then unknown, exactly
+  like an expired one in Kafka: its next batch is accepted at any sequence (Kafka 2.5+ answers neither
+  UNKNOWN_PRODUCER_ID nor OUT_OF_ORDER_SEQUENCE_NUMBER for a producer it has no state for), and only a
+  retry of a batch appended before the eviction is no longer recognised as a duplicate.
 
 Producer ids come from `ProducerIdAllocator`: a counter starting at 1000 that hands ids out of blocks
 whose end is persisted before use (as Kafka's controller does), so no id is ever given out twice.
@@ -30,11 +37,14 @@ state).
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
+from broker.config import BrokerConfig
 from protocol.errors import ErrorCode, KafkaError
 from protocol.records import iter_batches
 
@@ -45,6 +55,11 @@ NUM_BATCHES_TO_RETAIN = 5
 PRODUCER_ID_EXPIRATION_MS = 86_400_000
 PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS = 600_000
 FIRST_PRODUCER_ID = 1000
+DEFAULT_MAX_PRODUCER_ENTRIES = BrokerConfig.producer_state_max_entries  # see `ProducerLru`
+# Log the eviction count at most once per this many evictions, so a hostile client cannot flood the log.
+EVICTION_LOG_EVERY = 10_000
+
+log = structlog.get_logger()
 
 
 def next_sequence(sequence: int, increment: int = 1) -> int:
@@ -87,13 +102,50 @@ class ProducerEntry:
         return None
 
 
+class ProducerLru:
+    """The broker-wide bound on producer entries: every (partition state, producer id) in order of last
+    append; recording one past ``max_entries`` evicts the least recently appended."""
+
+    def __init__(self, max_entries: int = DEFAULT_MAX_PRODUCER_ENTRIES) -> None:
+        if max_entries < 1:
+            raise ValueError(f"producer.state.max.entries must be at least 1, got {max_entries}")
+        self.max_entries = max_entries
+        self.evicted = 0
+        self._order: OrderedDict[tuple[PartitionProducerState, int], None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def touch(self, state: PartitionProducerState, producer_id: int) -> None:
+        key = (state, producer_id)
+        if key in self._order:
+            self._order.move_to_end(key)
+            return
+        self._order[key] = None
+        while len(self._order) > self.max_entries:
+            (old_state, old_id), _ = self._order.popitem(last=False)
+            old_state.evict(old_id)
+            self.evicted += 1
+            if self.evicted % EVICTION_LOG_EVERY == 1:
+                log.warning("producer_state.evicted", evicted_total=self.evicted, max_entries=self.max_entries,
+                            topic_partition=old_state.topic_partition, producer_id=old_id,
+                            hint="more idempotent producers than producer.state.max.entries; the least "
+                                 "recently used lose duplicate detection for earlier batches; raise the "
+                                 "setting if these producers are legitimate")
+
+    def discard(self, state: PartitionProducerState, producer_id: int) -> None:
+        self._order.pop((state, producer_id), None)
+
+
 class PartitionProducerState:
     """The idempotent producers of one partition: check a batch, then record it once appended."""
 
-    def __init__(self, topic_partition: str = "") -> None:
+    def __init__(self, topic_partition: str = "", lru: ProducerLru | None = None) -> None:
         self.topic_partition = topic_partition
         self._producers: dict[int, ProducerEntry] = {}
         self._last_expiry_check_ms = 0
+        # Shared with every partition of the broker; a state made on its own gets a private bound.
+        self._lru = lru if lru is not None else ProducerLru()
 
     def __len__(self) -> int:
         return len(self._producers)
@@ -146,6 +198,17 @@ class PartitionProducerState:
             entry.batches.clear()
         entry.batches.append(BatchMetadata(first_seq, last_seq, first_offset, last_offset, timestamp))
         entry.last_append_ms = now_ms
+        self._lru.touch(self, producer_id)
+
+    def evict(self, producer_id: int) -> None:
+        """Forget one producer (called by the `ProducerLru` when the broker-wide bound is reached)."""
+        self._producers.pop(producer_id, None)
+
+    def clear(self) -> None:
+        """Forget every producer of this partition (the partition is deleted)."""
+        for producer_id in self._producers:
+            self._lru.discard(self, producer_id)
+        self._producers.clear()
 
     def rebuild_from(self, chunks: list[Any], now_ms: int | None = None) -> int:
         """Replay the headers of stored batches (oldest first) into this state; returns how many
@@ -167,6 +230,7 @@ class PartitionProducerState:
         expired = [pid for pid, e in self._producers.items() if now_ms - e.last_append_ms >= expiration_ms]
         for pid in expired:
             del self._producers[pid]
+            self._lru.discard(self, pid)
         return len(expired)
 
 
@@ -213,9 +277,15 @@ class ProducerIdAllocator:
 class ProducerRegistry:
     """A broker's producer id allocator and every partition's producer state, by partition key."""
 
-    def __init__(self, first_producer_id: int = FIRST_PRODUCER_ID) -> None:
+    def __init__(self, first_producer_id: int = FIRST_PRODUCER_ID,
+                 max_entries: int = DEFAULT_MAX_PRODUCER_ENTRIES) -> None:
         self.ids = ProducerIdAllocator(first_producer_id)
         self._partitions: dict[Hashable, PartitionProducerState] = {}
+        self._lru = ProducerLru(max_entries)
+
+    def __len__(self) -> int:
+        """(partition, producer) entries held over every partition; at most ``max_entries``."""
+        return len(self._lru)
 
     def known(self, key: Hashable) -> bool:
         return key in self._partitions
@@ -224,9 +294,11 @@ class ProducerRegistry:
         """The state of one partition; ``key`` should survive renames and not outlive deletion (topic id)."""
         state = self._partitions.get(key)
         if state is None:
-            state = self._partitions[key] = PartitionProducerState(topic_partition)
+            state = self._partitions[key] = PartitionProducerState(topic_partition, self._lru)
         return state
 
     def forget(self, key: Hashable) -> None:
         """Drop a deleted partition's state."""
-        self._partitions.pop(key, None)
+        state = self._partitions.pop(key, None)
+        if state is not None:
+            state.clear()

@@ -33,7 +33,7 @@ from typing import Any, overload
 import structlog
 
 from protocol.errors import ErrorCode, KafkaError
-from protocol.records import RecordBatch, iter_batches, iter_records, set_base_offset, set_log_append_time
+from protocol.records import RecordBatch, iter_batches, set_base_offset, set_log_append_time
 from storage.interface import (
     MEMORY_MAX_BYTES_SETTING,
     UNBOUNDED,
@@ -46,6 +46,7 @@ from storage.interface import (
     TopicConfigSource,
     wall_clock_ms,
 )
+from storage.record_lookup import first_at_or_after, offset_of_timestamp
 
 log = structlog.get_logger()
 
@@ -185,9 +186,9 @@ class MemoryLog(PartitionLog):
     async def offset_for_timestamp(self, timestamp: int) -> TimestampOffset | None:
         for i in range(self._index_of(self._start), len(self._data)):
             if self._max_ts[i] >= timestamp:
-                for record in iter_records(RecordBatch(self._data[i])):
-                    if record.offset >= self._start and record.timestamp >= timestamp:
-                        return TimestampOffset(record.offset, record.timestamp)
+                found = first_at_or_after(RecordBatch(self._data[i]), self._start, timestamp, self._where)
+                if found is not None:
+                    return found
         return None
 
     async def max_timestamp(self) -> TimestampOffset | None:
@@ -195,11 +196,11 @@ class MemoryLog(PartitionLog):
         if first >= len(self._data):
             return None
         best = max(range(first, len(self._data)), key=lambda i: (self._max_ts[i], -i))
-        target = self._max_ts[best]
-        for record in iter_records(RecordBatch(self._data[best])):
-            if record.timestamp == target and record.offset >= self._start:
-                return TimestampOffset(record.offset, record.timestamp)
-        return TimestampOffset(self._lasts[best], target)
+        return offset_of_timestamp(RecordBatch(self._data[best]), self._start, self._max_ts[best], self._where)
+
+    @property
+    def _where(self) -> str:
+        return f"{self.topic}-{self.partition}"
 
     async def truncate_to(self, offset: int) -> None:
         if offset < self._start or offset > self._end:

@@ -27,9 +27,14 @@ appendToLocalLog, UnifiedLog.append, LogValidator; see `broker.produce_validatio
   validation errors, together with ``record_errors``).
 - Appended batches get the partition's leader epoch stamped into their header, as Kafka's LogValidator
   does. The requests of one connection append in request order (the connection's produce lock), each
-  partition under its own lock and wake long-poll Fetches. acks=-1 then awaits the log's
-  ``flush()`` outside the lock (a no-op for the memory engine; the hook for the file engine's group
-  commit). A failed append or flush (OSError) answers KAFKA_STORAGE_ERROR.
+  partition under its own lock and wake long-poll Fetches. acks=-1 then awaits every appended
+  partition's ``flush()`` outside the lock, all at once, so the file engine's group commit syncs them
+  in one pass (a no-op for the memory engine). A failed append or flush (OSError) answers
+  KAFKA_STORAGE_ERROR.
+- Record walks (every compressed batch, and uncompressed ones where a topic rule needs the records; see
+  `broker.produce_validation`) run on the event loop when small, else on a small worker pool, so a
+  large or hostile batch does not stall other clients; decompression is capped by
+  ``message.max.decompressed.bytes``.
 
 Left out: quotas and throttling;
 ``compression.type`` recompression; produce v12+ (topic ids); the ``current_leader`` / node endpoint
@@ -38,14 +43,25 @@ hints of v10+ (this node is always the leader).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from broker.handlers import CloseConnection, RequestContext
-from broker.produce_validation import BatchRejected, RecordError, TopicRules, frame_batch, validate_batch
+from broker.produce_validation import (
+    BatchRejected,
+    RecordError,
+    TopicRules,
+    frame_batch,
+    needs_record_walk,
+    validate_header,
+    validate_records,
+)
 from protocol import messages
 from protocol.errors import ErrorCode, KafkaError
 from protocol.records import RecordBatch, set_partition_leader_epoch
@@ -55,6 +71,15 @@ log = structlog.get_logger()
 
 VALID_ACKS = (-1, 0, 1)
 FIRST_RECORD_BATCH_VERSION = 3
+# A record walk this small runs on the event loop (well under a millisecond); larger ones, and any
+# compressed batch that inflates past INLINE_WALK_MAX_DECOMPRESSED_BYTES, run on a worker thread so
+# other clients are served meanwhile.
+INLINE_WALK_MAX_RECORDS = 256
+INLINE_WALK_MAX_BYTES = 64 * 1024
+INLINE_WALK_MAX_DECOMPRESSED_BYTES = 1024 * 1024
+# Worker threads for record walks: also bounds the memory of decompressed batches held at once
+# (threads x message.max.decompressed.bytes).
+RECORD_WALK_THREADS = 2
 
 _RESP = messages.ProduceResponse
 _PARTITION = _RESP.PartitionProduceResponse
@@ -118,9 +143,11 @@ async def handle_produce(header: Any, body: Any, ctx: RequestContext) -> Any:
     async with ctx.connection.produce_lock:
         topics, appended = await _append_all(ctx, body, acks, version, now_ms, transactional)
 
-    if acks == -1:
-        for outcome in appended:
-            await _flush(outcome)
+    if acks == -1 and len(appended) == 1:
+        await _flush(appended[0])
+    elif acks == -1 and appended:
+        # Concurrently, so the file engine's group commit syncs every partition in one pass.
+        await asyncio.gather(*(_flush(outcome) for outcome in appended))
     if acks == 0:
         failed = [(t.name, p.index, p.error_code) for t in topics for p in t.partition_responses if p.error_code]
         if failed:
@@ -190,13 +217,36 @@ async def _produce_partition(ctx: RequestContext, name: str, pdata: Any, acks: i
     tp = f"{name}-{index}"
     rules = topic_rules(cluster, topic)
     try:
-        validate_batch(batch, rules, now_ms, tp)
+        validate_header(batch, rules, now_ms, tp)
+        if needs_record_walk(batch, rules, now_ms):
+            await _walk_records(batch, rules, now_ms, tp, ctx.broker.config.message_max_decompressed_bytes)
     except BatchRejected as exc:
         return _rejected(name, index, exc.code, exc.message, partition.log.log_start_offset, exc.record_errors)
     try:
         return await _append(ctx, partition, batch, pdata.records, rules, now_ms, tp)
     except KafkaError as exc:
         return _rejected(name, index, exc.code, exc.message, partition.log.log_start_offset)
+
+
+@functools.cache
+def _walker_pool() -> ThreadPoolExecutor:
+    # Made on first use: most brokers never see a batch that needs it.
+    return ThreadPoolExecutor(RECORD_WALK_THREADS, thread_name_prefix="moldau-produce-walk")
+
+
+async def _walk_records(batch: RecordBatch, rules: TopicRules, now_ms: int, tp: str, max_decompressed: int) -> None:
+    """`validate_records` on the event loop when it is small, else on a worker thread."""
+    if batch.record_count <= INLINE_WALK_MAX_RECORDS and batch.total_size <= INLINE_WALK_MAX_BYTES:
+        inline_cap = min(max_decompressed, INLINE_WALK_MAX_DECOMPRESSED_BYTES)
+        try:
+            validate_records(batch, rules, now_ms, tp, inline_cap)
+            return
+        except BatchRejected as exc:
+            # Only a decompression past the inline cap answers MESSAGE_TOO_LARGE here: retry off the loop.
+            if exc.code is not ErrorCode.MESSAGE_TOO_LARGE or inline_cap == max_decompressed:
+                raise
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(_walker_pool(), validate_records, batch, rules, now_ms, tp, max_decompressed)
 
 
 async def _append(ctx: RequestContext, partition: Any, batch: RecordBatch, records: Any, rules: TopicRules,

@@ -25,17 +25,19 @@ from protocol.records.errors import (
     CorruptRecordError,
     DecompressionBombError,
     DecompressionError,
+    InvalidRecordError,
     RecordBatchError,
     TruncatedBatchError,
     UnsupportedCompressionError,
     UnsupportedMagicError,
 )
-from protocol.records.record import Record, iter_records
+from protocol.records.record import MIN_RECORD_SIZE, Record, iter_records
 
 __all__ = [
     "DEFAULT_MAX_DECOMPRESSED_SIZE",
     "HEADER_SIZE",
     "LOG_OVERHEAD",
+    "MIN_RECORD_SIZE",
     "NO_PRODUCER_ID",
     "NO_SEQUENCE",
     "NO_TIMESTAMP",
@@ -43,6 +45,7 @@ __all__ = [
     "CorruptRecordError",
     "DecompressionBombError",
     "DecompressionError",
+    "InvalidRecordError",
     "Record",
     "RecordBatch",
     "RecordBatchError",

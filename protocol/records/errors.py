@@ -17,6 +17,15 @@ class CorruptRecordError(RecordBatchError):
     """The bytes cannot be a valid v2 batch or record: bad CRC, bad length, malformed varint, ..."""
 
 
+class InvalidRecordError(CorruptRecordError):
+    """The records of a batch disagree with its header: fewer or more than the declared record count.
+
+    Kafka's record iterator raises InvalidRecordException for these ("Incorrect declared batch size").
+    """
+
+    error_name = "INVALID_RECORD"
+
+
 class TruncatedBatchError(RecordBatchError):
     """The buffer ends inside a batch: a torn tail in a log segment, or a short Produce payload.
 
@@ -60,6 +69,9 @@ class DecompressionError(CorruptRecordError):
 
 class DecompressionBombError(DecompressionError):
     """Decompressing would produce more bytes than the caller allowed."""
+
+    # The batch is too large once decompressed; the Java producer splits a batch answered this way.
+    error_name = "MESSAGE_TOO_LARGE"
 
     def __init__(self, codec: str, max_size: int) -> None:
         super().__init__(f"{codec} payload decompresses to more than the allowed {max_size} bytes")

@@ -2,7 +2,8 @@
 
 Record layout: varint length, int8 attributes (unused), varlong timestamp delta, varint offset delta,
 nullable key, nullable value, varint header count, headers (string key, nullable value). Only features
-that need records (compaction, tests, internal topics) come here; the produce path never does.
+that need records come here (compaction, timestamp lookups, internal topics, and Produce for compressed
+batches and record-level topic rules); uncompressed Produce batches are checked from their header.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import NamedTuple
 
 from protocol.records.batch import RecordBatch, TimestampType
 from protocol.records.compression import DEFAULT_MAX_DECOMPRESSED_SIZE, decompress
-from protocol.records.errors import CorruptRecordError
+from protocol.records.errors import CorruptRecordError, InvalidRecordError
 from protocol.records.varint import (
     Buffer,
     read_nullable_bytes,
@@ -36,28 +37,51 @@ class Record(NamedTuple):
     headers: Sequence[Header] = ()
 
 
+# The smallest record Kafka's format allows: length, attributes, timestamp delta, offset delta, key length
+# (-1, null), value length (-1, null) and header count, one byte each. A payload of N bytes therefore
+# holds at most N // MIN_RECORD_SIZE records, whatever the header's record count claims.
+MIN_RECORD_SIZE = 7
+PREMATURE_EOF = "Incorrect declared batch size, premature EOF reached"
+RECORDS_REMAINING = "Incorrect declared batch size, records still remaining in file"
+
+
+def check_record_count(count: int, payload_size: int) -> None:
+    """Refuse a record count the payload cannot hold, before reading any record (work bounded by bytes)."""
+    if count < 0:
+        raise InvalidRecordError(f"Found invalid record count {count} in magic v2 batch")
+    if count * MIN_RECORD_SIZE > payload_size:
+        raise InvalidRecordError(
+            f"{PREMATURE_EOF} (the batch declares {count} records, but its {payload_size} bytes of records "
+            f"hold at most {payload_size // MIN_RECORD_SIZE})")
+
+
 def iter_records(batch: RecordBatch, max_size: int = DEFAULT_MAX_DECOMPRESSED_SIZE) -> Iterator[Record]:
     """Decode the records of `batch`, decompressing first (output capped at `max_size` bytes).
 
-    Under LogAppendTime every record carries the batch's max timestamp, as Kafka reports it.
+    The records must be exactly the declared count, as Kafka's record iterator requires: fewer or more
+    raise `InvalidRecordError`. Under LogAppendTime every record carries the batch's max timestamp, as
+    Kafka reports it.
     """
     count = batch.record_count
-    if count < 0:
-        raise CorruptRecordError(f"record batch declares a negative record count {count}")
-    if count == 0:
+    if count <= 0:
+        check_record_count(count, 0)  # raises for a negative count
         return
     payload = batch.records_payload
     if batch.compression:
         payload = memoryview(decompress(batch.compression, payload, max_size))
+    check_record_count(count, len(payload))
     base_offset = batch.base_offset
     base_timestamp = batch.base_timestamp
     log_append_time = batch.max_timestamp if batch.timestamp_type == TimestampType.LOG_APPEND_TIME else None
     pos = 0
+    end = len(payload)
     for _ in range(count):
+        if pos >= end:
+            raise InvalidRecordError(PREMATURE_EOF)
         record, pos = decode_record(payload, pos, base_offset, base_timestamp, log_append_time)
         yield record
-    if pos != len(payload):
-        raise CorruptRecordError(f"{len(payload) - pos} bytes follow the {count} records the batch declares")
+    if pos != end:
+        raise InvalidRecordError(f"{RECORDS_REMAINING} ({end - pos} bytes follow the {count} declared records)")
 
 
 def decode_record(

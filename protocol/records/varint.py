@@ -39,6 +39,10 @@ def read_varlong(buf: Buffer, pos: int) -> tuple[int, int]:
 
 
 def _read_multibyte(buf: Buffer, pos: int, max_bytes: int, bits: int) -> tuple[int, int]:
+    if pos + 1 < len(buf) and buf[pos + 1] < 0x80:
+        # Two bytes (14 bits, fits any width): record lengths and timestamp deltas of ordinary records.
+        raw = (buf[pos] & 0x7F) | (buf[pos + 1] << 7)
+        return (raw >> 1) ^ -(raw & 1), pos + 2
     kind = "varint" if bits == 32 else "varlong"
     raw = 0
     shift = 0

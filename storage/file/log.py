@@ -28,7 +28,6 @@ from protocol.records import (
     RecordBatchError,
     TruncatedBatchError,
     iter_batches,
-    iter_records,
     set_base_offset,
     set_log_append_time,
 )
@@ -45,6 +44,7 @@ from storage.file.retention import (
 )
 from storage.file.segment import SEEK_CHUNK, LogSegment, SegmentGone, batches_in_buffer, scan_batches
 from storage.interface import AppendResult, OffsetOutOfRange, PartitionLog, ReadResult, TimestampOffset
+from storage.record_lookup import first_at_or_after, offset_of_timestamp
 
 if TYPE_CHECKING:
     from storage.file.engine import FileEngine
@@ -461,9 +461,9 @@ class FileLog(PartitionLog):
                                                         chunk=4 * SEEK_CHUNK):
                         if header.last_offset < start or header.max_timestamp < target:
                             continue
-                        for record in iter_records(RecordBatch(buf, at)):
-                            if record.offset >= start and record.timestamp >= target:
-                                return TimestampOffset(record.offset, record.timestamp)
+                        found = first_at_or_after(RecordBatch(buf, at), start, target, self.directory)
+                        if found is not None:
+                            return found
         except OSError as exc:
             raise storage_error("cannot read", self.directory, exc) from None
         return None
@@ -509,10 +509,7 @@ class FileLog(PartitionLog):
                 for header, buf, at in scan_batches(self._fs, fd, position, end, with_body=True):
                     if header.last_offset < start or header.max_timestamp != target:
                         continue
-                    for record in iter_records(RecordBatch(buf, at)):
-                        if record.timestamp == target and record.offset >= start:
-                            return TimestampOffset(record.offset, record.timestamp)
-                    return TimestampOffset(header.last_offset, target)
+                    return offset_of_timestamp(RecordBatch(buf, at), start, target, self.directory)
         except OSError as exc:
             raise storage_error("cannot read", self.directory, exc) from None
         return None

@@ -235,13 +235,14 @@ def test_compacted_topic_accepts_keyed_records() -> None:
         validate_batch(frame_batch(_batch(compression=codec), 9), TopicRules(compacted=True), NOW, TP)
 
 
-def test_undecodable_records_on_compacted_topic_are_corrupt() -> None:
-    """Where records must be read, a payload that does not decode -> CORRUPT_MESSAGE."""
+def test_undecodable_records_on_compacted_topic_are_invalid_record() -> None:
+    """Where records must be read, a payload that does not decode -> INVALID_RECORD (Kafka's record
+    iterator raises InvalidRecordException for records it cannot parse)."""
     data = _batch()
     data[61] = 0x7F  # the first record's length varint now overruns the batch
     write_crc(data, 0)
     error = _reject(data, TopicRules(compacted=True))
-    assert error.code is ErrorCode.CORRUPT_MESSAGE
+    assert error.code is ErrorCode.INVALID_RECORD
 
 
 def test_batch_above_segment_bytes_is_record_list_too_large() -> None:
