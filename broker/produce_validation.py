@@ -31,7 +31,9 @@ count the payload cannot hold is refused from the header before any loop over re
 
 Compressed batches are decompressed and their records walked, as Kafka does, with the output capped
 at the broker's ``message.max.decompressed.bytes``: past it -> MESSAGE_TOO_LARGE (the Java producer
-splits the batch). A payload its codec cannot decompress -> CORRUPT_MESSAGE (Kafka answers
+splits the batch). The walk decodes records only where a check needs them (as for uncompressed
+batches below); otherwise it follows the records' length prefixes and timestamp deltas, proving the
+declared count, every record's bounds, and that no record is later than the header's max timestamp. A payload its codec cannot decompress -> CORRUPT_MESSAGE (Kafka answers
 UNKNOWN_SERVER_ERROR there, from an unmapped "Failed to decompress record stream" KafkaException).
 
 Where Moldau does less than Kafka, on purpose (uncompressed records are opaque bytes on the hot path):
@@ -62,6 +64,7 @@ from protocol.records import (
     RecordBatchError,
     TimestampType,
     UnsupportedCompressionError,
+    check_record_framing,
     iter_records,
 )
 from protocol.records.batch import MAGIC, MAGIC_OFFSET
@@ -253,9 +256,15 @@ def needs_record_walk(batch: RecordBatch, rules: TopicRules, now_ms: int) -> boo
     timestamp cannot settle."""
     if batch.compression or rules.compacted:
         return True
+    return not _header_settles_timestamps(batch, rules, now_ms)
+
+
+def _header_settles_timestamps(batch: RecordBatch, rules: TopicRules, now_ms: int) -> bool:
+    """Whether the header alone proves every record's timestamp acceptable: LogAppendTime (the header's
+    check covers all records), or no lower bound and a max timestamp within the upper one."""
     if rules.log_append_time or batch.timestamp_type == TimestampType.LOG_APPEND_TIME:
-        return False
-    return rules.timestamp_before_max_ms < LONG_MAX or batch.max_timestamp > now_ms + rules.timestamp_after_max_ms
+        return True
+    return rules.timestamp_before_max_ms >= LONG_MAX and batch.max_timestamp <= now_ms + rules.timestamp_after_max_ms
 
 
 def _validate_batch_header(batch: RecordBatch, tp: str) -> None:
@@ -307,26 +316,37 @@ def _timestamp_range(rules: TopicRules, now_ms: int) -> tuple[int | None, int]:
 def validate_records(batch: RecordBatch, rules: TopicRules, now_ms: int, topic_partition: str,
                      max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES) -> None:
     """LogValidator's record walk: decompress (at most ``max_decompressed_bytes``), check the records
-    match the header's count, and apply the per-record rules. Pure and thread-safe (no shared state)."""
+    match the header's count, and apply the per-record rules (compacted keys, timestamps the header
+    cannot settle). Pure and thread-safe (no shared state)."""
     tp = topic_partition
-    found = _Errors()
-    lo, hi = _timestamp_range(rules, now_ms)
-    create_time_topic = not rules.log_append_time
-    client_log_append_time = batch.timestamp_type == TimestampType.LOG_APPEND_TIME
     try:
-        for index, record in enumerate(iter_records(batch, max_decompressed_bytes)):
-            if rules.compacted and record.key is None:
-                found.errors.append(RecordError(
-                    index, f"Compacted topic cannot accept message without key in topic partition {tp}"))
-                continue
-            _check_timestamp(record.timestamp, index, record.offset, create_time_topic,
-                             client_log_append_time, lo, hi, found)
+        settled = not rules.compacted and _header_settles_timestamps(batch, rules, now_ms)
+        # No key needs checking and the header's max timestamp is acceptable: if the records agree with
+        # it, their bounds are all that matter, at two varints per record instead of a decoded record.
+        if not settled or (check_record_framing(batch, max_decompressed_bytes) > batch.max_timestamp
+                           and batch.timestamp_type != TimestampType.LOG_APPEND_TIME):
+            _check_each_record(batch, rules, now_ms, tp, max_decompressed_bytes)
     except (DecompressionError, UnsupportedCompressionError) as exc:
         raise BatchRejected(*_decompression_failure(exc, batch, tp, max_decompressed_bytes)) from None
     except RecordBatchError as exc:
         # Kafka's record iterator raises InvalidRecordException for records it cannot parse.
         raise BatchRejected(ErrorCode.INVALID_RECORD,
                             f"Record batch in topic partition {tp} has invalid records: {exc}") from None
+
+
+def _check_each_record(batch: RecordBatch, rules: TopicRules, now_ms: int, tp: str,
+                       max_decompressed_bytes: int) -> None:
+    found = _Errors()
+    lo, hi = _timestamp_range(rules, now_ms)
+    create_time_topic = not rules.log_append_time
+    client_log_append_time = batch.timestamp_type == TimestampType.LOG_APPEND_TIME
+    for index, record in enumerate(iter_records(batch, max_decompressed_bytes)):
+        if rules.compacted and record.key is None:
+            found.errors.append(RecordError(
+                index, f"Compacted topic cannot accept message without key in topic partition {tp}"))
+            continue
+        _check_timestamp(record.timestamp, index, record.offset, create_time_topic,
+                         client_log_append_time, lo, hi, found)
     if found.errors:
         _raise_record_errors(found)
 

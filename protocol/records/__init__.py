@@ -31,7 +31,7 @@ from protocol.records.errors import (
     UnsupportedCompressionError,
     UnsupportedMagicError,
 )
-from protocol.records.record import MIN_RECORD_SIZE, Record, iter_records
+from protocol.records.record import MIN_RECORD_SIZE, Record, check_record_framing, iter_records
 
 __all__ = [
     "DEFAULT_MAX_DECOMPRESSED_SIZE",
@@ -54,6 +54,7 @@ __all__ = [
     "UnsupportedCompressionError",
     "UnsupportedMagicError",
     "build_batch",
+    "check_record_framing",
     "compress",
     "compute_crc",
     "decompress",

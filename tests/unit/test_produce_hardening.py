@@ -28,7 +28,7 @@ from broker.produce_validation import (
 from broker.producer_state import ProducerRegistry
 from protocol import messages
 from protocol.errors import ErrorCode
-from protocol.records import Compression, Record, TimestampType, build_batch, write_crc
+from protocol.records import Compression, Record, TimestampType, build_batch, check_record_framing, write_crc
 from protocol.records.batch import ATTRIBUTES_OFFSET, HEADER_SIZE
 from protocol.records.record import MIN_RECORD_SIZE
 from storage.file.engine import FileEngine
@@ -173,6 +173,28 @@ def test_compressed_records_are_checked_like_uncompressed_ones() -> None:
     error = _reject(data)
     assert error.code is ErrorCode.INVALID_TIMESTAMP
     assert [e.batch_index for e in error.record_errors] == [2]
+
+
+def test_compressed_records_whose_lengths_break_the_framing_are_invalid_record() -> None:
+    """Without a key or timestamp to check, a compressed batch's records are walked by their length
+    prefixes only; a record length running past the payload is still INVALID_RECORD, as Kafka's iterator
+    reports a record it cannot read."""
+    payload = bytearray(zstandard.ZstdDecompressor().decompress(
+        bytes(build_batch(_records(3), compression=Compression.ZSTD)[HEADER_SIZE:])))
+    payload[0] = 0x7E  # the first record claims 63 bytes: it swallows the others and runs past the end
+    data = build_batch(_records(3), compression=Compression.ZSTD)
+    error = _reject(_with_payload(data, zstandard.ZstdCompressor().compress(bytes(payload))))
+    assert error.code is ErrorCode.INVALID_RECORD
+    assert "record length 63" in error.message
+
+
+def test_record_framing_walk_reports_the_largest_record_timestamp() -> None:
+    """The cheap walk returns the records' true max timestamp, which decides whether the header's can be
+    trusted (a header claiming less sends the batch through the full per-record check)."""
+    records = _records(3) + [Record(3, NOW + 5_000, b"k", b"v", ()), Record(4, NOW - 5, b"k", b"v", ())]
+    for codec in (Compression.NONE, Compression.LZ4, Compression.GZIP):
+        batch = frame_batch(build_batch(records, compression=codec), 9)
+        assert check_record_framing(batch) == NOW + 5_000, codec
 
 
 def test_decompression_bomb_is_message_too_large_without_inflating_it() -> None:
