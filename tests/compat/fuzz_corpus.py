@@ -229,6 +229,7 @@ def rewrite_header(rng: random.Random, payload: bytes, served: dict[int, tuple[i
 _BATCH_FIELDS = ("base_offset", "batch_length", "partition_leader_epoch", "magic", "crc", "attributes",
                  "last_offset_delta", "base_timestamp", "max_timestamp", "producer_id", "producer_epoch",
                  "base_sequence", "record_count")
+_BATCH_COUNTS = ("record_count", "record_count", "last_offset_delta", "batch_length", "base_sequence")
 _BATCH_RANGES = {"q": INT_RANGES["int64"], "i": INT_RANGES["int32"], "h": INT_RANGES["int16"],
                  "b": INT_RANGES["int8"], "I": (0, 2**32 - 1)}
 
@@ -262,8 +263,8 @@ def mutate_batch(rng: random.Random, batch: bytes) -> tuple[bytes, str]:
     attributes = fields[5]
     codec_id = attributes & 0x07
     op = rng.randrange(8)
-    if op <= 1:  # one header field at a boundary of its type
-        i = rng.randrange(len(_BATCH_FIELDS))
+    if op <= 1:  # one header field at a boundary of its type; the counts and lengths most often
+        i = rng.choice((*range(len(_BATCH_FIELDS)), *(_BATCH_FIELDS.index(n) for n in _BATCH_COUNTS)))
         fmt = HEADER.format[1:][i]
         lo, hi = _BATCH_RANGES[fmt]
         values = list(fields)
@@ -384,7 +385,13 @@ def _nodes(value: Any, limit: int = MAX_NODES) -> int:
     return count
 
 
-def mutate_schema(rng: random.Random, payload: bytes) -> tuple[bytes, str]:
+def mutate_records(rng: random.Random, payload: bytes) -> tuple[bytes, str]:
+    """A request carrying record batches (Produce) with one batch mutated (`mutate_batch`); any other
+    request gets `mutate_schema`."""
+    return mutate_schema(rng, payload, records_only=True)
+
+
+def mutate_schema(rng: random.Random, payload: bytes, records_only: bool = False) -> tuple[bytes, str]:
     """Decode the request, change 1-3 fields to edge values of their types, encode it again."""
     try:
         header, offset = codec.decode_request_header(payload)
@@ -399,8 +406,12 @@ def mutate_schema(rng: random.Random, payload: bytes) -> tuple[bytes, str]:
         if not slots:
             break
         ints = [slot for slot in slots if slot[1]["type"] in INT_RANGES]
+        records = [slot for slot in slots if slot[1]["type"] == "records" and getattr(slot[0], slot[1]["name"])]
         # Integers (counts, indexes, sizes, timeouts) are where unbounded work hides: half the picks.
-        obj, f, path = rng.choice(ints if ints and rng.random() < 0.5 else slots)
+        if records_only and records:
+            obj, f, path = rng.choice(records)
+        else:
+            obj, f, path = rng.choice(ints if ints and rng.random() < 0.5 else slots)
         new, note = _mutate_value(rng, obj, f, body, version)
         old = getattr(obj, f["name"])
         setattr(obj, f["name"], new)
@@ -435,6 +446,9 @@ def size_prefix(rng: random.Random, payload: bytes, max_request: int) -> tuple[b
     return struct.pack(">i", size) + payload, f"size_prefix={size}"
 
 
+_API_WEIGHT = {0: 5, 1: 2, 3: 2}
+
+
 class CaseMaker:
     """Deterministic case generation: case ``i`` of seed ``s`` is always the same frames."""
 
@@ -447,13 +461,14 @@ class CaseMaker:
         self.by_api: dict[int, list[Seed]] = {}
         for s in seeds:
             self.by_api.setdefault(s.api_key, []).append(s)
-        self.apis = sorted(self.by_api)
+        # Produce carries record batches, the richest input: it gets more turns, and Fetch and Metadata too.
+        self.apis = [k for k in sorted(self.by_api) for _ in range(_API_WEIGHT.get(k, 1))]
         self.served = {k: (lo, hi) for k, lo, hi in served}
         self.seed = seed
         self.max_request = max_request
         self._byte_ops: list[tuple[int, Callable[[random.Random, bytes], tuple[bytes, str]]]] = [
             (5, bit_flip), (6, lambda r, p: int_overwrite(r, p, 8)), (3, truncate), (3, extend),
-            (4, lambda r, p: rewrite_header(r, p, self.served)), (14, mutate_schema),
+            (4, lambda r, p: rewrite_header(r, p, self.served)), (14, mutate_schema), (8, mutate_records),
         ]
 
     def _op(self, rng: random.Random) -> Callable[[random.Random, bytes], tuple[bytes, str]]:
@@ -481,7 +496,7 @@ class CaseMaker:
             # the byte-level mutations; the ones before it are clean (to build state) or schema-mutated
             # (still decodable, so the handler sees them).
             if not last and rng.random() < 0.6:
-                payload, label = mutate_schema(rng, payload)
+                payload, label = rng.choice((mutate_schema, mutate_schema, mutate_records))(rng, payload)
                 labels.append(label)
             elif last and rng.random() < 0.9:
                 for _ in range(rng.choice((1, 1, 1, 2, 3))):

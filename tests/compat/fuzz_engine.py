@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import struct
 import tempfile
@@ -145,10 +146,13 @@ def bad_record(record: dict[str, Any]) -> bool:
 
 
 def signature(record: dict[str, Any]) -> str:
-    """What makes two bad log records the same bug: event, API, and the exception's last line."""
+    """What makes two bad log records the same bug: event (numbers and quoted text masked, so asyncio's
+    "Task-359" and the handler's message do not split one bug in many), API, and the exception type."""
+    event = re.sub(r"'[^']*'|\"[^\"]*\"|\d+", "_", str(record.get("event")).splitlines()[0])[:80]
     exc = str(record.get("exception", "")).strip().splitlines()
-    return ":".join(str(x) for x in (record.get("event"), record.get("api_name") or record.get("api_key", ""),
-                                     exc[-1][:120] if exc else record.get("line", "")[:80]))
+    kind = re.findall(r"exception=(\w+)", str(record.get("event")))
+    last = exc[-1].split(":")[0][:80] if exc else (kind[0] if kind else record.get("line", "")[:80])
+    return ":".join(str(x) for x in (event, record.get("api_name") or record.get("api_key", ""), last))
 
 
 # ---------------------------------------------------------------- sending one case
