@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Slow-client isolation: does one client's 16 MiB zstd batches slow everyone else down?
 
-    python scripts/bench_slow_client.py [--runs 3] [--samples 200] [--storage memory|file]
+    python scripts/bench_slow_client.py [--runs 3] [--samples 1000] [--storage memory|file]
 
 Starts `moldau serve` itself (the `BrokerProc` of bench_broker.py, with message.max.bytes raised) and
 measures the p50/p99 latency of a small confluent-kafka producer (acks=1, one 100-byte record at a
@@ -126,7 +126,7 @@ def p(values: list[float], q: float) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--samples", type=int, default=200, help="small records per measurement")
+    parser.add_argument("--samples", type=int, default=1000, help="small records per measurement")
     parser.add_argument("--storage", choices=("memory", "file"), default="memory")
     parser.add_argument("--payload", choices=("compressible", "random", "both"), default="both")
     args = parser.parse_args()
@@ -143,19 +143,21 @@ def main() -> int:
         for kind in kinds:
             batch = big_batch(kind)
             rows: dict[str, list[float]] = {"p50 unloaded": [], "p99 unloaded": [], "p50 loaded": [], "p99 loaded": []}
-            batches = 0
+            batches, loaded_s = 0, 0.0
             for _ in range(args.runs):
                 unloaded = small_latencies(broker.bootstrap, small_topic, args.samples)
                 with Loader(broker.host, broker.port, big_topic, batch) as loader:
+                    started, before = time.perf_counter(), loader.sent
                     loaded = small_latencies(broker.bootstrap, small_topic, args.samples)
-                    batches += loader.sent
+                    loaded_s += time.perf_counter() - started
+                    batches += loader.sent - before
                 rows["p50 unloaded"].append(p(unloaded, 0.5))
                 rows["p99 unloaded"].append(p(unloaded, 0.99))
                 rows["p50 loaded"].append(p(loaded, 0.5))
                 rows["p99 loaded"].append(p(loaded, 0.99))
             med = {k: statistics.median(v) * 1000 for k, v in rows.items()}
-            print(f"\n{kind} payload ({len(batch) / MIB:.2f} MiB on the wire per batch, {batches} batches sent "
-                  f"during the loaded measurements)")
+            print(f"\n{kind} payload ({len(batch) / 1024:.0f} KiB on the wire per batch; {batches} batches "
+                  f"accepted in {loaded_s:.1f}s of loaded measurement, {batches / loaded_s:.1f}/s)")
             for k, v in med.items():
                 print(f"  {k:<14} {v:9.2f} ms")
             ratio50 = med["p50 loaded"] / med["p50 unloaded"]
