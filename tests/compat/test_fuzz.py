@@ -33,8 +33,9 @@ def test_mutated_client_requests_never_crash_hang_leak_or_log_tracebacks() -> No
         findings = campaign.run()
     finally:
         code = campaign.close()
-    report = "\n".join(f.describe() for f in findings)
-    assert not findings, (f"{len(findings)} distinct fuzz findings ({campaign.summary()}); replay one with "
-                          f"`python scripts/fuzz.py --replay FILE`:\n{report}")
+    if findings:
+        pytest.fail(f"{len(findings)} distinct fuzz findings ({campaign.summary()}); replay one with "
+                    f"`python scripts/fuzz.py --replay FILE` (add --isolate to find which of several candidate "
+                    f"connections fails alone):\n" + "\n".join(f.describe() for f in findings), pytrace=False)
     assert code == 0, f"broker exited with {code} after SIGTERM at the end of the fuzz run ({campaign.summary()})"
     assert campaign.frames_sent > 500, f"the fuzzer sent too little to mean anything: {campaign.summary()}"
