@@ -474,10 +474,9 @@ class Campaign:
         broker = self.broker
         assert broker is not None
         records = broker.records[self._log_seen:]
-        lines = broker.lines[self._log_seen:self._log_seen + len(records)]
         self._log_seen += len(records)
         unattributed: dict[str, int] = {}
-        for record, line in zip(records, lines, strict=False):
+        for record in records:
             peer = record.get("peer")
             if isinstance(peer, str):
                 self._peer_lines[peer] = self._peer_lines.get(peer, 0) + 1
@@ -489,6 +488,7 @@ class Campaign:
                 continue
             run = self._by_peer.get(peer) if isinstance(peer, str) else None
             cases = [run.case] if run is not None else self._window()
+            line = json.dumps(record)
             who = f"connection {peer}" if run is not None else "an unattributed record"
             self._report("traceback" if ("exception" in record or "exc_info" in record) else "error_log",
                          f"broker logged {record.get('level')} {event!r} for {who}: {line[:300]}",
