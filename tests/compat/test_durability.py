@@ -251,16 +251,16 @@ class ContinuousProducer:
 
 
 class ConfluentProducer(ContinuousProducer):
-    """confluent-kafka with acks=all and retries, not idempotent: at-least-once."""
+    """confluent-kafka with acks=all and retries, not idempotent (at-least-once) unless ``idempotent``."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, *, idempotent: bool = False) -> None:
         super().__init__("confluent")
-        self.bootstrap, self.topic = bootstrap, topic
+        self.bootstrap, self.topic, self.idempotent = bootstrap, topic, idempotent
 
     def run(self) -> None:
         from confluent_kafka import KafkaException, Producer
 
-        producer = Producer({"bootstrap.servers": self.bootstrap, "acks": "all", "enable.idempotence": False,
+        producer = Producer({"bootstrap.servers": self.bootstrap, "acks": "all", "enable.idempotence": self.idempotent,
                              "linger.ms": 5, "message.timeout.ms": 20000, "request.timeout.ms": 5000,
                              **CONFLUENT_FAST})
 

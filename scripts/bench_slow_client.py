@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Slow-client isolation: does one client's 16 MiB zstd batches slow everyone else down?
+
+    python scripts/bench_slow_client.py [--runs 3] [--samples 1000] [--storage memory|file]
+
+Starts `moldau serve` itself (the `BrokerProc` of bench_broker.py, with message.max.bytes raised) and
+measures the p50/p99 latency of a small confluent-kafka producer (acks=1, one 100-byte record at a
+time, each delivery awaited) twice per run: unloaded, then while another connection sends Produce
+requests carrying one 16 MiB zstd-compressed batch (16 records of 1 MiB) back to back, over raw
+protocol. Two payloads: highly compressible (a few KiB on the wire, 16 MiB to decompress) and random
+(16 MiB on the wire too). Prints the median of the runs and the loaded/unloaded ratio; the target is a
+p99 ratio within 2x (the broker must not validate a large batch on its event loop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Self
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench_broker import MIB, BrokerProc
+
+from protocol import messages
+from protocol.records import Compression, Record, build_batch
+from tests.compat.conftest import KafkaSocket
+from tests.compat.test_durability import create_topic
+
+BATCH_BYTES = 16 * MIB
+RECORDS_PER_BATCH = 16
+MAX_MESSAGE_BYTES = 32 * MIB  # room for a random (incompressible) 16 MiB batch and its framing
+SMALL_RECORD = b"s" * 100
+PRODUCE = 0
+
+
+def big_batch(kind: str) -> bytes:
+    """One zstd batch of RECORDS_PER_BATCH records totalling BATCH_BYTES, compressible or random."""
+    size = BATCH_BYTES // RECORDS_PER_BATCH
+    now = int(time.time() * 1000)
+    if kind == "compressible":
+        values = [bytes([65 + i % 26]) * size for i in range(RECORDS_PER_BATCH)]
+    else:
+        import random
+
+        rng = random.Random(16)
+        values = [rng.randbytes(size) for _ in range(RECORDS_PER_BATCH)]
+    return bytes(build_batch([Record(i, now, None, v) for i, v in enumerate(values)], compression=Compression.ZSTD))
+
+
+class Loader:
+    """Sends Produce requests with one big batch each (acks=1), back to back, until stopped."""
+
+    def __init__(self, host: str, port: int, topic: str, batch: bytes) -> None:
+        self.sock = KafkaSocket(host, port, timeout=120)
+        produce = messages.ProduceRequest
+        self.request = produce(acks=1, timeout_ms=30000, topic_data=[produce.TopicProduceData(
+            name=topic, partition_data=[produce.PartitionProduceData(index=0, records=batch)])])
+        self.sent = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        corr = 0
+        while not self._stop.is_set():
+            corr += 1
+            response = self.sock.request(PRODUCE, 9, corr, self.request)
+            code = response.responses[0].partition_responses[0].error_code
+            if code:
+                self.errors.append(f"error {code}")
+                return
+            self.sent += 1
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        deadline = time.monotonic() + 60
+        while self.sent == 0 and not self.errors and time.monotonic() < deadline:
+            time.sleep(0.01)  # measure only once the big batches are flowing
+        if self.errors or self.sent == 0:
+            raise RuntimeError(f"the loader's first 16 MiB batch was not accepted: {self.errors or 'timeout'}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(120)
+        self.sock.close()
+
+
+def small_latencies(bootstrap: str, topic: str, samples: int) -> list[float]:
+    """Seconds from produce() to the delivery callback, one 100-byte acks=1 record at a time."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "1", "linger.ms": 0, "enable.idempotence": False})
+    producer.list_topics(topic, timeout=10)
+    latencies: list[float] = []
+    done: list[float] = []
+
+    def delivered(err: object, _msg: object) -> None:
+        if err is None:
+            done.append(time.perf_counter())
+
+    for _ in range(samples):
+        done.clear()
+        start = time.perf_counter()
+        producer.produce(topic, SMALL_RECORD, partition=0, on_delivery=delivered)
+        producer.flush(30)
+        if not done:
+            raise RuntimeError("a small record was not acknowledged within 30 s")
+        latencies.append(done[0] - start)
+    return latencies
+
+
+def p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(int(len(ordered) * q) - 1, 0))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=1000, help="small records per measurement")
+    parser.add_argument("--storage", choices=("memory", "file"), default="memory")
+    parser.add_argument("--payload", choices=("compressible", "random", "both"), default="both")
+    args = parser.parse_args()
+    broker = BrokerProc(args.storage, ["--set", f"message.max.bytes={MAX_MESSAGE_BYTES}"])
+    try:
+        small_topic = f"slow-client-small-{uuid.uuid4().hex[:8]}"
+        big_topic = f"slow-client-big-{uuid.uuid4().hex[:8]}"
+        create_topic(broker.bootstrap, small_topic, partitions=1)
+        create_topic(broker.bootstrap, big_topic, partitions=1, config={"max.message.bytes": str(MAX_MESSAGE_BYTES)})
+        kinds = ("compressible", "random") if args.payload == "both" else (args.payload,)
+        print(f"small producer: {args.samples} x 100 B acks=1, one at a time; loader: Produce of one "
+              f"{BATCH_BYTES // MIB} MiB zstd batch ({RECORDS_PER_BATCH} records) back to back; "
+              f"median of {args.runs} runs, storage {args.storage}")
+        for kind in kinds:
+            batch = big_batch(kind)
+            rows: dict[str, list[float]] = {"p50 unloaded": [], "p99 unloaded": [], "p50 loaded": [], "p99 loaded": []}
+            batches, loaded_s = 0, 0.0
+            for _ in range(args.runs):
+                unloaded = small_latencies(broker.bootstrap, small_topic, args.samples)
+                with Loader(broker.host, broker.port, big_topic, batch) as loader:
+                    started, before = time.perf_counter(), loader.sent
+                    loaded = small_latencies(broker.bootstrap, small_topic, args.samples)
+                    loaded_s += time.perf_counter() - started
+                    batches += loader.sent - before
+                rows["p50 unloaded"].append(p(unloaded, 0.5))
+                rows["p99 unloaded"].append(p(unloaded, 0.99))
+                rows["p50 loaded"].append(p(loaded, 0.5))
+                rows["p99 loaded"].append(p(loaded, 0.99))
+            med = {k: statistics.median(v) * 1000 for k, v in rows.items()}
+            print(f"\n{kind} payload ({len(batch) / 1024:.0f} KiB on the wire per batch; {batches} batches "
+                  f"accepted in {loaded_s:.1f}s of loaded measurement, {batches / loaded_s:.1f}/s)")
+            for k, v in med.items():
+                print(f"  {k:<14} {v:9.2f} ms")
+            ratio50 = med["p50 loaded"] / med["p50 unloaded"]
+            ratio99 = med["p99 loaded"] / med["p99 unloaded"]
+            print(f"  ratio loaded/unloaded: p50 {ratio50:.1f}x, p99 {ratio99:.1f}x "
+                  f"({'within' if ratio99 <= 2 else 'ABOVE'} the 2x target)")
+    finally:
+        broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
