@@ -102,6 +102,7 @@ class Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.host = str(peer[0])
+            self.info.host = self.host
             self.info.peer = format_address(self.host, int(peer[1]))
         limits = self._broker.connection_limits
         refused = limits.admit(self.host)
@@ -341,9 +342,12 @@ class Connection(asyncio.Protocol):
             self._memory.charge(delta)
 
     def _handler_done(self, slot: _Slot, task: asyncio.Future[Any]) -> None:
-        if task.cancelled() or self._closing:
+        if task.cancelled():
             return
+        # Retrieved even when closing: an exception never retrieved is logged by asyncio as an error.
         exc = task.exception()
+        if self._closing:
+            return
         if exc is not None:
             self._handler_failed(slot, exc)
             return

@@ -13,6 +13,7 @@ to make room. Time comes from the clock passed in, so tests drive it.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -43,6 +44,11 @@ class LogThrottle:
         # Oldest window first: a key's window is re-opened (and moved to the end) only when it expires,
         # so expired windows are always at the front.
         self._windows: OrderedDict[tuple[str, str, str], _Window] = OrderedDict()
+
+    @classmethod
+    def from_config(cls, config: Any) -> LogThrottle:
+        """The broker's throttle: ``log.throttle.window.ms`` and ``log.throttle.max.keys``, monotonic time."""
+        return cls(config.log_throttle_window_ms / 1000, config.log_throttle_max_keys, time.monotonic)
 
     def __len__(self) -> int:
         return len(self._windows)

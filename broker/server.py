@@ -58,8 +58,7 @@ class Broker:
         self.groups: Any = None
         self._log_flush_task: asyncio.Task[None] | None = None
         self.request_memory = RequestMemory(self.config.queued_max_request_bytes)
-        self.log_throttle = LogThrottle(self.config.log_throttle_window_ms / 1000, self.config.log_throttle_max_keys,
-                                        time.monotonic)
+        self.log_throttle = LogThrottle.from_config(self.config)
         self.connection_limits: ConnectionLimits | None = None
 
     # ------------------------------------------------------------ lifecycle

@@ -35,6 +35,7 @@ class ConnectionInfo:
     """What a handler may know about the connection a request came on."""
 
     peer: str
+    host: str = "?"  # the peer's address without its port: the key repeated log lines are counted by
     client_software_name: str | None = None
     client_software_version: str | None = None
     # Produce requests of one connection append in request order (an idempotent producer pipelines up
@@ -54,6 +55,12 @@ class RequestContext:
     @property
     def registry(self) -> HandlerRegistry:
         return self.broker.registry
+
+    def log_rejected(self, event: str, **fields: Any) -> None:
+        """Log one refused part of a client's request (a partition, a topic, a resource) at info, through
+        the broker's log throttle: a request naming a million bad partitions costs one line and a count
+        per client host, not a million lines."""
+        self.broker.log_throttle.log("info", event, self.connection.host, peer=self.connection.peer, **fields)
 
 
 class ApiEntry:

@@ -382,7 +382,7 @@ async def _alter_all(ctx: RequestContext, body: Any, response: Any, alter: Any, 
                 raise KafkaError(ErrorCode.INVALID_REQUEST, "Each resource must appear at most once.")
             alter(ctx, resource, body.validate_only)
         except KafkaError as exc:
-            log.info(f"{api}.rejected", resource_type=rtype, resource=name, error=exc.code.name, reason=exc.message)
+            ctx.log_rejected(f"{api}.rejected", resource_type=rtype, resource=name, error=exc.code.name, reason=exc.message)
             results.append(response.AlterConfigsResourceResponse(
                 error_code=int(exc.code), error_message=exc.message, resource_type=rtype, resource_name=name))
             continue

@@ -23,14 +23,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import structlog
-
 from broker.handlers import RequestContext
 from broker.handlers.create_topics import check_replica_list, check_request_size, once_per_name
 from protocol import messages
 from protocol.errors import ErrorCode, KafkaError
-
-log = structlog.get_logger()
 
 # Every partition of a Moldau topic has exactly one replica: this node.
 _REPLICATION_FACTOR = 1
@@ -69,7 +65,7 @@ async def handle_create_partitions(header: Any, body: Any, ctx: RequestContext) 
                 raise too_many
             await _create(ctx, topic, body.validate_only)
         except KafkaError as exc:
-            log.info("create_partitions.rejected", topic=name, count=topic.count, error=exc.code.name,
+            ctx.log_rejected("create_partitions.rejected", topic=name, count=topic.count, error=exc.code.name,
                      reason=exc.message, validate_only=body.validate_only)
             results.append(response.CreatePartitionsTopicResult(name=name, error_code=int(exc.code),
                                                                 error_message=exc.message))

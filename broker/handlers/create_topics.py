@@ -36,8 +36,6 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import structlog
-
 from broker.cluster import validate_topic_name
 from broker.handlers import RequestContext
 from broker.handlers.configs import topic_config_entries
@@ -45,8 +43,6 @@ from broker.topic_config import validate_overrides
 from protocol import messages
 from protocol.errors import ErrorCode, KafkaError
 from protocol.primitives import ZERO_UUID
-
-log = structlog.get_logger()
 
 
 def check_replica_list(broker_ids: Sequence[int], node_id: int, replication_factor: int | None) -> None:
@@ -195,7 +191,7 @@ async def handle_create_topics(header: Any, body: Any, ctx: RequestContext) -> A
                 raise too_many
             results.append(await _create(ctx, topic, validate_only))
         except KafkaError as exc:
-            log.info("create_topics.rejected", topic=name, error=exc.code.name, reason=exc.message,
+            ctx.log_rejected("create_topics.rejected", topic=name, error=exc.code.name, reason=exc.message,
                      validate_only=validate_only)
             results.append(_failed(name, exc))
     return messages.CreateTopicsResponse(throttle_time_ms=0, topics=results)

@@ -41,8 +41,8 @@ def _result(index: int, code: ErrorCode, low_watermark: int = INVALID_LOW_WATERM
                                               error_code=int(code))
 
 
-def _rejected(name: str, index: int, code: ErrorCode, reason: str) -> Any:
-    log.info("delete_records.rejected", topic=name, partition=index, error=code.name, reason=reason)
+def _rejected(ctx: RequestContext, name: str, index: int, code: ErrorCode, reason: str) -> Any:
+    ctx.log_rejected("delete_records.rejected", topic=name, partition=index, error=code.name, reason=reason)
     return _result(index, code)
 
 
@@ -58,30 +58,30 @@ async def _delete(ctx: RequestContext, name: str, index: int, offset: int) -> An
     cluster = ctx.broker.cluster
     partition = cluster.partition(name, index)
     if partition is None:
-        return _rejected(name, index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, "no such topic or partition")
+        return _rejected(ctx, name, index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, "no such topic or partition")
     topic = partition.topic
     if topic.is_internal:
-        return _rejected(name, index, ErrorCode.INVALID_TOPIC_EXCEPTION,
+        return _rejected(ctx, name, index, ErrorCode.INVALID_TOPIC_EXCEPTION,
                          f"Cannot delete records of internal topic {name}")
     if "delete" not in str(cluster.config_value(topic, "cleanup.policy")).split(","):
-        return _rejected(name, index, ErrorCode.POLICY_VIOLATION,
+        return _rejected(ctx, name, index, ErrorCode.POLICY_VIOLATION,
                          f"Records of partition {name}-{index} can not be deleted due to the configured policy "
                          f"(cleanup.policy does not include delete)")
     async with partition.lock:
         plog = partition.log
         target = plog.high_watermark if offset == HIGH_WATERMARK else offset
         if target < 0:
-            return _rejected(name, index, ErrorCode.OFFSET_OUT_OF_RANGE,
+            return _rejected(ctx, name, index, ErrorCode.OFFSET_OUT_OF_RANGE,
                              f"The offset {target} for partition {name}-{index} is not valid")
         if target > plog.high_watermark:
-            return _rejected(name, index, ErrorCode.OFFSET_OUT_OF_RANGE,
+            return _rejected(ctx, name, index, ErrorCode.OFFSET_OUT_OF_RANGE,
                              f"Cannot increment the log start offset to {target} of partition {name}-{index} "
                              f"since it is larger than the high watermark {plog.high_watermark}")
         before = plog.log_start_offset
         try:
             low_watermark = await plog.delete_records_before(target)
         except OffsetOutOfRange as exc:
-            return _rejected(name, index, ErrorCode.OFFSET_OUT_OF_RANGE, exc.message)
+            return _rejected(ctx, name, index, ErrorCode.OFFSET_OUT_OF_RANGE, exc.message)
     if low_watermark != before:
         cluster.waiters.wake(name, index)
         log.info("delete_records.done", topic=name, partition=index, log_start_offset=low_watermark)

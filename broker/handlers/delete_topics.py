@@ -24,15 +24,11 @@ import uuid
 from collections import Counter
 from typing import Any
 
-import structlog
-
 from broker.cluster import Topic
 from broker.handlers import RequestContext
 from protocol import messages
 from protocol.errors import ErrorCode, KafkaError
 from protocol.primitives import ZERO_UUID
-
-log = structlog.get_logger()
 
 
 def _result(name: str | None, topic_id: uuid.UUID, code: ErrorCode = ErrorCode.NONE,
@@ -76,7 +72,7 @@ async def handle_delete_topics(header: Any, body: Any, ctx: RequestContext) -> A
     if not ctx.broker.config.delete_topic_enable:
         code = ErrorCode.INVALID_REQUEST if version < 3 else ErrorCode.TOPIC_DELETION_DISABLED
         message = "Topic deletion is disabled (delete.topic.enable=false)."
-        log.info("delete_topics.rejected", topics=[n for n, _ in entries], error=code.name, reason=message)
+        ctx.log_rejected("delete_topics.rejected", topics=[n for n, _ in entries], error=code.name, reason=message)
         return response(throttle_time_ms=0, responses=[_result(n, i, code, message) for n, i in entries])
 
     names = Counter(n for n, i in entries if n is not None and i == ZERO_UUID)
@@ -103,7 +99,7 @@ async def handle_delete_topics(header: Any, body: Any, ctx: RequestContext) -> A
             else:
                 results.append(_result(target.name, target.topic_id))
                 continue
-        log.info("delete_topics.rejected", topic=name, topic_id=str(topic_id), error=target.code.name,
+        ctx.log_rejected("delete_topics.rejected", topic=name, topic_id=str(topic_id), error=target.code.name,
                  reason=target.message)
         # An entry by id keeps its null name, as Kafka answers (names exist only from v6).
         results.append(_result(name, topic_id, target.code, target.message))

@@ -292,13 +292,12 @@ async def handle_fetch(header: Any, body: Any, ctx: RequestContext) -> Any:
     cluster = broker.cluster
 
     if version >= 12 and body.cluster_id is not None and body.cluster_id != broker.cluster_id:
-        log.info("fetch.rejected", reason="inconsistent cluster id", cluster_id=body.cluster_id,
-                 expected=broker.cluster_id, peer=ctx.connection.peer)
+        ctx.log_rejected("fetch.rejected", reason="inconsistent cluster id", cluster_id=body.cluster_id,
+                         expected=broker.cluster_id)
         return _response(version, ErrorCode.INCONSISTENT_CLUSTER_ID, 0, [])
     requests, forgotten = _requests(body, version, cluster)
     if body.isolation_level not in (READ_UNCOMMITTED, READ_COMMITTED):
-        log.info("fetch.rejected", reason="unknown isolation level", isolation_level=body.isolation_level,
-                 peer=ctx.connection.peer)
+        ctx.log_rejected("fetch.rejected", reason="unknown isolation level", isolation_level=body.isolation_level)
         error = ErrorCode.INVALID_REQUEST
         return _response(version, error, 0, [(req, _error_data(req, error, None)) for req in requests])
 

@@ -45,14 +45,14 @@ async def handle_init_producer_id(header: Any, body: Any, ctx: RequestContext) -
     if ctx.api_version >= FIRST_EPOCH_BUMP_VERSION:
         given = (body.producer_id != NO_PRODUCER_ID, body.producer_epoch != NO_PRODUCER_EPOCH)
         if given[0] != given[1]:
-            log.info("init_producer_id.rejected", error="INVALID_REQUEST", producer_id=body.producer_id,
+            ctx.log_rejected("init_producer_id.rejected", error="INVALID_REQUEST", producer_id=body.producer_id,
                      producer_epoch=body.producer_epoch,
                      reason="producer id and epoch must both be -1 or both be valid")
             return _response(ErrorCode.INVALID_REQUEST)
     transactional_id = body.transactional_id
     if transactional_id is not None:
         if transactional_id == "":
-            log.info("init_producer_id.rejected", error="INVALID_REQUEST", reason="empty transactional id")
+            ctx.log_rejected("init_producer_id.rejected", error="INVALID_REQUEST", reason="empty transactional id")
             return _response(ErrorCode.INVALID_REQUEST)
         log.warning("init_producer_id.transactions_unsupported", transactional_id=transactional_id,
                     client_id=header.client_id, error="TRANSACTIONAL_ID_AUTHORIZATION_FAILED",

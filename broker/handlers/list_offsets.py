@@ -83,7 +83,7 @@ async def handle_list_offsets(header: Any, body: Any, ctx: RequestContext) -> An
         partitions = []
         for p in topic.partitions:
             if version >= 1 and (topic.name, p.partition_index) in duplicates:
-                log.info("list_offsets.rejected", topic=topic.name, partition=p.partition_index,
+                ctx.log_rejected("list_offsets.rejected", topic=topic.name, partition=p.partition_index,
                          error="INVALID_REQUEST", reason="partition named more than once in the request")
                 partitions.append(_error(p.partition_index, ErrorCode.INVALID_REQUEST))
                 continue
@@ -103,7 +103,7 @@ async def _list_partition(ctx: RequestContext, body: Any, name: str, p: Any, ver
     if version >= 4:
         fenced = check_leader_epoch(p.current_leader_epoch, epoch, f"{name}-{index}")
         if fenced is not None:
-            log.info("list_offsets.rejected", topic=name, partition=index, error=fenced[0].name, reason=fenced[1])
+            ctx.log_rejected("list_offsets.rejected", topic=name, partition=index, error=fenced[0].name, reason=fenced[1])
             return _error(index, fenced[0])
     plog = partition.log
     if version == 0:

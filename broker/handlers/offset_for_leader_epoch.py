@@ -49,12 +49,12 @@ async def handle_offset_for_leader_epoch(header: Any, body: Any, ctx: RequestCon
     for topic in body.topics:
         results = []
         for p in topic.partitions:
-            results.append(_epoch_end(cluster, topic.topic, p, version))
+            results.append(_epoch_end(ctx, cluster, topic.topic, p, version))
         topics.append(_RESP.OffsetForLeaderTopicResult(topic=topic.topic, partitions=results))
     return _RESP(throttle_time_ms=0, topics=topics)
 
 
-def _epoch_end(cluster: Any, name: str, p: Any, version: int) -> Any:
+def _epoch_end(ctx: RequestContext, cluster: Any, name: str, p: Any, version: int) -> Any:
     index = p.partition
     partition = cluster.partition(name, index)
     if partition is None:
@@ -63,7 +63,7 @@ def _epoch_end(cluster: Any, name: str, p: Any, version: int) -> Any:
     if version >= 2:
         fenced = check_leader_epoch(p.current_leader_epoch, partition.leader_epoch, f"{name}-{index}")
         if fenced is not None:
-            log.info("offset_for_leader_epoch.rejected", topic=name, partition=index, error=fenced[0].name,
+            ctx.log_rejected("offset_for_leader_epoch.rejected", topic=name, partition=index, error=fenced[0].name,
                      reason=fenced[1])
             return _RESP.EpochEndOffset(error_code=int(fenced[0]), partition=index)
     plog = partition.log

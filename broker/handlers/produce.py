@@ -202,16 +202,16 @@ async def _produce_partition(ctx: RequestContext, name: str, pdata: Any, acks: i
         message = (f"This server does not host topic {name!r}; create it first (Produce does not "
                    f"auto-create topics)" if topic is None else
                    f"Topic {name!r} has {len(topic.partitions)} partition(s); partition {index} does not exist")
-        return _rejected(name, index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, message)
+        return _rejected(ctx, name, index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, message)
     try:
         batch = frame_batch(pdata.records, version)
     except BatchRejected as exc:
-        return _rejected(name, index, exc.code, exc.message)
+        return _rejected(ctx, name, index, exc.code, exc.message)
     if acks not in VALID_ACKS:
-        return _rejected(name, index, ErrorCode.INVALID_REQUIRED_ACKS,
+        return _rejected(ctx, name, index, ErrorCode.INVALID_REQUIRED_ACKS,
                          f"acks={acks} is not valid: use -1 (all), 0 or 1")
     if topic.is_internal:
-        return _rejected(name, index, ErrorCode.INVALID_TOPIC_EXCEPTION,
+        return _rejected(ctx, name, index, ErrorCode.INVALID_TOPIC_EXCEPTION,
                          f"Cannot append to internal topic {name}")
 
     tp = f"{name}-{index}"
@@ -221,11 +221,11 @@ async def _produce_partition(ctx: RequestContext, name: str, pdata: Any, acks: i
         if needs_record_walk(batch, rules, now_ms):
             await _walk_records(batch, rules, now_ms, tp, ctx.broker.config.message_max_decompressed_bytes)
     except BatchRejected as exc:
-        return _rejected(name, index, exc.code, exc.message, partition.log.log_start_offset, exc.record_errors)
+        return _rejected(ctx, name, index, exc.code, exc.message, partition.log.log_start_offset, exc.record_errors)
     try:
         return await _append(ctx, partition, batch, pdata.records, rules, now_ms, tp)
     except KafkaError as exc:
-        return _rejected(name, index, exc.code, exc.message, partition.log.log_start_offset)
+        return _rejected(ctx, name, index, exc.code, exc.message, partition.log.log_start_offset)
 
 
 @functools.cache
@@ -284,7 +284,7 @@ async def _append(ctx: RequestContext, partition: Any, batch: RecordBatch, recor
     return _Outcome(response, partition)
 
 
-def _rejected(topic: str, index: int, code: ErrorCode, message: str, log_start_offset: int = -1,
+def _rejected(ctx: RequestContext, topic: str, index: int, code: ErrorCode, message: str, log_start_offset: int = -1,
               record_errors: tuple[RecordError, ...] = ()) -> _Outcome:
-    log.info("produce.rejected", topic=topic, partition=index, error=code.name, reason=message)
+    ctx.log_rejected("produce.rejected", topic=topic, partition=index, error=code.name, reason=message)
     return _Outcome(_error(index, code, message, log_start_offset, record_errors))

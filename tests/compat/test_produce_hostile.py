@@ -156,3 +156,29 @@ def test_many_client_chosen_producer_ids_keep_state_bounded(
     assert (oldest.error_code, oldest.base_offset) == (0, 40)
     assert client.latest(topic) == 41
     broker.wait_for_log(lambda r: r.get("event") == "producer_state.evicted", 5.0, "producer_state.evicted")
+
+
+def test_a_produce_naming_many_missing_partitions_logs_one_line_and_a_count(
+        broker: BrokerProcess, raw_socket: RawSocket) -> None:
+    """Each refused partition of a request is answered with its own error, but the log gets the first
+    refusal in full and then a count per client host (log.suppressed), not one line per partition: a
+    request naming 2,000 missing partitions must not write 2,000 lines."""
+    client, topic = _ready(broker, raw_socket, "many-missing")
+    batch = bytes(build_batch(_records(1)))
+    request = messages.ProduceRequest(transactional_id=None, acks=1, timeout_ms=5000, topic_data=[
+        messages.ProduceRequest.TopicProduceData(name=topic, partition_data=[
+            messages.ProduceRequest.PartitionProduceData(index=i, records=bytearray(batch))
+            for i in range(1, 2001)])])
+    response = client.call(0, 9, request)
+    codes = {p.error_code for p in response.responses[0].partition_responses}
+    assert codes == {int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)}, codes
+    assert len(response.responses[0].partition_responses) == 2000
+    # A later request's log line marks where this request's lines end (the log is written in order).
+    marker = _topic("marker")
+    client.create(marker)
+    broker.wait_for_log(lambda r: r.get("event") == "topic.created" and r.get("topic") == marker, 5.0,
+                        "the marker topic's creation")
+    rejected = [r for r in broker.records if r.get("event") == "produce.rejected" and r.get("topic") == topic]
+    assert len(rejected) == 1, f"expected one produce.rejected line, got {len(rejected)}"
+    assert rejected[0].get("peer"), f"the line names no peer: {rejected[0]}"
+    assert client.latest(topic) == 2, "a valid partition's data is untouched"

@@ -20,6 +20,7 @@ from broker.config import BrokerConfig
 from broker.fetch_sessions import FetchSessionCache
 from broker.handlers import ConnectionInfo, RequestContext
 from broker.handlers.fetch import handle_fetch
+from broker.log_throttle import LogThrottle
 from protocol import codec, messages
 from protocol.errors import ErrorCode
 from protocol.records import Record, build_batch, iter_batches, iter_records
@@ -40,6 +41,7 @@ class FakeBroker:
         self.cluster_id = CLUSTER_ID
         self.advertised_address = ("127.0.0.1", 9092)
         self.cluster = ClusterState(MemoryEngine(), config)
+        self.log_throttle = LogThrottle.from_config(config)
         self.fetch_sessions = FetchSessionCache(config.max_incremental_fetch_session_cache_slots,
                                                 config.min_incremental_fetch_session_eviction_ms)
 

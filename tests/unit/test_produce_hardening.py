@@ -19,6 +19,7 @@ from broker.cluster import ClusterState
 from broker.config import BrokerConfig
 from broker.handlers import ConnectionInfo, RequestContext
 from broker.handlers.produce import handle_produce
+from broker.log_throttle import LogThrottle
 from broker.produce_validation import (
     BatchRejected,
     TopicRules,
@@ -256,6 +257,7 @@ class FakeBroker:
     def __init__(self, config: BrokerConfig, engine: Any) -> None:
         self.config = config
         self.cluster = ClusterState(engine, config)
+        self.log_throttle = LogThrottle.from_config(config)
 
 
 def _produce_request(topic: str, batches: dict[int, bytes], acks: int = -1) -> Any:
