@@ -26,6 +26,9 @@ MAX_VERSION = 0x7FFF
 API_VERSIONS_KEY = 18
 CONTROLLED_SHUTDOWN_KEY = 7
 
+# Free-text fields: cut when too long for a classic string instead of failing the response.
+_FREE_TEXT_FIELDS = frozenset({"error_message"})
+
 _FIXED = {"int8": "b", "int16": "h", "uint16": "H", "int32": "i", "int64": "q", "float64": "d", "bool": "?"}
 
 
@@ -353,6 +356,8 @@ class _Generator:
         null_check = [] if nullable else [not_null]
         if ftype == "string":
             fn = "_p.write_compact_string" if flex else "_p.write_string"
+            if not flex and name in _FREE_TEXT_FIELDS:
+                fn = "_p.write_message_string"
             return null_check + [f"{ind}{fn}(b, {expr})"]
         if ftype in ("bytes", "records"):
             fn = "_p.write_compact_bytes" if flex else "_p.write_bytes"

@@ -164,6 +164,17 @@ def write_string(out: bytearray, value: str | None) -> None:
     out += data
 
 
+def write_message_string(out: bytearray, value: str | None) -> None:
+    """A classic string holding free text (an error message): one too long for the field is cut at a
+    character boundary, marked with "...", rather than failing the whole response. Messages that
+    quote a request's names can outgrow the 32767 bytes the names themselves fit in."""
+    if value is not None and len(value) > 0x7FFF // 4:  # only then can the UTF-8 form be too long
+        data = value.encode()
+        if len(data) > 0x7FFF:
+            value = data[:0x7FFF - 3].decode("utf-8", "ignore") + "..."
+    write_string(out, value)
+
+
 def write_compact_string(out: bytearray, value: str | None) -> None:
     if value is None:
         out.append(0)

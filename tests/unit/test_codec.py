@@ -192,3 +192,17 @@ def test_messages_have_spec_defaults() -> None:
     assert topic.partitions == [] and topic.partitions is not m.MetadataResponse.MetadataResponseTopic().partitions
     assert m.MetadataResponse().cluster_id is None
     assert m.MetadataResponse.MetadataResponsePartition().leader_epoch == -1
+
+
+def test_an_error_message_too_long_for_a_classic_string_is_cut_not_a_failed_response() -> None:
+    """Messages that quote a request's names (each up to 32767 bytes) can outgrow a classic string: the
+    response still encodes, with the message cut to 32767 bytes at a character boundary and marked."""
+    name = "é" * 16383  # 32766 bytes: a legal classic string in the request
+    result_type = m.CreatePartitionsResponse.CreatePartitionsTopicResult
+    resp = m.CreatePartitionsResponse(throttle_time_ms=0, results=[
+        result_type(name=name, error_code=3, error_message=f"Topic {name!r} does not exist")])
+    frame = b"".join(bytes(p) for p in codec.encode_response(37, 0, 9, resp))
+    (result,) = codec.decode_response(37, 0, frame[4:])[1].results
+    assert result.name == name
+    assert len(result.error_message.encode()) <= 32767
+    assert result.error_message.startswith("Topic 'éé") and result.error_message.endswith("...")
