@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger()
 
+# Request bytes one connection dispatches per turn of the event loop; past them it yields to the others.
+PUMP_TURN_BYTES = 1 << 20
+
 
 class _Slot:
     """A request's place in the response order."""
@@ -241,9 +244,17 @@ class Connection(asyncio.Protocol):
         self._pumping = True
         try:
             self._flush()
+            dispatched = 0
             while self._backlog and not self._closing and not self._writing_paused \
                     and len(self._pending) < self._max_in_flight:
-                self._dispatch(self._backlog.popleft())
+                if dispatched >= PUMP_TURN_BYTES:
+                    # Other connections get their turn before this one decodes more: a client that
+                    # pipelines large requests cannot hold the event loop for all of them at once.
+                    self._loop.call_soon(self._pump)
+                    break
+                frame = self._backlog.popleft()
+                dispatched += len(frame)
+                self._dispatch(frame)
                 self._flush()
         except Exception:
             # A bug in dispatch must cost this connection only.

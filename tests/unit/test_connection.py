@@ -289,6 +289,69 @@ def test_a_long_request_does_not_delay_other_connections() -> None:
     asyncio.run(with_broker(script, test))
 
 
+class FakeTransport(asyncio.Transport):
+    """Just enough transport for feeding a `Connection` bytes by hand, in one chosen order."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__()
+        self.port = port
+        self.written: list[bytes] = []
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", self.port) if name == "peername" else default
+
+    def writelines(self, data: Any) -> None:
+        self.written.extend(bytes(d) for d in data)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+def big_request(corr: int, command: str) -> bytes:
+    """A Metadata request over 1 MiB whose first topic name is ``command``."""
+    topics = [m.MetadataRequest.MetadataRequestTopic(name=command)]
+    topics += [m.MetadataRequest.MetadataRequestTopic(name="x" * 30000) for _ in range(40)]
+    body = m.MetadataRequest(topics=topics)
+    return b"".join(bytes(p) for p in codec.encode_request(METADATA, 1, corr, "test", body))
+
+
+def test_a_connection_with_many_large_requests_queued_yields_to_other_connections() -> None:
+    """Large frames that arrive together are dispatched about 1 MiB per turn of the event loop, so a
+    connection that pipelines them cannot keep others waiting until all of its requests are decoded."""
+    script = Script()
+
+    async def test(broker: Broker) -> None:
+        from broker.connection import Connection
+
+        greedy, other = Connection(broker), Connection(broker)
+        greedy.connection_made(FakeTransport(40001))
+        other.connection_made(FakeTransport(40002))
+        frames = b"".join(big_request(i, f"big-{i}") for i in range(3))
+        assert len(frames) > 3 << 20
+        greedy.data_received(frames)
+        other.data_received(request(9, "small"))
+        await eventually(lambda: len(script.calls) == 4, "all four requests handled")
+        assert script.calls == ["big-0", "small", "big-1", "big-2"], script.calls
+        for conn in (greedy, other):
+            conn.close("test over")
+            conn.connection_lost(None)
+
+    asyncio.run(with_broker(script, test))
+
+
+
 @pytest.mark.parametrize("api_key", [18])
 def test_api_versions_is_computed_from_the_registry(api_key: int) -> None:
     """ApiVersions advertises exactly the registry's APIs and ranges, nothing unserved."""
