@@ -24,6 +24,8 @@ INT32_MAX = (1 << 31) - 1
 DEFAULT_LIMIT_NAME = "socket.request.max.bytes"
 
 BytesLike = bytes | bytearray | memoryview
+# From this size a completed frame at the front of the buffer becomes the frame, instead of a copy.
+LARGE_FRAME_BYTES = 1 << 20
 
 
 class FrameSizeError(ValueError):
@@ -48,7 +50,9 @@ class FrameDecoder:
     Partial data is kept in one bytearray: appending is amortised O(len(chunk)) and each buffered
     byte is moved at most once when consumed frames are dropped from the front, so a large frame
     arriving in many small chunks costs O(frame size) overall. When nothing is buffered, frames are
-    cut straight from the caller's chunk and only its incomplete tail is kept.
+    cut straight from the caller's chunk and only its incomplete tail is kept. A large frame that
+    completes at the front of the buffer is handed over as the buffer itself (its prefix dropped, the
+    bytes after it moved to a new buffer), so completing a 16 MiB request costs no copy of it.
 
     After a `FrameSizeError` the stream has lost its framing: every later `feed` raises the same
     error. Complete frames that came before the bad prefix in the same chunk are dropped with it.
@@ -82,6 +86,9 @@ class FrameDecoder:
             return []
         if self._buffer:
             self._buffer += data
+            large = self._detach_large_frame()
+            if large is not None:
+                return [large, *self.feed(self._take_buffer())]
             with memoryview(self._buffer) as view:
                 frames, consumed = self._split(view)
             # Outside the `with`: a bytearray cannot be resized while a memoryview of it is alive.
@@ -91,6 +98,25 @@ class FrameDecoder:
                 frames, consumed = self._split(view)
                 self._buffer += view[consumed:]
         return frames
+
+    def _detach_large_frame(self) -> bytearray | None:
+        """The buffer's first frame when it is large and complete, as the buffer itself; the bytes
+        after it stay buffered."""
+        buffer = self._buffer
+        if len(buffer) < PREFIX_BYTES:
+            return None
+        (size,) = SIZE_PREFIX.unpack_from(buffer, 0)
+        if size < LARGE_FRAME_BYTES or size > self.max_frame_size or len(buffer) - PREFIX_BYTES < size:
+            return None
+        rest = buffer[PREFIX_BYTES + size :]  # at most the tail of the last chunk
+        del buffer[PREFIX_BYTES + size :]
+        del buffer[:PREFIX_BYTES]  # a bytearray drops its front without moving the rest
+        self._buffer = rest
+        return buffer
+
+    def _take_buffer(self) -> bytearray:
+        rest, self._buffer = self._buffer, bytearray()
+        return rest
 
     def _split(self, view: memoryview) -> tuple[list[bytes], int]:
         """Cut every complete frame from `view`; return them and how many bytes they used."""

@@ -227,3 +227,25 @@ def test_any_chunking_reaches_the_bad_size(payloads: list[bytes], bad_size: int,
             pos += size
     assert caught.value.size == bad_size
     assert out == payloads[: len(out)], "frames before the error must be the stream's own, in order"
+
+
+def test_a_large_frame_is_handed_over_without_a_copy_of_it() -> None:
+    """A 16 MiB frame arriving in 256 KiB chunks, followed in its last chunk by a small frame and part
+    of another: all come out intact, and assembling the large one never holds two copies of it (peak
+    traced memory well under twice its size)."""
+    big = bytes(range(256)) * (16 * 4096)
+    small = b"small frame"
+    stream = frame_prefix(len(big)) + big + frame_prefix(len(small)) + small + frame_prefix(100) + b"part"
+    decoder = FrameDecoder(32 << 20)
+    got: list[bytearray] = []
+    tracemalloc.start()
+    try:
+        for pos in range(0, len(stream), 256 * 1024):
+            got += decoder.feed(stream[pos : pos + 256 * 1024])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [bytes(f) for f in got] == [big, small]
+    assert decoder.buffered_bytes == 8 and decoder.pending_frame_size == 100
+    assert peak < 1.5 * len(big), f"peak {peak} bytes while assembling a {len(big)}-byte frame"
+    assert decoder.feed(b"x" * 96) == [bytearray(b"part" + b"x" * 96)]
