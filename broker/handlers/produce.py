@@ -59,6 +59,7 @@ from broker.produce_validation import (
     TopicRules,
     frame_batch,
     needs_record_walk,
+    validate_batch,
     validate_header,
     validate_records,
 )
@@ -80,6 +81,9 @@ INLINE_WALK_MAX_DECOMPRESSED_BYTES = 1024 * 1024
 # Worker threads for record walks: also bounds the memory of decompressed batches held at once
 # (threads x message.max.decompressed.bytes).
 RECORD_WALK_THREADS = 2
+# Batches larger than this are validated on the worker threads from the start (CRC included: the CRC-32C
+# library releases the GIL for large buffers, so the event loop runs meanwhile).
+OFF_LOOP_HEADER_BYTES = 1024 * 1024
 
 _RESP = messages.ProduceResponse
 _PARTITION = _RESP.PartitionProduceResponse
@@ -216,10 +220,16 @@ async def _produce_partition(ctx: RequestContext, name: str, pdata: Any, acks: i
 
     tp = f"{name}-{index}"
     rules = topic_rules(cluster, topic)
+    max_decompressed = ctx.broker.config.message_max_decompressed_bytes
     try:
-        validate_header(batch, rules, now_ms, tp)
-        if needs_record_walk(batch, rules, now_ms):
-            await _walk_records(batch, rules, now_ms, tp, ctx.broker.config.message_max_decompressed_bytes)
+        if batch.total_size > OFF_LOOP_HEADER_BYTES:
+            # Its CRC alone would hold the event loop for a millisecond per 16 MiB: all of it off the loop.
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(_walker_pool(), validate_batch, batch, rules, now_ms, tp, max_decompressed)
+        else:
+            validate_header(batch, rules, now_ms, tp)
+            if needs_record_walk(batch, rules, now_ms):
+                await _walk_records(batch, rules, now_ms, tp, max_decompressed)
     except BatchRejected as exc:
         return _rejected(ctx, name, index, exc.code, exc.message, partition.log.log_start_offset, exc.record_errors)
     try:
