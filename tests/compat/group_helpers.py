@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.waiting import wait_until
+
 REPO = Path(__file__).resolve().parents[2]
 
 SESSION_MS = 6000  # the broker's group.min.session.timeout.ms, like Kafka's default
@@ -55,17 +57,10 @@ CONFLUENT_GROUP_DEFAULTS: dict[str, Any] = {
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
-             detail: Callable[[], str] = lambda: "") -> Any:
+             detail: Callable[[], str] | None = None) -> Any:
     """The first truthy value of ``predicate()``, polled every 20 ms; fails after ``timeout`` seconds
     saying ``what`` was awaited and ``detail()``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not reached within {timeout:.0f} s. {detail()}")
-        time.sleep(0.02)
+    return wait_until(predicate, timeout, what, detail, interval=0.02)
 
 
 @dataclass(frozen=True)

@@ -86,3 +86,15 @@ def test_java_admin_topic_life_cycle(broker: BrokerProcess) -> None:
     assert out["earliest_after_delete_records"] == 4
     assert out["latest"] == 10
     assert out["listed_after_delete"] is False
+
+
+def test_java_admin_asking_for_too_many_partitions_gets_policy_violation(broker: BrokerProcess) -> None:
+    """Kafka's controller refuses a CreateTopics that would add more partitions than one operation may
+    (10,000): the Java client raises PolicyViolationException with Kafka's message, nothing is created,
+    and the broker goes on serving (the same client then creates a normal topic)."""
+    huge, normal = unique("java-huge"), unique("java-normal")
+    out = java_client("create-topic", broker.bootstrap, huge, "8388608")
+    assert out["created"] is False
+    assert out["exception"] == "PolicyViolationException", out
+    assert "Excessively large number of partitions" in out["message"], out
+    assert java_client("create-topic", broker.bootstrap, normal, "3")["created"] is True

@@ -156,11 +156,8 @@ public final class JavaClient {
 
     /** The admin client's topic life cycle: create with a config, describe, grow, delete records, delete. */
     private static Map<String, Object> admin(String bootstrap, String topic, int partitions) throws Exception {
-        Properties props = new Properties();
-        props.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
-        props.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, String.valueOf(BOUND.toMillis()));
         Map<String, Object> out = new LinkedHashMap<>();
-        try (Admin admin = Admin.create(props)) {
+        try (Admin admin = admin(bootstrap)) {
             DescribeClusterResult cluster = admin.describeCluster();
             out.put("cluster_id", cluster.clusterId().get());
             out.put("nodes", cluster.nodes().get().size());
@@ -195,11 +192,8 @@ public final class JavaClient {
 
     /** One CreateTopics request; reports the exception a refusal raises (class name and message). */
     private static Map<String, Object> createTopic(String bootstrap, String topic, int partitions) throws Exception {
-        Properties props = new Properties();
-        props.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
-        props.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, String.valueOf(BOUND.toMillis()));
         Map<String, Object> out = new LinkedHashMap<>();
-        try (Admin admin = Admin.create(props)) {
+        try (Admin admin = admin(bootstrap)) {
             try {
                 admin.createTopics(List.of(new NewTopic(topic, partitions, (short) 1))).all().get();
                 out.put("created", true);
@@ -210,6 +204,13 @@ public final class JavaClient {
             }
         }
         return out;
+    }
+
+    private static Admin admin(String bootstrap) {
+        Properties props = new Properties();
+        props.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        props.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, String.valueOf(BOUND.toMillis()));
+        return Admin.create(props);
     }
 
     private static TopicDescription describe(Admin admin, String topic) throws Exception {
