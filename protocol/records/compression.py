@@ -44,12 +44,12 @@ def compress(codec: int, data: Buffer, level: int | None = None) -> bytes:
     return _codec(codec)[0](data, level)
 
 
-def decompress(codec: int, data: Buffer, max_size: int = DEFAULT_MAX_DECOMPRESSED_SIZE) -> bytes:
+def decompress(codec: int, data: Buffer, max_size: int = DEFAULT_MAX_DECOMPRESSED_SIZE) -> bytes | bytearray:
     """Decompress `data`, raising `DecompressionBombError` if it would exceed `max_size` bytes."""
     return _codec(codec)[1](data, max_size)
 
 
-def _codec(codec: int) -> tuple[Callable[[Buffer, int | None], bytes], Callable[[Buffer, int], bytes]]:
+def _codec(codec: int) -> tuple[Callable[[Buffer, int | None], bytes], Callable[[Buffer, int], bytes | bytearray]]:
     try:
         return _CODECS[codec]
     except KeyError:
@@ -193,6 +193,7 @@ def _lz4_decompress(data: Buffer, max_size: int) -> bytes:
 # One input byte regenerates at most this much: an RLE block is 4 bytes for up to 128 KiB.
 _ZSTD_MAX_RATIO = 32 * 1024
 _ZSTD_MIN_STEP = 64
+_ZSTD_OUTPUT_STEP = 1024 * 1024
 _ZSTD_DEFAULT_LEVEL = 3  # Kafka's default zstd level
 
 
@@ -202,23 +203,29 @@ def _zstd_compress(data: Buffer, level: int | None) -> bytes:
     return zstandard.ZstdCompressor(level=_ZSTD_DEFAULT_LEVEL if level is None else level).compress(data)
 
 
-def _zstd_decompress(data: Buffer, max_size: int) -> bytes:
+def _zstd_decompress(data: Buffer, max_size: int) -> bytearray:
     # Java's zstd-jni streams frames without a content size, so the output size is unknown up front.
+    # The output is returned as built: a final bytes() copy of a large batch would hold the GIL for it.
     view = memoryview(data)
     out = bytearray()
     pos = _zstd_frame(view, 0, out, max_size)
     while pos < len(view):  # frames may follow one another
         pos = _zstd_frame(view, pos, out, max_size)
-    return bytes(out)
+    return out
 
 
 def _zstd_frame(view: memoryview, pos: int, out: bytearray, max_size: int) -> int:
     """Decode one frame starting at `pos` into `out`; return the position after it."""
     decoder = zstandard.ZstdDecompressor().decompressobj()
+    start, produced = pos, len(out)
     # The decoder has no output cap, so feed it slices small enough that even an all-RLE slice
-    # cannot overshoot the remaining budget by more than the budget itself.
+    # cannot overshoot the remaining budget by more than the budget itself; and, at the ratio seen so
+    # far, about _ZSTD_OUTPUT_STEP of output per call, so that one call never holds the GIL for long
+    # (a compressible 16 MiB batch would otherwise inflate in one call while other clients wait).
     while pos < len(view):
-        step = max(_ZSTD_MIN_STEP, (max_size - len(out)) // _ZSTD_MAX_RATIO)
+        # Until a first slice shows the ratio, assume the worst.
+        ratio = max(1, (len(out) - produced) // (pos - start)) if pos > start else _ZSTD_MAX_RATIO
+        step = max(_ZSTD_MIN_STEP, min((max_size - len(out)) // _ZSTD_MAX_RATIO, _ZSTD_OUTPUT_STEP // ratio))
         piece = view[pos : pos + step]
         pos += len(piece)
         try:
@@ -232,7 +239,7 @@ def _zstd_frame(view: memoryview, pos: int, out: bytearray, max_size: int) -> in
     raise DecompressionError("zstd frame is truncated")
 
 
-_CODECS: dict[int, tuple[Callable[[Buffer, int | None], bytes], Callable[[Buffer, int], bytes]]] = {
+_CODECS: dict[int, tuple[Callable[[Buffer, int | None], bytes], Callable[[Buffer, int], bytes | bytearray]]] = {
     Compression.NONE: (_none_compress, _none_decompress),
     Compression.GZIP: (_gzip_compress, _gzip_decompress),
     Compression.SNAPPY: (_snappy_compress, _snappy_decompress),
