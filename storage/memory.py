@@ -2,7 +2,9 @@
 
 Meant for tests and CI: fast, and gone when the process ends. Each stored batch is one ``bytes``
 object of its own (a single copy out of the request frame, never a view into it, which would keep the
-whole frame alive), found by binary search over base offsets.
+whole frame alive), found by binary search over base offsets. The exception is a large batch that is
+nearly all of its frame (`keeps_frame`): it is kept as a view of the frame, since copying 16 MiB
+would hold the event loop for milliseconds and keeping the frame wastes next to nothing.
 
 What is dropped is freed at once, so a broker that creates and deletes topics all day stays the size
 of what it currently holds:
@@ -50,6 +52,19 @@ from storage.record_lookup import first_at_or_after, offset_of_timestamp
 
 log = structlog.get_logger()
 
+# A stored batch of at least this size that is nearly its whole frame is kept as a view of the frame.
+VIEW_MIN_BYTES = 256 * 1024
+VIEW_MAX_WASTE_FRACTION = 16  # the frame's other bytes may be up to 1/16 of the batch
+
+
+def keeps_frame(buf: memoryview, size: int) -> bool:
+    """Whether a batch of `size` bytes in `buf` is stored as a view of the buffer underneath."""
+    if size < VIEW_MIN_BYTES:
+        return False
+    whole = buf.obj
+    total = whole.nbytes if isinstance(whole, memoryview) else len(whole)
+    return total - size <= size // VIEW_MAX_WASTE_FRACTION
+
 
 class MemoryLimitExceeded(KafkaError):
     """An append refused because the memory engine would hold more than ``memory.max.bytes``."""
@@ -96,7 +111,7 @@ class MemoryLog(PartitionLog):
         self._lasts: list[int] = []
         self._max_ts: list[int] = []
         self._retention_ts: list[int] = []  # what retention.ms compares: max timestamp, else append time
-        self._data: list[bytes] = []
+        self._data: list[bytes | memoryview] = []
         self._start = 0
         self._end = 0
         self._size = 0
@@ -149,7 +164,8 @@ class MemoryLog(PartitionLog):
             self._lasts.append(last)
             self._max_ts.append(max_ts)
             self._retention_ts.append(max_ts if max_ts >= 0 else now)  # type: ignore[arg-type]
-            self._data.append(bytes(buf[pos:pos + size]))
+            view = buf[pos:pos + size]
+            self._data.append(view if keeps_frame(buf, size) else bytes(view))
             self._size += size
         self._end = next_offset
         return AppendResult(first, next_offset - 1, -1 if log_append_time is None else log_append_time)

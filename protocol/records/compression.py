@@ -195,6 +195,14 @@ _ZSTD_MAX_RATIO = 32 * 1024
 _ZSTD_MIN_STEP = 64
 _ZSTD_OUTPUT_STEP = 1024 * 1024
 _ZSTD_DEFAULT_LEVEL = 3  # Kafka's default zstd level
+# The frame layout of RFC 8878: magic number, header (its descriptor first), 3-byte block headers.
+_ZSTD_MAGIC = struct.Struct("<I")
+_ZSTD_FRAME_MAGIC = 0xFD2FB528
+_ZSTD_CHECKSUM_FLAG = 0x04  # Content_Checksum_flag of the Frame_Header_Descriptor
+_ZSTD_CHECKSUM_BYTES = 4
+_ZSTD_BLOCK_HEADER_BYTES = 3
+_ZSTD_RLE_BLOCK = 1
+_ZSTD_RESERVED_BLOCK = 3
 
 
 # zstandard's (de)compressor objects are not thread-safe, and making one costs microseconds: one per call.
@@ -203,15 +211,66 @@ def _zstd_compress(data: Buffer, level: int | None) -> bytes:
     return zstandard.ZstdCompressor(level=_ZSTD_DEFAULT_LEVEL if level is None else level).compress(data)
 
 
-def _zstd_decompress(data: Buffer, max_size: int) -> bytearray:
+def _zstd_decompress(data: Buffer, max_size: int) -> bytes | bytearray:
+    view = memoryview(data).cast("B")
+    whole = _zstd_one_shot(view, max_size)
+    if whole is not None:
+        return whole
     # Java's zstd-jni streams frames without a content size, so the output size is unknown up front.
     # The output is returned as built: a final bytes() copy of a large batch would hold the GIL for it.
-    view = memoryview(data)
     out = bytearray()
     pos = _zstd_frame(view, 0, out, max_size)
     while pos < len(view):  # frames may follow one another
         pos = _zstd_frame(view, pos, out, max_size)
     return out
+
+
+def _zstd_one_shot(view: memoryview, max_size: int) -> bytes | None:
+    """The common case, decoded by one zstd call that releases the GIL for its whole run (the streaming
+    decoder holds it while it builds its output, which stalls the event loop for milliseconds per
+    16 MiB): a single standard frame that fills `view` and decodes within `max_size`. None when the
+    data is anything else (several frames, a skippable frame, a damaged or truncated frame, a bomb
+    without a declared size): the streaming decoder then handles it and names what is wrong."""
+    if max_size < 1 or _zstd_frame_end(view) != len(view):  # (zstandard reads a limit of 0 as none)
+        return None
+    try:
+        declared = zstandard.frame_content_size(view)
+    except zstandard.ZstdError:
+        return None
+    if declared > max_size:
+        raise DecompressionBombError("zstd", max_size)
+    try:
+        # With a declared size that much is allocated; without, at most max_size (untouched pages).
+        out = zstandard.ZstdDecompressor().decompress(view, max_output_size=max_size)
+    except zstandard.ZstdError:
+        return None
+    if declared >= 0 and len(out) != declared:
+        return None
+    return out
+
+
+def _zstd_frame_end(view: memoryview) -> int | None:
+    """Where the standard zstd frame at the start of `view` ends, from its block headers (RFC 8878
+    section 3.1.1), or None if there is none or it runs past the data."""
+    if len(view) < _ZSTD_MAGIC.size or _ZSTD_MAGIC.unpack_from(view, 0)[0] != _ZSTD_FRAME_MAGIC:
+        return None
+    try:
+        pos = zstandard.frame_header_size(view)
+    except zstandard.ZstdError:
+        return None
+    checksum = view[_ZSTD_MAGIC.size] & _ZSTD_CHECKSUM_FLAG
+    end = len(view)
+    while True:
+        if end - pos < _ZSTD_BLOCK_HEADER_BYTES:
+            return None
+        header = view[pos] | view[pos + 1] << 8 | view[pos + 2] << 16
+        kind, size = header >> 1 & 3, header >> 3
+        pos += _ZSTD_BLOCK_HEADER_BYTES + (1 if kind == _ZSTD_RLE_BLOCK else size)
+        if kind == _ZSTD_RESERVED_BLOCK or pos > end:
+            return None
+        if header & 1:  # the last block
+            pos += _ZSTD_CHECKSUM_BYTES if checksum else 0
+            return pos if pos <= end else None
 
 
 def _zstd_frame(view: memoryview, pos: int, out: bytearray, max_size: int) -> int:

@@ -47,7 +47,7 @@ anywhere therefore leaves each group either as before or as after the round. The
 written (atomically replaced) only after every group of the round is in place.
 
 Concurrency. Records are decoded only here, never on the produce path. The reading, filtering and
-writing run on the engine's I/O thread in steps of about ``STEP_BYTES`` of input, so appends queued
+writing run on the log's write thread in steps of about ``STEP_BYTES`` of input, so appends queued
 behind a step wait for one step, not for the whole round; the log's mutex is not held meanwhile
 (appends only touch the active segment). The mutex is taken only to swap a group in: if retention,
 DeleteRecords or truncation changed the group's segments meanwhile, the rewritten files are dropped
@@ -95,7 +95,6 @@ from storage.file.index import INT32_MAX, OffsetIndex, TimeIndex
 from storage.file.segment import LogSegment, SegmentGone, scan_batches
 
 if TYPE_CHECKING:
-    from storage.file.engine import FileEngine
     from storage.file.log import FileLog
 
 T = TypeVar("T")
@@ -218,16 +217,16 @@ async def clean_log(log: FileLog, now: int) -> CleanResult | None:
     plan = _Plan(0, 0, 0.0, False, False)
     done = _Stats()  # what the groups swapped in (or found unchanged) did
     try:
-        plan = await engine.run_io(_plan_blocking, log, segments, first_dirty, settings, now)
+        plan = await log.run_io(_plan_blocking, log, segments, first_dirty, settings, now)
         if not plan.due:
             return None
         fs = engine.fs
-        key_map, end_index = await _drive(engine, _build_map(fs, segments, plan, first_dirty))
+        key_map, end_index = await _drive(log, _build_map(fs, segments, plan, first_dirty))
         end_offset = segments[end_index].base_offset
         for group in group_segments(segments[:end_index], settings.segment_bytes, settings.segment_index_bytes,
                                     end_offset):
             stats = _Stats()
-            new = await _drive(engine, _clean_group(fs, log.directory, group, key_map, now, settings, stats))
+            new = await _drive(log, _clean_group(fs, log.directory, group, key_map, now, settings, stats))
             if new is not None:
                 await _swap_in(log, group, new, truncations)
                 stats.segments_replaced, stats.segments_written = len(group), 1
@@ -251,16 +250,16 @@ async def clean_log(log: FileLog, now: int) -> CleanResult | None:
     return result
 
 
-async def _drive(engine: FileEngine, steps: Generator[None, None, T]) -> T:
-    """Run a step generator on the I/O thread, one job per step; closed there if we stop early."""
+async def _drive(log: FileLog, steps: Generator[None, None, T]) -> T:
+    """Run a step generator on the log's write thread, one job per step; closed there if we stop early."""
     try:
         while True:
-            finished, value = await engine.run_io(_advance, steps)
+            finished, value = await log.run_io(_advance, steps)
             if finished:
                 return value  # type: ignore[no-any-return]
     except BaseException:
         try:
-            engine.submit_io(steps.close).add_done_callback(_consume)
+            log.submit_io(steps.close).add_done_callback(_consume)
         except StorageError:
             pass  # the engine is closed: leftover .cleaned files go at the next start
         raise
@@ -286,7 +285,7 @@ async def _swap_in(log: FileLog, group: list[LogSegment], new: LogSegment, trunc
         if (log._closed or log._offline is not None or log._truncations != truncations
                 or not _in_place(log._segments, group)):
             try:
-                await engine.run_io(_discard_blocking, engine.fs, new)
+                await log.run_io(_discard_blocking, engine.fs, new)
             except StorageError:  # the engine stopped: close the descriptor; the files go at the next start
                 new.retire()
             raise _Aborted
@@ -318,7 +317,7 @@ def _in_place(segments: Sequence[LogSegment], group: list[LogSegment]) -> bool:
     return False
 
 
-# --- planning and the offset map (I/O thread) ----------------------------------------------------
+# --- planning and the offset map (the log's write thread) ----------------------------------------------------
 
 
 def _plan_blocking(log: FileLog, segments: list[LogSegment], first_dirty: int, settings: CleanerSettings,
@@ -426,7 +425,7 @@ def _checked_batch(buf: bytes, at: int, crc: int, segment: LogSegment, position:
     return RecordBatch(buf, at)
 
 
-# --- rewriting a group (I/O thread) ------------------------------------------------------------------
+# --- rewriting a group (the log's write thread) ------------------------------------------------------------------
 
 
 def _clean_group(fs: FileSystem, directory: str, group: list[LogSegment], key_map: dict[bytes, int], now: int,
@@ -563,7 +562,7 @@ def _encode(batch: RecordBatch, records: list[Record], horizon: int | None) -> t
     return out, max_timestamp
 
 
-# --- the swap (I/O thread) ---------------------------------------------------------------------------
+# --- the swap (the log's write thread) ---------------------------------------------------------------------------
 
 
 def _cleaned_paths(segment: LogSegment) -> list[str]:

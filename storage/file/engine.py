@@ -9,8 +9,9 @@ writable (a clear `StorageError` naming the path otherwise), take the lock, note
 clean-shutdown marker, read the two checkpoint files and list the partition directories. Logs are
 loaded (and recovered if needed) when `open_log` is first called for them.
 
-Threads: one I/O thread writes, in order (appends, rolls, truncations, deletions, checkpoints, log
-loading); one fsync thread runs the group-commit passes (`storage.file.flusher`), so appends go on
+Threads: a few write threads (`storage.file.io_lanes`), each log's writes in order on its own lane
+(appends, rolls, truncations, deletions, log loading) and the engine's (checkpoints, metadata) on
+lane 0; one fsync thread runs the group-commit passes (`storage.file.flusher`), so appends go on
 while a pass runs; a few reader threads serve reads and lookups with pread. The event loop never
 touches the disk.
 """
@@ -58,6 +59,7 @@ from storage.file.fs import (
     unlink_if_exists,
     write_file,
 )
+from storage.file.io_lanes import DEFAULT_WRITE_THREADS, ENGINE_LANE, IoLanes
 from storage.file.log import FileLog, directory_name, parse_directory_name
 from storage.file.open_files import DEFAULT_MAX_OPEN_SEGMENT_FILES, OpenFiles
 from storage.file.recovery import load_log
@@ -72,6 +74,7 @@ T = TypeVar("T")
 
 DEFAULT_CHECKPOINT_INTERVAL_MS = 60_000  # Kafka's log.flush.offset.checkpoint.interval.ms
 URL_OPTIONS = {"log.flush.offset.checkpoint.interval.ms": "checkpoint_interval_ms", "read.threads": "read_threads",
+               "write.threads": "write_threads",
                "log.max.open.segment.files": "max_open_segment_files"}
 PROBE_FILE = ".moldau-probe.tmp"
 DELETE_SUFFIX = "-delete"
@@ -89,6 +92,7 @@ class FileEngine(StorageEngine):
     def __init__(self, path: str | os.PathLike[str], *, fs: FileSystem | None = None,
                  clock: Callable[[], int] | None = None,
                  checkpoint_interval_ms: int = DEFAULT_CHECKPOINT_INTERVAL_MS, read_threads: int = 4,
+                 write_threads: int = DEFAULT_WRITE_THREADS,
                  max_open_segment_files: int = DEFAULT_MAX_OPEN_SEGMENT_FILES, url: str | None = None) -> None:
         self.path = os.path.abspath(os.fspath(path))
         self.url = url or Path(self.path).as_uri()
@@ -115,10 +119,11 @@ class FileEngine(StorageEngine):
         except BaseException:
             self._release_lock()
             raise
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="moldau-io")
+        self._lanes = IoLanes(write_threads)
         self._syncer = ThreadPoolExecutor(1, thread_name_prefix="moldau-fsync")
         self._readers = ThreadPoolExecutor(read_threads, thread_name_prefix="moldau-read")
-        self._finalizer = weakref.finalize(self, _shutdown, (self._writer, self._syncer, self._readers),
+        self._finalizer = weakref.finalize(self, _shutdown,
+                                           (*self._lanes.executors, self._syncer, self._readers),
                                            self._lock_fd)
         self.flusher = Flusher(self._syncer, after_pass=self._after_flush_pass)
         self._logs: dict[PartitionKey, FileLog] = {}
@@ -128,11 +133,11 @@ class FileEngine(StorageEngine):
         self._last_checkpoint = time.monotonic()
         self._closed = False
         if leftovers:
-            self._writer.submit(self._remove_leftovers, leftovers)
+            self._lanes.submit(ENGINE_LANE, self._remove_leftovers, leftovers)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> FileEngine:
-        """``file:///absolute/path[?log.flush.offset.checkpoint.interval.ms=N&read.threads=N&log.max.open.segment.files=N]``.
+        """``file:///absolute/path[?log.flush.offset.checkpoint.interval.ms=N&read.threads=N&write.threads=N&log.max.open.segment.files=N]``.
 
         Keyword arguments (the broker's settings) are defaults the URL's options override."""
         parts = urlsplit(url)
@@ -148,6 +153,11 @@ class FileEngine(StorageEngine):
             except ValueError:
                 raise ValueError(f"storage URL {url!r}: option {name!r} expects an integer, got {value!r}") from None
         return cls(unquote(parts.path), url=url, **options)
+
+    @property
+    def write_threads(self) -> int:
+        """How many write lanes the engine runs (the ``write.threads`` URL option)."""
+        return len(self._lanes)
 
     def __repr__(self) -> str:
         return f"FileEngine({self.path!r}, {len(self._logs)} open logs)"
@@ -232,12 +242,14 @@ class FileEngine(StorageEngine):
         except RuntimeError:
             raise StorageError(f"storage engine for {self.path} is closed", path=self.path) from None
 
-    def submit_io(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        """Run `fn` on the I/O thread (ordered with every other write)."""
-        return self._submit(self._writer, fn, *args)
+    def submit_io(self, fn: Callable[..., T], *args: Any, lane: int = ENGINE_LANE) -> asyncio.Future[T]:
+        """Run `fn` on the write thread of `lane` (after the work submitted to it before; see io_lanes).
 
-    async def run_io(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self.submit_io(fn, *args)
+        A log's work goes to its own lane (`FileLog.submit_io`); the engine's default lane holds the rest."""
+        return self._submit(self._lanes.executor(lane), fn, *args)
+
+    async def run_io(self, fn: Callable[..., T], *args: Any, lane: int = ENGINE_LANE) -> T:
+        return await self.submit_io(fn, *args, lane=lane)
 
     async def run_read(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._submit(self._readers, fn, *args)
@@ -290,17 +302,18 @@ class FileEngine(StorageEngine):
             log.error("storage.log_start_offset.lost", path=self._file(LOG_START_OFFSET_CHECKPOINT),
                       fix="the damaged checkpoint had no entry for this partition: its log starts at its first "
                           "segment; repeat any DeleteRecords done on it")
+        lane = self._lanes.assign()
         try:
             loaded = await self.run_io(
                 functools.partial(load_log, self.fs, self.path, directory, clean=self.clean_shutdown,
                                   recovery_point=self._recovery_points.get(key, 0),
                                   log_start_offset=self._log_start_offsets.get(key, 0), config=config,
                                   now_ms=self.clock(), log=log, cleaner_offset=self._cleaner_offsets.get(key),
-                                  files=self.open_files))
+                                  files=self.open_files), lane=lane)
         except OSError as exc:
             raise storage_error(f"cannot open log {topic}-{partition}:", exc.filename or directory, exc) from None
         flog = FileLog(self, topic, partition, directory, config, loaded.segments, loaded.log_start_offset,
-                       loaded.log_end_offset, loaded.recovery_point, loaded.start_position)
+                       loaded.log_end_offset, loaded.recovery_point, loaded.start_position, io_lane=lane)
         if loaded.created:
             flog._dir_generation = 1  # the new segment files' entries: fsynced by the first flush
         self._recovery_points[key] = loaded.recovery_point
@@ -512,7 +525,8 @@ class FileEngine(StorageEngine):
         self._release_lock()
 
     def _shutdown_threads(self, wait: bool) -> None:
-        for executor in (self._writer, self._syncer, self._readers):
+        self._lanes.shutdown(wait=wait)
+        for executor in (self._syncer, self._readers):
             executor.shutdown(wait=wait)
         self._finalizer.detach()
 

@@ -36,7 +36,7 @@ Group commit: `Flusher.flush(log)` queues a waiter; a single task runs passes, e
 the log end offset of every log with waiters, syncing all of them in one job on the engine's fsync
 thread, then resolving every waiter queued before the pass began. Callers arriving during a pass
 join it when it already covers their log end offset, else wait for the next one, so N concurrent
-flushes over M logs cost about M fsyncs per pass instead of N. Appends continue on the I/O thread
+flushes over M logs cost about M fsyncs per pass instead of N. Appends continue on the write threads
 while a pass runs.
 """
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno as errno_codes
 import os
 import stat
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -236,7 +237,7 @@ class FaultInjectingFileSystem(FileSystem):
 
     Counters: `calls[op]`, `calls_by_suffix[(op, suffix)]`, `bytes_by_suffix[(op, suffix)]` where
     suffix is the file's extension (".log", ".index", ".timeindex", ".tmp", "" for directories), and
-    `bytes_by_path[(op, path)]` for reads and writes.
+    `bytes_by_path[(op, path)]` for reads and writes. Safe to share between the engine's threads.
     """
 
     def __init__(self) -> None:
@@ -247,6 +248,7 @@ class FaultInjectingFileSystem(FileSystem):
         self.faults: list[Fault] = []
         self.delays: dict[str, float] = {}  # op -> seconds to sleep before the call (slow disks)
         self._paths: dict[int, str] = {}
+        self._lock = threading.Lock()  # the engine calls from several threads at once
 
     def inject(self, op: str, error: int = errno_codes.EIO, *, path_contains: str | None = None,
                times: int | None = 1, skip: int = 0, partial_bytes: int = 0) -> Fault:
@@ -276,12 +278,17 @@ class FaultInjectingFileSystem(FileSystem):
 
     def _enter(self, op: str, path: str, nbytes: int = 0) -> Fault | None:
         suffix = os.path.splitext(path)[1]
-        self.calls[op] += 1
-        self.calls_by_suffix[(op, suffix)] += 1
-        self.bytes_by_suffix[(op, suffix)] += nbytes
+        with self._lock:
+            self.calls[op] += 1
+            self.calls_by_suffix[(op, suffix)] += 1
+            self.bytes_by_suffix[(op, suffix)] += nbytes
         delay = self.delays.get(op)
         if delay:
             time.sleep(delay)  # counted first: a test can see the call is under way
+        with self._lock:
+            return self._take_fault(op, path)
+
+    def _take_fault(self, op: str, path: str) -> Fault | None:
         for fault in self.faults:
             if fault.op != op or (fault.path_contains is not None and fault.path_contains not in path):
                 continue
@@ -322,8 +329,9 @@ class FaultInjectingFileSystem(FileSystem):
         if fault is not None:
             self._raise(fault, path)
         data = super().pread(fd, size, offset)
-        self.bytes_by_suffix[("pread", os.path.splitext(path)[1])] += len(data)
-        self.bytes_by_path[("pread", path)] += len(data)
+        with self._lock:
+            self.bytes_by_suffix[("pread", os.path.splitext(path)[1])] += len(data)
+            self.bytes_by_path[("pread", path)] += len(data)
         return data
 
     def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
@@ -334,7 +342,8 @@ class FaultInjectingFileSystem(FileSystem):
                 super().pwrite(fd, memoryview(data)[: fault.partial_bytes], offset)
             self._raise(fault, path)
         written = super().pwrite(fd, data, offset)
-        self.bytes_by_path[("pwrite", path)] += written
+        with self._lock:
+            self.bytes_by_path[("pwrite", path)] += written
         return written
 
     def fsync(self, fd: int) -> None:

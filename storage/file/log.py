@@ -1,7 +1,8 @@
 """FileLog: one partition's log as a directory of segments (`PartitionLog` of the file engine).
 
 Appends are checked and their base offsets patched on the event loop (per batch, never per record),
-then written with one pwrite at the end of the active segment on the engine's single I/O thread;
+then written with one pwrite at the end of the active segment on the log's write thread (its lane of
+`storage.file.io_lanes`: one partition's large write does not delay the others');
 index entries are added in memory and written in bulk. Reads snapshot the segment list and the
 active segment's size on the event loop, then find the start through the offset index (binary
 search, then a short scan of batch headers) and pread whole batches on a reader thread.
@@ -76,8 +77,9 @@ class SyncPlan:
 class FileLog(PartitionLog):
     def __init__(self, engine: FileEngine, topic: str, partition: int, directory: str, config: LogConfig,
                  segments: list[LogSegment], log_start_offset: int, log_end_offset: int,
-                 recovery_point: int, start_position: int = 0) -> None:
+                 recovery_point: int, start_position: int = 0, io_lane: int = 0) -> None:
         self.topic = topic
+        self.io_lane = io_lane  # the engine's write thread for this log's file changes (storage.file.io_lanes)
         self.partition = partition
         self.directory = directory
         self.config = config
@@ -236,11 +238,18 @@ class FileLog(PartitionLog):
             raise asyncio.CancelledError
         return new
 
+    def submit_io(self, fn: Any, *args: Any) -> asyncio.Future[Any]:
+        """Run blocking `fn` on this log's write thread, after the log's earlier file changes."""
+        return self._engine.submit_io(fn, *args, lane=self.io_lane)
+
+    async def run_io(self, fn: Any, *args: Any) -> Any:
+        return await self.submit_io(fn, *args)
+
     async def _io_to_the_end(self, fn: Any, *args: Any) -> tuple[asyncio.Future[Any], bool]:
-        """Run `fn` on the I/O thread and wait for it to end even if the caller is cancelled meanwhile,
+        """Run `fn` on the log's write thread and wait for it to end even if the caller is cancelled meanwhile,
         so that the caller records what the I/O did (the file changed) before it re-raises the
         cancellation: the in-memory state never disagrees with the files."""
-        done = self._engine.submit_io(fn, *args)
+        done = self.submit_io(fn, *args)
         interrupted = False
         while not done.done():
             try:
@@ -590,7 +599,7 @@ class FileLog(PartitionLog):
         if start <= first.base_offset:
             self._start_position = 0
         else:
-            self._start_position = await self._engine.run_io(self._start_position_blocking, first, start)
+            self._start_position = await self.run_io(self._start_position_blocking, first, start)
 
     def _start_position_blocking(self, segment: LogSegment, start: int) -> int:
         try:
@@ -620,7 +629,7 @@ class FileLog(PartitionLog):
         segments = self._segments
         config = self.config
         if time_and_size and config.delete_enabled:
-            infos = await self._engine.run_io(self._segment_infos_blocking, segments)
+            infos = await self.run_io(self._segment_infos_blocking, segments)
             retention_ms, retention_bytes = config.retention_ms, config.retention_bytes
         else:
             infos = [SegmentInfo(s.base_offset, s.next_offset, s.size, 0) for s in segments]
@@ -653,7 +662,7 @@ class FileLog(PartitionLog):
         deleted = tuple(DeletedSegment(s.base_offset, s.next_offset, s.size, reason)
                         for s, reason in zip(victims, reasons))
         try:
-            await self._engine.run_io(_delete_segment_files, victims)
+            await self.run_io(_delete_segment_files, victims)
         except OSError as exc:
             # The log no longer refers to them; a leftover file only wastes space until the next start.
             self._log.warning("storage.segment.delete_failed", error=str(exc))
@@ -710,14 +719,14 @@ class FileLog(PartitionLog):
                 except StorageError:
                     pass  # logged by _go_offline; the log is offline now
             self._closed = True
-            await self._engine.run_io(self._close_blocking, True)
+            await self.run_io(self._close_blocking, True)
 
     async def _abandon(self) -> None:
         """Close the files without flushing (the log is being deleted)."""
         self._cancel_timer()
         async with self._mutex:
             self._closed = True
-            await self._engine.run_io(self._close_blocking, False)
+            await self.run_io(self._close_blocking, False)
 
     def _close_blocking(self, write_indexes: bool) -> None:
         segments = self._segments

@@ -13,7 +13,7 @@ What is not counted, and why:
   temporary name) is *held* open: appends and fsyncs go to it constantly, and reopening it would cost
   an ``open`` per append. So the engine has at most (open logs + the cap) ``.log`` descriptors, plus
   for a moment the segments in use by a reader or the fsync thread when the cap is reached (one per
-  I/O thread at most: a read pins one segment at a time).
+  thread at most: a read pins one segment at a time), closed as soon as their user releases them.
 * Index files are read whole when a segment is loaded and written with short-lived descriptors, so
   they hold none between uses.
 
@@ -69,6 +69,13 @@ class OpenFiles:
                 return
             self._lru[segment] = None
             self._lru.move_to_end(segment)
+            if len(self._lru) > self.cap:
+                self._evict()
+
+    def released(self) -> None:
+        """A thread stopped using a descriptor: close the ones an eviction had to skip while they were
+        in use, if the cap is still exceeded (else they would stay open until the next touch)."""
+        with self._lock:
             if len(self._lru) > self.cap:
                 self._evict()
 

@@ -1,6 +1,6 @@
 """Opening a partition directory: finding its segments, and recovering them after a crash.
 
-Kafka's rules (`LogLoader`), applied on the engine's I/O thread when a log is opened:
+Kafka's rules (`LogLoader`), applied on the log's write thread when it is opened:
 
 * Leftovers are removed: ``*.deleted`` / ``*.tmp`` files, and index files without a ``.log``.
 * An interrupted compaction is settled by Kafka's rules (see `storage.file.cleaner`): a ``*.cleaned``

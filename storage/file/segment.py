@@ -192,8 +192,11 @@ class LogSegment:
                 gone = self._retired and self._pins == 0
                 if gone:
                     self._close_fd()
-            if gone and self.files is not None:
-                self.files.forget(self)
+            if self.files is not None:
+                if gone:
+                    self.files.forget(self)
+                else:
+                    self.files.released()
 
     @property
     def is_open(self) -> bool:

@@ -74,9 +74,16 @@ def values(prefix: str, count: int, start: int = 0) -> list[bytes]:
 
 
 def segment_files(broker: RestartableBroker, topic: str, partition: int = 0) -> list[tuple[int, int]]:
-    """(base offset, size) of each ``.log`` file of a partition, oldest first."""
+    """(base offset, size) of each ``.log`` file of a partition, oldest first; a file that retention
+    deletes between the listing and its stat is left out."""
     directory = broker.data_dir / f"{topic}-{partition}"
-    return sorted((int(path.stem), path.stat().st_size) for path in directory.glob("*.log"))
+    found = []
+    for path in directory.glob("*.log"):
+        try:
+            found.append((int(path.stem), path.stat().st_size))
+        except FileNotFoundError:
+            continue
+    return sorted(found)
 
 
 def wait_for(check: Callable[[], tuple[bool, str]], what: str) -> None:

@@ -25,6 +25,7 @@ from protocol.records import (
     DecompressionError,
     UnsupportedCompressionError,
     compress,
+    compression,
     decompress,
 )
 
@@ -160,6 +161,39 @@ def test_zstd_decodes_streamed_frame() -> None:
     cobj = zstandard.ZstdCompressor().compressobj()
     frame = b"".join(cobj.compress(TEXT[i : i + 7000]) for i in range(0, len(TEXT), 7000)) + cobj.flush()
     assert decompress(Compression.ZSTD, frame) == TEXT
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=300_000) | st.builds(lambda n: b"A" * n, st.integers(0, 2_000_000)),
+       content_size=st.booleans(), checksum=st.booleans())
+def test_zstd_frame_end_follows_the_block_headers(data: bytes, content_size: bool, checksum: bool) -> None:
+    """The frame walk that lets one GIL-releasing call decode a whole frame finds exactly its end, and
+    a frame cut short, followed by more bytes or another frame goes to the streaming decoder."""
+    frame = zstandard.ZstdCompressor(write_content_size=content_size, write_checksum=checksum).compress(data)
+    view = memoryview(frame)
+    assert compression._zstd_frame_end(view) == len(frame)
+    assert compression._zstd_one_shot(view, max(len(data), 1)) == data  # (0 means "no limit" to zstandard)
+    assert compression._zstd_frame_end(view[:-1]) is None
+    for longer in (frame + b"\0", frame + frame):
+        assert compression._zstd_one_shot(memoryview(longer), 2 * len(data) + 1) is None
+    assert decompress(Compression.ZSTD, frame + frame) == data + data
+
+
+def test_zstd_one_call_path_refuses_a_declared_size_over_the_limit_without_decoding() -> None:
+    frame = zstandard.ZstdCompressor().compress(b"\0" * (64 << 20))  # declares 64 MiB, a few KiB long
+    tracemalloc.start()
+    try:
+        with pytest.raises(DecompressionBombError):
+            compression._zstd_one_shot(memoryview(frame), 1 << 20)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    # Without a declared size it is left to the streaming decoder, which names the bomb.
+    unsized = zstandard.ZstdCompressor(write_content_size=False).compress(b"\0" * (4 << 20))
+    assert compression._zstd_one_shot(memoryview(unsized), 1 << 20) is None
+    with pytest.raises(DecompressionBombError):
+        decompress(Compression.ZSTD, unsized, max_size=1 << 20)
 
 
 @pytest.mark.parametrize("codec", [Compression.GZIP, Compression.LZ4, Compression.ZSTD], ids=lambda c: c.name)

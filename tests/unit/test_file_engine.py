@@ -7,10 +7,12 @@ engine has. Recovery, faults and retention have their own files; the helpers her
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import os
 import struct
 import tempfile
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from protocol.records import Record, RecordBatch, build_batch, iter_batches, ite
 from storage.file import FaultInjectingFileSystem, FileEngine, FileLog
 from storage.file.checkpoint import parse_checkpoint
 from storage.file.index import CorruptIndexError, OffsetIndex, TimeIndex, needs_entry
+from storage.file.io_lanes import IoLanes
 from storage.interface import OffsetOutOfRange, open_engine
 from storage.memory import MemoryEngine
 from tests.unit.virtual_clock import run_virtual
@@ -576,6 +579,69 @@ def test_flush_ms_flushes_in_the_background(tmp_path: Path) -> None:
         assert fs.count("fdatasync") == 1  # one timer, one pass for both appends
         await engine.close()
     run_virtual(go())
+
+
+class BlockingWrites(FaultInjectingFileSystem):
+    """Holds every pwrite to a path containing `blocked` until `release` is set."""
+
+    def __init__(self, blocked: str) -> None:
+        super().__init__()
+        self.blocked = blocked
+        self.held = threading.Event()
+        self.release = threading.Event()
+
+    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
+        if self.blocked in self.path_of(fd):
+            self.held.set()
+            if not self.release.wait(30):
+                raise OSError(errno.EIO, "test: the blocked write was never released")
+        return super().pwrite(fd, data, offset)
+
+
+def test_a_stuck_write_to_one_log_does_not_hold_up_the_others(tmp_path: Path) -> None:
+    """Each log writes on its own lane: while one partition's write is stuck (a 16 MiB batch, a slow
+    disk), appends, rolls and deletions of other partitions go on, and the stuck log's next append
+    waits for its first, in order."""
+    fs = BlockingWrites(blocked="slow-0")
+
+    async def go() -> None:
+        engine = FileEngine(tmp_path, fs=fs, write_threads=2)
+        slow = await engine.open_log("slow", 0)
+        fast = await engine.open_log("fast", 0, {"segment.bytes": "200"})
+        assert slow.io_lane != fast.io_lane
+        first = asyncio.create_task(slow.append(batch(2)))
+        second = asyncio.create_task(slow.append(batch(1)))
+        await asyncio.to_thread(fs.held.wait, 10)
+        for _ in range(5):  # each append rolls a segment of 200 bytes
+            await asyncio.wait_for(fast.append(batch(3)), 10)
+        await asyncio.wait_for(engine.delete_log("fast", 0), 10)
+        assert not first.done() and not second.done()
+        fs.release.set()
+        assert [(await first).base_offset, (await second).base_offset] == [0, 2]
+        assert offsets_of((await slow.read(0, 1 << 20)).chunks) == [0, 1, 2]
+        await engine.close()
+    run(go())
+
+
+def test_io_lanes_deal_logs_round_robin_and_keep_each_lanes_order() -> None:
+    lanes = IoLanes(3)
+    try:
+        assert [lanes.assign() for _ in range(5)] == [1, 2, 0, 1, 2]
+        done: list[int] = []
+        futures = [lanes.submit(1, done.append, i) for i in range(200)]
+        for future in futures:
+            future.result(10)
+        assert done == list(range(200))
+        with pytest.raises(ValueError, match="at least 1"):
+            IoLanes(0)
+    finally:
+        lanes.shutdown(wait=True)
+
+
+def test_write_threads_is_a_storage_url_option(tmp_path: Path) -> None:
+    engine = open_engine((tmp_path / "data").as_uri() + "?write.threads=1")
+    assert isinstance(engine, FileEngine) and engine.write_threads == 1
+    engine.simulate_crash()
 
 
 def test_a_cancelled_append_still_records_what_it_wrote(tmp_path: Path) -> None:
