@@ -18,14 +18,14 @@ measure that contention too, so the header line says how many cores there were.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -46,6 +46,7 @@ SMALL_RECORD = b"s" * 100
 BIG_TOPIC_RETENTION_BYTES = 256 * MIB
 RETENTION_CHECK_MS = 1000
 PRODUCE = 0
+PRODUCE_VERSION = 9
 
 
 def big_batch(kind: str) -> bytes:
@@ -63,42 +64,62 @@ def big_batch(kind: str) -> bytes:
 
 
 class Loader:
-    """Sends Produce requests with one big batch each (acks=1), back to back, until stopped."""
+    """A separate process sending Produce requests with one big batch each (acks=1), back to back, until
+    stopped. A process, not a thread: the loader's own Python work (building 16 MiB requests) must not
+    hold the interpreter lock of the process whose latency is measured."""
 
-    def __init__(self, host: str, port: int, topic: str, batch: bytes) -> None:
-        self.sock = KafkaSocket(host, port, timeout=120)
-        produce = messages.ProduceRequest
-        self.request = produce(acks=1, timeout_ms=30000, topic_data=[produce.TopicProduceData(
-            name=topic, partition_data=[produce.PartitionProduceData(index=0, records=batch)])])
-        self.sent = 0
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+    def __init__(self, host: str, port: int, topic: str, kind: str) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._sent = context.Value("q", 0)
+        self._failed = context.Value("q", 0)
+        self._stop = context.Event()
+        self._process = context.Process(target=_load, args=(host, port, topic, kind, self._sent, self._failed,
+                                                            self._stop), daemon=True)
 
-    def _run(self) -> None:
-        corr = 0
-        while not self._stop.is_set():
-            corr += 1
-            response = self.sock.request(PRODUCE, 9, corr, self.request)
-            code = response.responses[0].partition_responses[0].error_code
-            if code:
-                self.errors.append(f"error {code}")
-                return
-            self.sent += 1
+    @property
+    def sent(self) -> int:
+        return int(self._sent.value)
 
     def __enter__(self) -> Self:
-        self._thread.start()
+        self._process.start()
         deadline = time.monotonic() + 60
-        while self.sent == 0 and not self.errors and time.monotonic() < deadline:
+        while self.sent == 0 and not self._failed.value and time.monotonic() < deadline:
             time.sleep(0.01)  # measure only once the big batches are flowing
-        if self.errors or self.sent == 0:
-            raise RuntimeError(f"the loader's first 16 MiB batch was not accepted: {self.errors or 'timeout'}")
+        if self._failed.value or self.sent == 0:
+            self.__exit__()
+            raise RuntimeError(f"the loader's first 16 MiB batch was not accepted (error code "
+                               f"{self._failed.value or 'none: timeout'})")
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(120)
-        self.sock.close()
+        self._process.join(120)
+        if self._process.is_alive():
+            self._process.kill()
+
+
+def _load(host: str, port: int, topic: str, kind: str, sent: Any, failed: Any, stop: Any) -> None:
+    """The loader process's loop: one request encoded once, sent again and again on one connection."""
+    from protocol import codec
+
+    produce = messages.ProduceRequest
+    request = produce(acks=1, timeout_ms=30000, topic_data=[produce.TopicProduceData(
+        name=topic, partition_data=[produce.PartitionProduceData(index=0, records=big_batch(kind))])])
+    encoded = codec.encode_request(PRODUCE, PRODUCE_VERSION, 1, "slow-client-loader", request)
+    frame = encoded if isinstance(encoded, bytes) else b"".join(bytes(part) for part in encoded)
+    sock = KafkaSocket(host, port, timeout=120)
+    try:
+        while not stop.is_set():
+            sock.sock.sendall(frame)
+            response = sock.read_response(PRODUCE, PRODUCE_VERSION, 1)
+            code = response.responses[0].partition_responses[0].error_code
+            if code:
+                failed.value = code
+                return
+            with sent.get_lock():
+                sent.value += 1
+    finally:
+        sock.close()
 
 
 def small_latencies(bootstrap: str, topic: str, samples: int) -> list[float]:
@@ -150,12 +171,12 @@ def main() -> int:
               f"{BATCH_BYTES // MIB} MiB zstd batch ({RECORDS_PER_BATCH} records) back to back; "
               f"median of {args.runs} runs, storage {args.storage}, {os.cpu_count()} cores")
         for kind in kinds:
-            batch = big_batch(kind)
+            wire_bytes = len(big_batch(kind))
             rows: dict[str, list[float]] = {"p50 unloaded": [], "p99 unloaded": [], "p50 loaded": [], "p99 loaded": []}
             batches, loaded_s = 0, 0.0
             for _ in range(args.runs):
                 unloaded = small_latencies(broker.bootstrap, small_topic, args.samples)
-                with Loader(broker.host, broker.port, big_topic, batch) as loader:
+                with Loader(broker.host, broker.port, big_topic, kind) as loader:
                     started, before = time.perf_counter(), loader.sent
                     loaded = small_latencies(broker.bootstrap, small_topic, args.samples)
                     loaded_s += time.perf_counter() - started
@@ -165,7 +186,7 @@ def main() -> int:
                 rows["p50 loaded"].append(p(loaded, 0.5))
                 rows["p99 loaded"].append(p(loaded, 0.99))
             med = {k: statistics.median(v) * 1000 for k, v in rows.items()}
-            print(f"\n{kind} payload ({len(batch) / 1024:.0f} KiB on the wire per batch; {batches} batches "
+            print(f"\n{kind} payload ({wire_bytes / 1024:.0f} KiB on the wire per batch; {batches} batches "
                   f"accepted in {loaded_s:.1f}s of loaded measurement, {batches / loaded_s:.1f}/s)")
             for k, v in med.items():
                 print(f"  {k:<14} {v:9.2f} ms")

@@ -317,7 +317,7 @@ def _in_place(segments: Sequence[LogSegment], group: list[LogSegment]) -> bool:
     return False
 
 
-# --- planning and the offset map (the log's write thread) ----------------------------------------------------
+# --- planning and the offset map (the log's write thread) ------------------------------------------
 
 
 def _plan_blocking(log: FileLog, segments: list[LogSegment], first_dirty: int, settings: CleanerSettings,
@@ -425,7 +425,7 @@ def _checked_batch(buf: bytes, at: int, crc: int, segment: LogSegment, position:
     return RecordBatch(buf, at)
 
 
-# --- rewriting a group (the log's write thread) ------------------------------------------------------------------
+# --- rewriting a group (the log's write thread) ----------------------------------------------------
 
 
 def _clean_group(fs: FileSystem, directory: str, group: list[LogSegment], key_map: dict[bytes, int], now: int,
@@ -562,7 +562,7 @@ def _encode(batch: RecordBatch, records: list[Record], horizon: int | None) -> t
     return out, max_timestamp
 
 
-# --- the swap (the log's write thread) ---------------------------------------------------------------------------
+# --- the swap (the log's write thread) -------------------------------------------------------------
 
 
 def _cleaned_paths(segment: LogSegment) -> list[str]:

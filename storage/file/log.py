@@ -2,7 +2,7 @@
 
 Appends are checked and their base offsets patched on the event loop (per batch, never per record),
 then written with one pwrite at the end of the active segment on the log's write thread (its lane of
-`storage.file.io_lanes`: one partition's large write does not delay the others');
+`storage.file.io_lanes`: one partition's large write does not delay the others);
 index entries are added in memory and written in bulk. Reads snapshot the segment list and the
 active segment's size on the event loop, then find the start through the offset index (binary
 search, then a short scan of batch headers) and pread whole batches on a reader thread.

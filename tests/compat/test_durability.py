@@ -149,7 +149,8 @@ def watermarks(bootstrap: str, topic: str, partitions: int = PARTITIONS) -> dict
 def read_partitions(bootstrap: str, topic: str, partitions: int = PARTITIONS,
                     timeout: float = READ_TIMEOUT_S) -> dict[int, list[tuple[int, bytes]]]:
     """Every record of every partition, as (offset, value), read with ``assign()`` from the low watermark
-    (0 unless retention or DeleteRecords moved it) up to the high watermark; fails after ``timeout``."""
+    (0 unless retention or DeleteRecords moved it) up to the high watermark; fails when ``timeout`` passes
+    without a new record (a deadline on the whole read would fail a crash loop's millions of records)."""
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
     marks = watermarks(bootstrap, topic, partitions)
@@ -168,13 +169,15 @@ def read_partitions(bootstrap: str, topic: str, partitions: int = PARTITIONS,
                 if err is not None:
                     assert err.code() == KafkaError._PARTITION_EOF, f"consumer error: {err}"
                     continue
+                deadline = time.monotonic() + timeout
                 got[msg.partition()].append((msg.offset(), msg.value()))
                 if msg.offset() >= ends[msg.partition()] - 1:
                     done.add(msg.partition())
     finally:
         consumer.close()
     missing = {p: (len(got[p]), ends[p]) for p in range(partitions) if p not in done}
-    assert not missing, f"read did not reach the high watermark within {timeout}s: partition: (read, hw) {missing}"
+    assert not missing, (f"read did not reach the high watermark (no new record for {timeout}s): "
+                         f"partition: (read, hw) {missing}")
     return got
 
 
