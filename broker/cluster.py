@@ -97,6 +97,10 @@ class ClusterState:
         self.waiters = FetchWaiters()
         self.producers = ProducerRegistry(max_entries=config.producer_state_max_entries)
         self._creating: dict[str, asyncio.Future[Topic]] = {}
+        # Topic creations, partition additions and deletions run one at a time, as Kafka's controller
+        # applies them: a topic appears with all its partitions or not at all, and a name being deleted
+        # is not created again until its data is gone.
+        self._mutations = asyncio.Lock()
 
     # ------------------------------------------------------------ lookups
 
@@ -150,17 +154,18 @@ class ClusterState:
         """Create a topic (partitions default to ``num.partitions``); raises KafkaError on any rule broken."""
         partitions = self.config.num_partitions if num_partitions in (None, -1) else num_partitions
         rf = self.config.default_replication_factor if replication_factor in (None, -1) else replication_factor
-        parsed = self.check_new_topic(name, partitions, rf, configs)
-        topic = Topic(name, topic_id or uuid.uuid4(), parsed)
-        self.topics[name] = topic
-        self.by_id[topic.topic_id] = topic
-        try:
+        async with self._mutations:
+            parsed = self.check_new_topic(name, partitions, rf, configs)
+            topic = Topic(name, topic_id or uuid.uuid4(), parsed)
             await self._add_partitions(topic, partitions)
-            await self.persist()
-        except BaseException:
-            self.topics.pop(name, None)
-            self.by_id.pop(topic.topic_id, None)
-            raise
+            self.topics[name] = topic
+            self.by_id[topic.topic_id] = topic
+            try:
+                await self.persist()
+            except BaseException:
+                self.topics.pop(name, None)
+                self.by_id.pop(topic.topic_id, None)
+                raise
         log.info("topic.created", topic=name, topic_id=str(topic.topic_id), partitions=partitions,
                  configs=parsed or None)
         return topic
@@ -194,9 +199,12 @@ class ClusterState:
         def config(name: str, t: Topic = topic) -> Any:
             return self.config_value(t, name)
 
+        # Added in one step once every log is open, so that nobody sees a partial partition count.
+        added = []
         for index in range(len(topic.partitions), total):
             plog = await self.engine.open_log(topic.name, index, config)
-            topic.partitions.append(Partition(topic, index, plog))
+            added.append(Partition(topic, index, plog))
+        topic.partitions.extend(added)
 
     # ------------------------------------------------------------ persistence
 
@@ -260,6 +268,10 @@ class ClusterState:
         await self.engine.save_metadata(json.dumps(data, indent=1, sort_keys=True).encode())
 
     async def create_partitions(self, name: str, total: int, validate_only: bool = False) -> Topic:
+        async with self._mutations:
+            return await self._create_partitions(name, total, validate_only)
+
+    async def _create_partitions(self, name: str, total: int, validate_only: bool) -> Topic:
         topic = self.topics.get(name)
         if topic is None:
             raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"Topic '{name}' does not exist.")
@@ -278,6 +290,10 @@ class ClusterState:
         return topic
 
     async def delete_topic(self, name: str) -> Topic:
+        async with self._mutations:
+            return await self._delete_topic(name)
+
+    async def _delete_topic(self, name: str) -> Topic:
         topic = self.topics.get(name)
         if topic is None:
             raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"Topic '{name}' does not exist.")

@@ -68,6 +68,13 @@ STOP_GRACE_S = 2.0
 _STORAGE_ERRORS = (OSError, KafkaError)
 
 
+def _log_storage_failure(event: str, exc: BaseException, **fields: Any) -> None:
+    """A failed disk is an error; a partition of the offsets topic deleted under a write (a client's
+    DeleteTopics on __consumer_offsets) is a client's doing, and its clients retry: a warning."""
+    gone = isinstance(exc, KafkaError) and exc.code is ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    (log.warning if gone else log.error)(event, error=str(exc), **fields)
+
+
 class RecordTooLarge(Exception):
     """A group or offset record batch larger than ``__consumer_offsets``' max.message.bytes."""
 
@@ -300,7 +307,7 @@ class GroupCoordinator:
         try:
             partition = await self._partition(group_id)
         except _STORAGE_ERRORS as exc:
-            log.error("groups.offsets_topic_unavailable", group=group_id, error=str(exc))
+            _log_storage_failure("groups.offsets_topic_unavailable", exc, group=group_id)
             for i in known:
                 errors[i] = ErrorCode.COORDINATOR_NOT_AVAILABLE
             return
@@ -340,7 +347,7 @@ class GroupCoordinator:
                     errors[i] = ErrorCode.INVALID_COMMIT_OFFSET_SIZE
                 return
             except _STORAGE_ERRORS as exc:
-                log.error("groups.commit_failed", group=group_id, error=str(exc))
+                _log_storage_failure("groups.commit_failed", exc, group=group_id)
                 for i in writes:
                     errors[i] = ErrorCode.COORDINATOR_NOT_AVAILABLE
                 return
@@ -457,7 +464,7 @@ class GroupCoordinator:
             try:
                 _, count = await self._remove(group_id, expire)
             except _STORAGE_ERRORS as exc:
-                log.error("groups.expiry_failed", group=group_id, error=str(exc))
+                _log_storage_failure("groups.expiry_failed", exc, group=group_id)
                 continue
             total += count
         if total:
@@ -506,7 +513,7 @@ class GroupCoordinator:
         try:
             await partition.log.flush()
         except _STORAGE_ERRORS as exc:
-            log.error("groups.flush_failed", group=group_id, partition=partition.index, error=str(exc))
+            _log_storage_failure("groups.flush_failed", exc, group=group_id, partition=partition.index)
             return False
         return True
 
@@ -525,7 +532,7 @@ class GroupCoordinator:
             log.warning("groups.metadata_too_large", group=write.group_id, kind=write.kind, reason=str(exc))
             error = ErrorCode.UNKNOWN_SERVER_ERROR
         except _STORAGE_ERRORS as exc:
-            log.error("groups.write_failed", group=write.group_id, kind=write.kind, error=str(exc))
+            _log_storage_failure("groups.write_failed", exc, group=write.group_id, kind=write.kind)
             error = ErrorCode.COORDINATOR_NOT_AVAILABLE
         if not self._stopped:
             self._apply(self.state.group_write_done(write, error, self.clock.now_ms()))

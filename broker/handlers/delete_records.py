@@ -25,7 +25,7 @@ import structlog
 
 from broker.handlers import RequestContext
 from protocol import messages
-from protocol.errors import ErrorCode
+from protocol.errors import ErrorCode, KafkaError
 from storage.interface import OffsetOutOfRange
 
 log = structlog.get_logger()
@@ -82,6 +82,8 @@ async def _delete(ctx: RequestContext, name: str, index: int, offset: int) -> An
             low_watermark = await plog.delete_records_before(target)
         except OffsetOutOfRange as exc:
             return _rejected(ctx, name, index, ErrorCode.OFFSET_OUT_OF_RANGE, exc.message)
+        except KafkaError as exc:  # deleted meanwhile (UNKNOWN_TOPIC_OR_PARTITION), or a disk error
+            return _rejected(ctx, name, index, exc.code, exc.message)
     if low_watermark != before:
         cluster.waiters.wake(name, index)
         log.info("delete_records.done", topic=name, partition=index, log_start_offset=low_watermark)

@@ -62,7 +62,7 @@ from broker.fetch_sessions import (
 )
 from broker.handlers import RequestContext
 from protocol import messages
-from protocol.errors import ErrorCode
+from protocol.errors import ErrorCode, KafkaError
 from storage.interface import OffsetOutOfRange
 
 log = structlog.get_logger()
@@ -194,6 +194,8 @@ class _Reader:
             result = await plog.read(req.fetch_offset, max_bytes, min_one_batch=min_one, max_offset=max_offset)
         except OffsetOutOfRange:
             return _error_data(req, ErrorCode.OFFSET_OUT_OF_RANGE, None)
+        except KafkaError as exc:  # deleted meanwhile (UNKNOWN_TOPIC_OR_PARTITION), or a disk error
+            return _error_data(req, exc.code, None)
         chunks = result.chunks
         if not chunks:
             records: Any = _EMPTY

@@ -36,7 +36,7 @@ import structlog
 
 from broker.handlers import RequestContext
 from protocol import messages
-from protocol.errors import ErrorCode
+from protocol.errors import ErrorCode, KafkaError
 
 log = structlog.get_logger()
 
@@ -107,7 +107,12 @@ async def _list_partition(ctx: RequestContext, body: Any, name: str, p: Any, ver
             return _error(index, fenced[0])
     plog = partition.log
     if version == 0:
-        offsets = await _legacy_offsets(plog, p.timestamp, p.max_num_offsets)
+        try:
+            offsets = await _legacy_offsets(plog, p.timestamp, p.max_num_offsets)
+        except KafkaError as exc:
+            ctx.log_rejected("list_offsets.rejected", topic=name, partition=index, error=exc.code.name,
+                             reason=exc.message)
+            return _error(index, exc.code)
         return _PARTITION(partition_index=index, error_code=0, old_style_offsets=offsets)
 
     # Consumers may read up to the high watermark; read_committed ones only to the last stable offset,
@@ -121,10 +126,14 @@ async def _list_partition(ctx: RequestContext, body: Any, name: str, p: Any, ver
         return _found(index, -1, plog.log_start_offset, epoch)
     if timestamp == LATEST_TIERED_TIMESTAMP:
         return _found(index, -1, -1, NO_EPOCH)
-    if timestamp == MAX_TIMESTAMP:
-        result = await plog.max_timestamp()
-    else:
-        result = await plog.offset_for_timestamp(timestamp)
+    try:
+        if timestamp == MAX_TIMESTAMP:
+            result = await plog.max_timestamp()
+        else:
+            result = await plog.offset_for_timestamp(timestamp)
+    except KafkaError as exc:  # deleted meanwhile, or offline after a disk error
+        ctx.log_rejected("list_offsets.rejected", topic=name, partition=index, error=exc.code.name, reason=exc.message)
+        return _error(index, exc.code)
     if result is None or result.offset >= last_fetchable:
         return _found(index, -1, -1, NO_EPOCH)
     return _found(index, result.timestamp, result.offset, epoch)

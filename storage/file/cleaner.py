@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 import os
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -204,16 +205,16 @@ class _Aborted(Exception):
 async def clean_log(log: FileLog, now: int) -> CleanResult | None:
     """One cleaning round of `log` at time `now`; None when the log is not due (see module doc)."""
     settings = CleanerSettings.of(log.config)
-    if not settings.compact or log._closed or log._offline is not None:
+    if not settings.compact or log.closed or log.offline is not None:
         return None
-    engine = log._engine
-    segments = log._segments
+    engine = log.engine
+    segments = log.segments
     if len(segments) < 2:
         return None
     checkpoint = engine.cleaner_offset(log)
     start, end = log.log_start_offset, log.log_end_offset
     first_dirty = checkpoint if checkpoint is not None and start <= checkpoint <= end else start
-    truncations = log._truncations
+    truncations = log.truncations
     plan = _Plan(0, 0, 0.0, False, False)
     done = _Stats()  # what the groups swapped in (or found unchanged) did
     try:
@@ -233,7 +234,7 @@ async def clean_log(log: FileLog, now: int) -> CleanResult | None:
                 stats.bytes_before, stats.bytes_after = sum(s.size for s in group), new.size
             done.add(stats)
     except (_Aborted, SegmentGone):
-        log._log.info("storage.log.clean_aborted", reason="the log changed during the round",
+        log.logger.info("storage.log.clean_aborted", reason="the log changed during the round",
                       segments_replaced=done.segments_replaced)
         return done.result(first_dirty, first_dirty, plan, aborted=True)
     except RecordBatchError as exc:
@@ -242,7 +243,7 @@ async def clean_log(log: FileLog, now: int) -> CleanResult | None:
         raise storage_error("cannot compact", log.directory, exc) from None
     await engine.persist_cleaner_offset(log, end_offset)
     result = done.result(first_dirty, end_offset, plan)
-    log._log.info("storage.log.cleaned", first_dirty_offset=first_dirty, end_offset=end_offset,
+    log.logger.info("storage.log.cleaned", first_dirty_offset=first_dirty, end_offset=end_offset,
                   dirty_ratio=round(plan.ratio, 3), forced=plan.forced, segments_replaced=result.segments_replaced,
                   segments_written=result.segments_written, bytes_before=result.bytes_before,
                   bytes_after=result.bytes_after, records_removed=result.records_removed,
@@ -279,42 +280,14 @@ def _consume(future: asyncio.Future[Any]) -> None:
 
 
 async def _swap_in(log: FileLog, group: list[LogSegment], new: LogSegment, truncations: int) -> None:
-    """Under the log's mutex: commit the rewritten group, replace it in memory, finish the swap."""
-    engine = log._engine
-    async with log._mutex:
-        if (log._closed or log._offline is not None or log._truncations != truncations
-                or not _in_place(log._segments, group)):
-            try:
-                await log.run_io(_discard_blocking, engine.fs, new)
-            except StorageError:  # the engine stopped: close the descriptor; the files go at the next start
-                new.retire()
-            raise _Aborted
-        done, interrupted = await log._io_to_the_end(_commit_blocking, engine.fs, log.directory, new)
-        late = done.result()  # raises when nothing was committed (the log is as before)
-        # Committed: recovery would complete the swap, so the log must use the new segment from now on.
-        log._replace_segments(group, new)
-        done, cut = await log._io_to_the_end(_finish_swap_blocking, engine.fs, log.directory, group, new)
-        interrupted = interrupted or cut
-        finish_error = done.exception()
-        error = late or finish_error
-        if isinstance(error, BaseException):
-            if not isinstance(error, StorageError):
-                raise error
-            log._go_offline(error)  # the files are recoverable; stop writes as for any failed disk write
-            raise error
-        if log._segments[0] is new:
-            await log._locate_start()
-        if interrupted:
-            raise asyncio.CancelledError
-
-
-def _in_place(segments: Sequence[LogSegment], group: list[LogSegment]) -> bool:
-    """Whether `group` is still a run of closed segments of the log (same objects, same order)."""
-    for at, segment in enumerate(segments):
-        if segment is group[0]:
-            run = segments[at:at + len(group)]
-            return at + len(group) < len(segments) and all(a is b for a, b in zip(run, group, strict=True))
-    return False
+    """Commit the rewritten group and put it in place through the log's segment-replacement API."""
+    fs, directory = log.engine.fs, log.directory
+    swapped = await log.replace_segments(
+        group, new, truncations=truncations, commit=functools.partial(_commit_blocking, fs, directory, new),
+        finish=functools.partial(_finish_swap_blocking, fs, directory, group, new),
+        discard=functools.partial(_discard_blocking, fs, new))
+    if not swapped:
+        raise _Aborted
 
 
 # --- planning and the offset map (the log's write thread) ------------------------------------------
@@ -325,7 +298,7 @@ def _plan_blocking(log: FileLog, segments: list[LogSegment], first_dirty: int, s
     """LogCleanerManager's cleanableOffsets, dirty ratio and max compaction delay, for a snapshot."""
     try:
         for segment in segments[:-1]:
-            log._ensure_loaded(segment)
+            log.ensure_loaded(segment)
         bases = [s.base_offset for s in segments]
         active = len(segments) - 1
         dirty_from = min(max(bisect.bisect_right(bases, first_dirty) - 1, 0), active)

@@ -313,9 +313,8 @@ class FileEngine(StorageEngine):
         except OSError as exc:
             raise storage_error(f"cannot open log {topic}-{partition}:", exc.filename or directory, exc) from None
         flog = FileLog(self, topic, partition, directory, config, loaded.segments, loaded.log_start_offset,
-                       loaded.log_end_offset, loaded.recovery_point, loaded.start_position, io_lane=lane)
-        if loaded.created:
-            flog._dir_generation = 1  # the new segment files' entries: fsynced by the first flush
+                       loaded.log_end_offset, loaded.recovery_point, loaded.start_position, io_lane=lane,
+                       created=loaded.created)
         self._recovery_points[key] = loaded.recovery_point
         self._log_start_offsets[key] = loaded.log_start_offset
         self._on_disk.add(key)
@@ -331,7 +330,7 @@ class FileEngine(StorageEngine):
             await asyncio.wait((pending,))  # let the open finish (or fail) before deleting under it
         log = self._logs.pop(key, None)
         if log is not None:
-            await log._abandon()
+            await log.abandon()
         directory = self._file(directory_name(topic, partition))
         self._on_disk.discard(key)
         self._recovery_points.pop(key, None)
@@ -519,7 +518,7 @@ class FileEngine(StorageEngine):
         """
         self._closed = True
         for log in self._logs.values():
-            log._release_files()
+            log.release_files()
         self._logs.clear()
         self._shutdown_threads(wait=True)
         self._release_lock()

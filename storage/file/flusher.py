@@ -56,20 +56,20 @@ class Flushable(Protocol):
     @property
     def log_end_offset(self) -> int: ...
 
-    def _sync_plan(self) -> Any | None: ...
+    def sync_plan(self) -> Any | None: ...
 
-    def _sync_blocking(self, plan: Any) -> None: ...
+    def sync_blocking(self, plan: Any) -> None: ...
 
-    def _sync_done(self, plan: Any, error: StorageError | None) -> None: ...
+    def sync_done(self, plan: Any, error: StorageError | None) -> None: ...
 
-    def _flush_outcome(self) -> StorageError | None: ...
+    def flush_outcome(self) -> StorageError | None: ...
 
 
 def _sync_all(plans: list[tuple[Flushable, Any]]) -> list[StorageError | None]:
     results: list[StorageError | None] = []
     for log, plan in plans:
         try:
-            log._sync_blocking(plan)
+            log.sync_blocking(plan)
             results.append(None)
         except StorageError as exc:
             results.append(exc)
@@ -123,9 +123,9 @@ class Flusher:
             plans: list[tuple[Flushable, Any]] = []
             for log in logs:
                 futures = waiting.get(log, [])
-                plan = log._sync_plan()
+                plan = log.sync_plan()
                 if plan is None:  # nothing unflushed, or the log is offline or closed
-                    _resolve(futures, log._flush_outcome())
+                    _resolve(futures, log.flush_outcome())
                     continue
                 self._current[log] = (plan.target, futures)
                 plans.append((log, plan))
@@ -142,7 +142,7 @@ class Flusher:
                 raise
             self.passes += 1
             for (log, plan), error in zip(plans, results):
-                log._sync_done(plan, error)
+                log.sync_done(plan, error)
                 _resolve(self._current.pop(log)[1], error)
             if self._after_pass is not None:
                 self._after_pass()

@@ -10,7 +10,12 @@ search, then a short scan of batch headers) and pread whole batches on a reader 
 Mutations (append, truncation, DeleteRecords, retention, close) are serialised by one asyncio lock
 per log; reads and flushes do not take it. Durability is in `storage.file.flusher`. Compaction
 (`clean`, in `storage.file.cleaner`) rewrites closed segments without that lock and takes it only to
-swap the rewritten segments in; a read whose segments were swapped out under it starts again.
+swap the rewritten segments in (`replace_segments`); a read whose segments were swapped out under it
+starts again.
+
+Collaborators use public names only: the flusher its `Flushable` protocol (`sync_plan`,
+`sync_blocking`, `sync_done`, `flush_outcome`), the cleaner `segments`, `truncations`, `run_io`,
+`ensure_loaded` and `replace_segments`, the engine `abandon` and `release_files`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -77,7 +83,7 @@ class SyncPlan:
 class FileLog(PartitionLog):
     def __init__(self, engine: FileEngine, topic: str, partition: int, directory: str, config: LogConfig,
                  segments: list[LogSegment], log_start_offset: int, log_end_offset: int,
-                 recovery_point: int, start_position: int = 0, io_lane: int = 0) -> None:
+                 recovery_point: int, start_position: int = 0, io_lane: int = 0, created: bool = False) -> None:
         self.topic = topic
         self.io_lane = io_lane  # the engine's write thread for this log's file changes (storage.file.io_lanes)
         self.partition = partition
@@ -94,10 +100,13 @@ class FileLog(PartitionLog):
         self._durable = recovery_point  # everything below is fsynced: Kafka's recovery point
         self._offline: StorageError | None = None
         self._closed = False
+        self._deleted = False  # closed by `abandon`: its partition was deleted
         self._mutex = asyncio.Lock()
         self._clean_lock = asyncio.Lock()  # one compaction at a time (storage.file.cleaner)
         self._flush_timer: asyncio.TimerHandle | None = None
-        self._dir_generation = 0  # bumped when a segment file is created; the flusher fsyncs the dir
+        # Bumped when a segment file is created; the flusher fsyncs the directory. A log just created
+        # starts at 1: its first segment's entries are fsynced by the first flush.
+        self._dir_generation = 1 if created else 0
         self._dir_synced = 0
         self._truncations = 0
         self._log = structlog.get_logger().bind(topic=topic, partition=partition)
@@ -135,6 +144,25 @@ class FileLog(PartitionLog):
     def segments(self) -> list[LogSegment]:
         """The current segments, oldest first (a snapshot: do not mutate)."""
         return self._segments
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def truncations(self) -> int:
+        """How many times the log was truncated: work planned on a snapshot of the segments compares it
+        before it changes them (`replace_segments`)."""
+        return self._truncations
+
+    @property
+    def engine(self) -> FileEngine:
+        return self._engine
+
+    @property
+    def logger(self) -> Any:
+        """The log's structlog logger, bound to its topic and partition."""
+        return self._log
 
     # --- append -----------------------------------------------------------------------------------
 
@@ -190,6 +218,10 @@ class FileLog(PartitionLog):
         return AppendResult(first, next_offset - 1, append_time)
 
     def _check_writable(self) -> None:
+        if self._deleted:
+            # As the memory engine answers: the partition is gone, not the disk.
+            raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                             f"Partition {self.topic}-{self.partition} was deleted")
         if self._closed:
             raise StorageError(f"log {self.topic}-{self.partition} is closed", path=self.directory)
         if self._offline is not None:
@@ -317,7 +349,8 @@ class FileLog(PartitionLog):
             return
         await self._engine.flusher.flush(self)
 
-    def _sync_plan(self) -> SyncPlan | None:
+    def sync_plan(self) -> SyncPlan | None:
+        """Flusher, event loop: what a flush pass must fsync now, or None if nothing (or offline, closed)."""
         if self._offline is not None or self._closed:
             return None
         dir_pending = self._dir_generation > self._dir_synced
@@ -329,7 +362,7 @@ class FileLog(PartitionLog):
         return SyncPlan(self._end, chosen, chosen[:-1], self._dir_generation if dir_pending else None,
                         self._truncations)
 
-    def _sync_blocking(self, plan: SyncPlan) -> None:
+    def sync_blocking(self, plan: SyncPlan) -> None:
         """Flusher thread: fdatasync the .log files, fsync closed segments' indexes and the directory."""
         fs = self._fs
         path = self.directory
@@ -353,7 +386,8 @@ class FileLog(PartitionLog):
         except OSError as exc:
             raise storage_error("cannot fsync", path, exc) from None
 
-    def _sync_done(self, plan: SyncPlan, error: StorageError | None) -> None:
+    def sync_done(self, plan: SyncPlan, error: StorageError | None) -> None:
+        """Flusher, event loop: the pass ran `plan`; advance the recovery point, or go offline on `error`."""
         if error is not None:
             self._go_offline(error)
             return
@@ -362,7 +396,8 @@ class FileLog(PartitionLog):
         if plan.dir_generation is not None:
             self._dir_synced = max(self._dir_synced, plan.dir_generation)
 
-    def _flush_outcome(self) -> StorageError | None:
+    def flush_outcome(self) -> StorageError | None:
+        """What a flush waiter gets when there is nothing to sync: the error that took the log offline."""
         return self._offline
 
     # --- reads ------------------------------------------------------------------------------------
@@ -396,7 +431,8 @@ class FileLog(PartitionLog):
         result.size = sum(len(chunk) for chunk in chunks)
         return result
 
-    def _ensure_loaded(self, segment: LogSegment) -> None:
+    def ensure_loaded(self, segment: LogSegment) -> None:
+        """Blocking: load the segment's indexes (rebuilding damaged ones) on first use."""
         if not segment.loaded:
             damage = segment.load(self.config.index_interval_bytes, self._log)
             if damage is not None:
@@ -410,7 +446,7 @@ class FileLog(PartitionLog):
         try:
             for segment, seen_size in plan:
                 with segment.opened() as fd:
-                    self._ensure_loaded(segment)
+                    self.ensure_loaded(segment)
                     end = min(seen_size, segment.size)
                     found = segment.find_batch(fd, offset, end)
                     if found is None:
@@ -444,6 +480,8 @@ class FileLog(PartitionLog):
         return chunks
 
     async def offset_for_timestamp(self, timestamp: int) -> TimestampOffset | None:
+        if self._closed:  # its segments are retired: a retry on SegmentGone would never end
+            self._check_writable()
         start = self._start
         if start >= self._end:
             return None
@@ -458,7 +496,7 @@ class FileLog(PartitionLog):
         try:
             for segment, seen_size in plan:
                 with segment.opened() as fd:
-                    self._ensure_loaded(segment)
+                    self.ensure_loaded(segment)
                     if segment.max_timestamp < target:
                         continue
                     assert segment.time_index is not None and segment.offset_index is not None
@@ -478,6 +516,8 @@ class FileLog(PartitionLog):
         return None
 
     async def max_timestamp(self) -> TimestampOffset | None:
+        if self._closed:
+            self._check_writable()
         start = self._start
         if start >= self._end:
             return None
@@ -495,7 +535,7 @@ class FileLog(PartitionLog):
                 if end == 0:
                     continue
                 with segment.opened() as fd:
-                    self._ensure_loaded(segment)
+                    self.ensure_loaded(segment)
                     if start > segment.base_offset:
                         largest = None
                         found = segment.find_batch(fd, start, end)
@@ -557,7 +597,7 @@ class FileLog(PartitionLog):
         segment = segments[index]
         interval = self.config.index_interval_bytes
         try:
-            self._ensure_loaded(segment)
+            self.ensure_loaded(segment)
             position = segment.size
             if offset == segment.base_offset and index > 0:
                 keep = index
@@ -575,7 +615,7 @@ class FileLog(PartitionLog):
                 segment.truncate_to(offset, position, interval, now_ms)
             else:
                 active = segments[keep - 1]
-                self._ensure_loaded(active)
+                self.ensure_loaded(active)
                 active.load_first_batch_timestamp()
             return keep
         except OSError as exc:
@@ -585,6 +625,8 @@ class FileLog(PartitionLog):
         if offset < 0 or offset > self.high_watermark:
             raise OffsetOutOfRange(offset, self._start, self.high_watermark)
         async with self._mutex:
+            if self._closed:  # deleted (or the engine closed) while this waited for the mutex
+                self._check_writable()
             if offset > self._start:
                 await self._engine.persist_log_start_offset(self, offset)
                 self._start = offset
@@ -604,7 +646,7 @@ class FileLog(PartitionLog):
     def _start_position_blocking(self, segment: LogSegment, start: int) -> int:
         try:
             with segment.opened() as fd:
-                self._ensure_loaded(segment)
+                self.ensure_loaded(segment)
                 found = segment.find_batch(fd, start, segment.size)
         except OSError as exc:
             raise storage_error("cannot read", segment.log_path, exc) from None
@@ -676,7 +718,7 @@ class FileLog(PartitionLog):
         infos = []
         try:
             for segment in segments:
-                self._ensure_loaded(segment)
+                self.ensure_loaded(segment)
                 largest = segment.max_timestamp
                 if largest < 0:
                     largest = int(self._fs.stat(segment.log_path).st_mtime * 1000)
@@ -696,14 +738,44 @@ class FileLog(PartitionLog):
         async with self._clean_lock:
             return await clean_log(self, self._engine.clock() if now_ms is None else now_ms)
 
-    def _replace_segments(self, old: list[LogSegment], new: LogSegment) -> None:
-        """Event loop, under the mutex: `new` takes the place of the adjacent segments `old`, which
-        retire (readers using them finish first; later reads get the new segment)."""
-        at = self._segments.index(old[0])
-        self._segments = [*self._segments[:at], new, *self._segments[at + len(old):]]
-        self._bases = [s.base_offset for s in self._segments]
-        for segment in old:
-            segment.retire()
+    async def replace_segments(self, old: list[LogSegment], new: LogSegment, *, truncations: int,
+                               commit: Callable[[], Any], finish: Callable[[], Any],
+                               discard: Callable[[], Any]) -> bool:
+        """Put `new` in the place of the adjacent closed segments `old` (the cleaner's swap; Kafka's
+        ``replaceSegments``). Under the log's mutex: if the log is open and writable, was not truncated
+        since `truncations` and still holds `old` as a run of closed segments, the blocking `commit`
+        runs on the log's write thread (from its end a recovery completes the swap, so the log uses
+        `new` from then on), `old` retire (readers using them finish first) and `finish` runs; True.
+        Otherwise `discard` runs and nothing changes; False. A failure after `commit` takes the log
+        offline (the files are recoverable) and is raised."""
+        async with self._mutex:
+            if (self._closed or self._offline is not None or self._truncations != truncations
+                    or not _is_closed_run(self._segments, old)):
+                try:
+                    await self.run_io(discard)
+                except StorageError:  # the engine stopped: close the descriptor; the files go at the next start
+                    new.retire()
+                return False
+            done, interrupted = await self._io_to_the_end(commit)
+            late = done.result()  # raises when nothing was committed (the log is as before)
+            at = self._segments.index(old[0])
+            self._segments = [*self._segments[:at], new, *self._segments[at + len(old):]]
+            self._bases = [s.base_offset for s in self._segments]
+            for segment in old:
+                segment.retire()
+            done, cut = await self._io_to_the_end(finish)
+            interrupted = interrupted or cut
+            error = late or done.exception()
+            if isinstance(error, BaseException):
+                if not isinstance(error, StorageError):
+                    raise error
+                self._go_offline(error)
+                raise error
+            if self._segments[0] is new:
+                await self._locate_start()
+            if interrupted:
+                raise asyncio.CancelledError
+            return True
 
     # --- close ------------------------------------------------------------------------------------
 
@@ -721,11 +793,11 @@ class FileLog(PartitionLog):
             self._closed = True
             await self.run_io(self._close_blocking, True)
 
-    async def _abandon(self) -> None:
+    async def abandon(self) -> None:
         """Close the files without flushing (the log is being deleted)."""
         self._cancel_timer()
         async with self._mutex:
-            self._closed = True
+            self._closed = self._deleted = True
             await self.run_io(self._close_blocking, False)
 
     def _close_blocking(self, write_indexes: bool) -> None:
@@ -740,7 +812,7 @@ class FileLog(PartitionLog):
         for segment in segments:
             segment.retire()
 
-    def _release_files(self) -> None:
+    def release_files(self) -> None:
         """Close every descriptor now, writing nothing (a simulated crash)."""
         self._cancel_timer()
         self._closed = True
@@ -751,6 +823,15 @@ class FileLog(PartitionLog):
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
+
+
+def _is_closed_run(segments: Sequence[LogSegment], group: list[LogSegment]) -> bool:
+    """Whether `group` is still a run of closed segments of the log (same objects, same order)."""
+    for at, segment in enumerate(segments):
+        if segment is group[0]:
+            run = segments[at:at + len(group)]
+            return at + len(group) < len(segments) and all(a is b for a, b in zip(run, group, strict=True))
+    return False
 
 
 def _delete_segment_files(segments: list[LogSegment]) -> None:

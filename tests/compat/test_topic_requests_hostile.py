@@ -13,7 +13,10 @@ of them) and checks Kafka's answer:
   as Kafka's ``KafkaApis.handleTopicMetadataRequest`` throws; v12 resolves ids, an unknown one gets
   UNKNOWN_TOPIC_ID with a null name, and when any id is given, names are ignored;
 - a legal Metadata request of more array elements than one message may hold closes the connection
-  before they are built; one name repeated 200,000 times is answered (and auto-created) once.
+  before they are built; one name repeated 200,000 times is answered (and auto-created) once;
+- on the file engine, DeleteTopics of ``__consumer_offsets`` pipelined among offset commits (found by
+  the fuzzer: the coordinator saw the topic with no partitions yet, or opened files the deletion was
+  removing) answers every commit with NONE or a retriable error, logs no error, and commits work after.
 """
 
 from __future__ import annotations
@@ -26,9 +29,12 @@ from protocol import codec
 from protocol import messages as m
 from protocol.errors import ErrorCode
 from protocol.primitives import ZERO_UUID
-from tests.compat.conftest import BrokerProcess, KafkaSocket
+from tests.compat.conftest import BrokerProcess, KafkaSocket, finish
+from tests.waiting import wait_until
 
 METADATA, API_VERSIONS, CREATE_TOPICS, CREATE_PARTITIONS = 3, 18, 19, 37
+OFFSET_COMMIT, OFFSET_FETCH, DELETE_TOPICS = 8, 9, 20
+OFFSETS_TOPIC = "__consumer_offsets"
 HUGE_COUNTS = (8_388_608, 2**31 - 1)
 TOO_MANY = "Excessively large number of partitions per request."
 
@@ -246,3 +252,48 @@ def test_metadata_repeating_one_name_is_answered_once(start_broker, raw_socket: 
     assert [(t.name, t.error_code) for t in response.topics] == [(name, 0)]
     created = [r for r in proc.records if r.get("event") == "topic.created" and r.get("topic") == name]
     assert len(created) == 1
+
+
+def _commit(offset: int, topic: str, group: str) -> m.OffsetCommitRequest:
+    req = m.OffsetCommitRequest
+    return req(group_id=group, generation_id_or_member_epoch=-1, member_id="", topics=[req.OffsetCommitRequestTopic(
+        name=topic, partitions=[req.OffsetCommitRequestPartition(partition_index=0, committed_offset=offset)])])
+
+
+def test_deleting_the_offsets_topic_among_commits_logs_no_error(tmp_path: object, raw_socket: RawSocket) -> None:
+    from pathlib import Path
+
+    data = Path(str(tmp_path)) / "data"
+    broker = BrokerProcess(["--data-dir", str(data), "--set", "offsets.topic.num.partitions=50"], Path(str(tmp_path)),
+                           memory=False)
+    try:
+        sock = raw_socket(broker)
+        topic, group = unique("commits"), unique("commits-g")
+        _create(sock, topic)
+        assert sock.request(OFFSET_COMMIT, 8, 1, _commit(1, topic, group)).topics[0].partitions[0].error_code == 0
+        # Pipelined: Moldau works on a connection's requests concurrently, so the deletion (and the
+        # coordinator recreating the topic for the commits after it) overlap the commits.
+        frames = [codec.encode_request(OFFSET_COMMIT, 8, 10 + i, "hostile", _commit(10 + i, topic, group))
+                  for i in range(5)]
+        frames.append(codec.encode_request(DELETE_TOPICS, 6, 20, "hostile", m.DeleteTopicsRequest(
+            topics=[m.DeleteTopicsRequest.DeleteTopicState(name=OFFSETS_TOPIC)], timeout_ms=5000)))
+        frames += [codec.encode_request(OFFSET_COMMIT, 8, 30 + i, "hostile", _commit(30 + i, topic, group))
+                   for i in range(5)]
+        sock.send([part for frame in frames for part in (frame if isinstance(frame, list) else [frame])])
+        retriable = {ErrorCode.NONE, ErrorCode.COORDINATOR_NOT_AVAILABLE, ErrorCode.COORDINATOR_LOAD_IN_PROGRESS}
+        for corr in [*range(10, 15), 20, *range(30, 35)]:
+            if corr == 20:
+                deleted = sock.read_response(DELETE_TOPICS, 6, corr)
+                assert deleted.responses[0].error_code == 0, deleted
+                continue
+            code = sock.read_response(OFFSET_COMMIT, 8, corr).topics[0].partitions[0].error_code
+            assert ErrorCode(code) in retriable, f"commit {corr}: {ErrorCode(code).name}"
+
+        def committed() -> bool:
+            answer = sock.request(OFFSET_COMMIT, 8, 40, _commit(40, topic, group))
+            return answer.topics[0].partitions[0].error_code == 0
+        wait_until(committed, 10, "an offset commit after the deletion")
+        errors = [r for r in broker.records if r.get("level") in ("error", "critical")]
+        assert not errors, f"error-level log lines: {errors[:3]}"
+    finally:
+        finish(broker)

@@ -475,6 +475,33 @@ def test_reads_during_a_clean_see_the_log_before_or_after(tmp_path: Path, monkey
     run(go())
 
 
+def test_replace_segments_refuses_a_stale_swap_and_discards_it(tmp_path: Path) -> None:
+    """The segment-replacement API changes nothing for a group planned before a truncation, or one that
+    is no longer a run of closed segments: it runs `discard` and answers False."""
+    async def go() -> None:
+        engine, log = await open_log(tmp_path)
+        await fill(log, workload())
+        segments = list(log.segments)
+        assert len(segments) >= 4
+        before = views(await read_all(log))
+        ran: list[str] = []
+
+        def step(name: str) -> Callable[[], None]:
+            return lambda: ran.append(name)
+
+        async def attempt(group: list[Any], truncations: int) -> bool:
+            return await log.replace_segments(group, object(), truncations=truncations,  # type: ignore[arg-type]
+                                              commit=step("commit"), finish=step("finish"), discard=step("discard"))
+
+        assert not await attempt(segments[:2], log.truncations + 1)  # a truncation happened since the plan
+        assert not await attempt(segments[-2:], log.truncations)  # the active segment is not closed
+        assert not await attempt([segments[0], segments[2]], log.truncations)  # not adjacent
+        assert ran == ["discard"] * 3 and log.segments == segments
+        assert views(await read_all(log)) == before
+        await engine.close()
+    run(go())
+
+
 def test_retention_during_a_round_aborts_it_without_harm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     original_drive = cleaner._drive
     fired = []

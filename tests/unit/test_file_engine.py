@@ -623,6 +623,30 @@ def test_a_stuck_write_to_one_log_does_not_hold_up_the_others(tmp_path: Path) ->
     run(go())
 
 
+def test_a_deleted_log_answers_unknown_partition_to_everyone_still_holding_it(tmp_path: Path) -> None:
+    """A request that looked the partition up before a DeleteTopics (a Fetch, a ListOffsets by timestamp, a
+    DeleteRecords) gets UNKNOWN_TOPIC_OR_PARTITION, as from the memory engine: not a storage error, and
+    not an endless retry over segments that deletion retired."""
+    async def go() -> None:
+        engine = FileEngine(tmp_path)
+        log = await engine.open_log("t", 0)
+        for _ in range(3):
+            await log.append(batch(2))
+        pending = asyncio.create_task(log.delete_records_before(2))  # queued behind the deletion's mutex
+        await engine.delete_log("t", 0)
+        calls = [pending, log.read(0, 1 << 20), log.offset_for_timestamp(0), log.max_timestamp(),
+                 log.delete_records_before(4), log.append(batch(1)), log.apply_retention()]
+        for call in calls:
+            try:
+                outcome = await asyncio.wait_for(call, 10)
+            except KafkaError as exc:
+                assert exc.code is ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, exc
+            else:
+                assert outcome is not None and not getattr(outcome, "deleted", ()), outcome
+        await engine.close()
+    run(go())
+
+
 def test_io_lanes_deal_logs_round_robin_and_keep_each_lanes_order() -> None:
     lanes = IoLanes(3)
     try:
