@@ -20,6 +20,12 @@ EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 SERVE_SWITCH_INTERVAL_S = 0.0005
+# Buffers from this size are mapped on their own and returned to the system when freed (glibc's mallopt
+# M_MMAP_THRESHOLD, parameter -3). glibc's default threshold rises to the largest buffer freed (up to 32
+# MiB), after which large fetch reads and request frames come from per-thread arenas that keep the
+# memory: a file broker serving large fetches stayed at about 265 MiB instead of its 38.
+SERVE_MMAP_THRESHOLD_BYTES = 1 << 20
+_M_MMAP_THRESHOLD = -3
 
 _LEVELS = ("debug", "info", "warning", "error")
 
@@ -51,6 +57,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=("console", "json"), default=None,
                        help="(default console when stderr is a terminal, json otherwise)")
     return parser
+
+
+def _fix_mmap_threshold() -> None:
+    """Set SERVE_MMAP_THRESHOLD_BYTES on glibc, unless the user chose one (MALLOC_MMAP_THRESHOLD_)."""
+    import platform
+
+    if platform.libc_ver()[0] != "glibc" or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, SERVE_MMAP_THRESHOLD_BYTES)
+    except (OSError, AttributeError):
+        pass  # not the C library we know: its own defaults stay
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,6 +125,7 @@ def _serve(args: argparse.Namespace) -> int:
     # this long instead of CPython's 5 ms, which would otherwise add up to 5 ms to every other client's
     # latency while a large batch is checked. Set for the process `moldau serve` owns, not for embedders.
     sys.setswitchinterval(SERVE_SWITCH_INTERVAL_S)
+    _fix_mmap_threshold()
     signals = StopSignals()
     # Installed for the rest of the process (not with loop.add_signal_handler, which asyncio removes
     # when the loop closes): a signal arriving while the process exits must not kill it.

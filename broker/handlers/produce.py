@@ -189,6 +189,10 @@ async def _flush(outcome: _Outcome) -> None:
     try:
         await partition.log.flush()
     except (OSError, KafkaError) as exc:  # the file engine raises StorageError (a KafkaError)
+        if isinstance(exc, KafkaError) and exc.code is ErrorCode.UNKNOWN_TOPIC_OR_PARTITION:
+            # Deleted (a DeleteTopics) while the records were being made durable: the client's doing.
+            outcome.response = _error(partition.index, exc.code, exc.message, -1)
+            return
         log.error("produce.flush_failed", topic=partition.topic.name, partition=partition.index, error=str(exc))
         outcome.response = _error(
             partition.index, ErrorCode.KAFKA_STORAGE_ERROR,

@@ -47,6 +47,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
+from protocol.errors import KafkaError
 from storage.file.fs import StorageError
 
 
@@ -60,9 +61,10 @@ class Flushable(Protocol):
 
     def sync_blocking(self, plan: Any) -> None: ...
 
-    def sync_done(self, plan: Any, error: StorageError | None) -> None: ...
+    def sync_done(self, plan: Any, error: StorageError | None) -> KafkaError | None:
+        """Record the pass's result; returns what the waiters get."""
 
-    def flush_outcome(self) -> StorageError | None: ...
+    def flush_outcome(self) -> KafkaError | None: ...
 
 
 def _sync_all(plans: list[tuple[Flushable, Any]]) -> list[StorageError | None]:
@@ -142,13 +144,13 @@ class Flusher:
                 raise
             self.passes += 1
             for (log, plan), error in zip(plans, results):
-                log.sync_done(plan, error)
-                _resolve(self._current.pop(log)[1], error)
+                outcome = log.sync_done(plan, error)
+                _resolve(self._current.pop(log)[1], outcome)
             if self._after_pass is not None:
                 self._after_pass()
 
 
-def _resolve(futures: list[asyncio.Future[None]], error: StorageError | None) -> None:
+def _resolve(futures: list[asyncio.Future[None]], error: KafkaError | None) -> None:
     for future in futures:
         if future.done():
             continue

@@ -217,11 +217,13 @@ class FileLog(PartitionLog):
             await self.flush()
         return AppendResult(first, next_offset - 1, append_time)
 
+    def _deleted_error(self) -> KafkaError:
+        # As the memory engine answers: the partition is gone, not the disk.
+        return KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"Partition {self.topic}-{self.partition} was deleted")
+
     def _check_writable(self) -> None:
         if self._deleted:
-            # As the memory engine answers: the partition is gone, not the disk.
-            raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-                             f"Partition {self.topic}-{self.partition} was deleted")
+            raise self._deleted_error()
         if self._closed:
             raise StorageError(f"log {self.topic}-{self.partition} is closed", path=self.directory)
         if self._offline is not None:
@@ -386,19 +388,25 @@ class FileLog(PartitionLog):
         except OSError as exc:
             raise storage_error("cannot fsync", path, exc) from None
 
-    def sync_done(self, plan: SyncPlan, error: StorageError | None) -> None:
-        """Flusher, event loop: the pass ran `plan`; advance the recovery point, or go offline on `error`."""
+    def sync_done(self, plan: SyncPlan, error: StorageError | None) -> KafkaError | None:
+        """Flusher, event loop: the pass ran `plan`; advance the recovery point, or go offline on `error`.
+        Returns what the flush's waiters get."""
         if error is not None:
+            if self._deleted:
+                # Deleted during the pass (its directory renamed away under the fsync): not a disk failure.
+                return self._deleted_error()
             self._go_offline(error)
-            return
+            return error
         if plan.truncations == self._truncations:
             self._durable = max(self._durable, min(plan.target, self._end))
         if plan.dir_generation is not None:
             self._dir_synced = max(self._dir_synced, plan.dir_generation)
+        return None
 
-    def flush_outcome(self) -> StorageError | None:
-        """What a flush waiter gets when there is nothing to sync: the error that took the log offline."""
-        return self._offline
+    def flush_outcome(self) -> KafkaError | None:
+        """What a flush waiter gets when there is nothing to sync: the error that took the log offline,
+        or that the partition was deleted."""
+        return self._deleted_error() if self._deleted else self._offline
 
     # --- reads ------------------------------------------------------------------------------------
 

@@ -647,6 +647,44 @@ def test_a_deleted_log_answers_unknown_partition_to_everyone_still_holding_it(tm
     run(go())
 
 
+class HeldSyncs(FaultInjectingFileSystem):
+    """Holds every fdatasync until `release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = threading.Event()
+        self.release = threading.Event()
+
+    def fdatasync(self, fd: int) -> None:
+        self.held.set()
+        if not self.release.wait(30):
+            raise OSError(errno.EIO, "test: the held fdatasync was never released")
+        super().fdatasync(fd)
+
+
+def test_a_partition_deleted_during_its_flush_is_not_a_disk_failure(tmp_path: Path) -> None:
+    """The fuzzer's DeleteTopics during an acks=all produce: the flush pass then finds the partition's
+    directory gone. Its waiters learn the partition was deleted; the log does not go offline."""
+    fs = HeldSyncs()
+
+    async def go() -> None:
+        engine = FileEngine(tmp_path, fs=fs)
+        log = await engine.open_log("t", 0)  # new: its first flush fsyncs the directory too
+        await log.append(batch(2))
+        flushing = asyncio.create_task(log.flush())
+        await asyncio.to_thread(fs.held.wait, 10)
+        await asyncio.wait_for(engine.delete_log("t", 0), 10)
+        fs.release.set()
+        with pytest.raises(KafkaError) as failed:
+            await asyncio.wait_for(flushing, 10)
+        assert failed.value.code is ErrorCode.UNKNOWN_TOPIC_OR_PARTITION and log.offline is None
+        with pytest.raises(KafkaError) as again:
+            await log.flush()
+        assert again.value.code is ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        await engine.close()
+    run(go())
+
+
 def test_io_lanes_deal_logs_round_robin_and_keep_each_lanes_order() -> None:
     lanes = IoLanes(3)
     try:
