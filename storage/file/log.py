@@ -221,6 +221,12 @@ class FileLog(PartitionLog):
         # As the memory engine answers: the partition is gone, not the disk.
         return KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"Partition {self.topic}-{self.partition} was deleted")
 
+    def _check_open(self) -> None:
+        """Raise if the log was deleted or closed (reads too: its segments are retired); an offline log
+        still serves reads."""
+        if self._closed:
+            self._check_writable()
+
     def _check_writable(self) -> None:
         if self._deleted:
             raise self._deleted_error()
@@ -419,8 +425,7 @@ class FileLog(PartitionLog):
 
     async def read(self, offset: int, max_bytes: int, *, min_one_batch: bool = True,
                    max_offset: int | None = None) -> ReadResult:
-        if self._closed:
-            self._check_writable()
+        self._check_open()
         start, end = self._start, self._end
         if offset < start or offset > end:
             raise OffsetOutOfRange(offset, start, end)
@@ -488,8 +493,7 @@ class FileLog(PartitionLog):
         return chunks
 
     async def offset_for_timestamp(self, timestamp: int) -> TimestampOffset | None:
-        if self._closed:  # its segments are retired: a retry on SegmentGone would never end
-            self._check_writable()
+        self._check_open()  # its segments are retired: a retry on SegmentGone would never end
         start = self._start
         if start >= self._end:
             return None
@@ -524,8 +528,7 @@ class FileLog(PartitionLog):
         return None
 
     async def max_timestamp(self) -> TimestampOffset | None:
-        if self._closed:
-            self._check_writable()
+        self._check_open()
         start = self._start
         if start >= self._end:
             return None
@@ -575,8 +578,7 @@ class FileLog(PartitionLog):
 
     async def truncate_to(self, offset: int) -> None:
         async with self._mutex:
-            if self._closed:
-                self._check_writable()
+            self._check_open()
             if offset < self._start or offset > self._end:
                 raise OffsetOutOfRange(offset, self._start, self._end)
             if offset == self._end:
@@ -633,8 +635,7 @@ class FileLog(PartitionLog):
         if offset < 0 or offset > self.high_watermark:
             raise OffsetOutOfRange(offset, self._start, self.high_watermark)
         async with self._mutex:
-            if self._closed:  # deleted (or the engine closed) while this waited for the mutex
-                self._check_writable()
+            self._check_open()  # deleted (or the engine closed) while this waited for the mutex
             if offset > self._start:
                 await self._engine.persist_log_start_offset(self, offset)
                 self._start = offset
