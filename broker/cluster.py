@@ -242,8 +242,10 @@ class ClusterState:
         return ids.allocate()
 
     async def producer_state(self, partition: Partition) -> Any:
-        """The idempotent-producer state of a partition; after a restart it is first rebuilt from the
-        batch headers at the tail of the log (callers hold the partition's lock)."""
+        """The idempotent-producer state of a partition; after a restart it is first rebuilt: up to the
+        last 5 batches of each producer from the batch headers at the tail of the log, then the last batch
+        of every other producer the log remembers (its producer-state snapshot, Kafka's ``.snapshot``)
+        (callers hold the partition's lock)."""
         key = (partition.topic.topic_id, partition.index)
         tp = f"{partition.topic.name}-{partition.index}"
         if self.producers.known(key):
@@ -257,6 +259,10 @@ class ClusterState:
             if rebuilt:
                 log.info("producer_state.rebuilt", topic=partition.topic.name, partition=partition.index,
                          producers=rebuilt, from_offset=start)
+        seeded = state.seed_from(plog.producer_entries())
+        if seeded:
+            log.info("producer_state.seeded", topic=partition.topic.name, partition=partition.index,
+                     producers=seeded)
         return state
 
     async def persist(self) -> None:

@@ -130,6 +130,26 @@ class BrokerConfig:
     offsets_retention_check_interval_ms: int = _setting(
         "offsets.retention.check.interval.ms", 600000, "How often expired committed offsets are removed.",
         minimum=1)
+    transaction_state_log_num_partitions: int = _setting(
+        "transaction.state.log.num.partitions", 50,
+        "Partitions of __transaction_state when the transaction coordinator creates it (on its first write).",
+        minimum=1)
+    transaction_state_log_segment_bytes: int = _setting(
+        "transaction.state.log.segment.bytes", 104857600, "segment.bytes of __transaction_state when it is created.",
+        minimum=14)
+    transaction_max_timeout_ms: int = _setting(
+        "transaction.max.timeout.ms", 900000,
+        "The longest transaction.timeout.ms a producer may ask for; longer gets INVALID_TRANSACTION_TIMEOUT.",
+        minimum=1)
+    transaction_abort_timed_out_transaction_cleanup_interval_ms: int = _setting(
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms", 10000,
+        "How often transactions open longer than their transaction.timeout.ms are aborted.", minimum=1)
+    transactional_id_expiration_ms: int = _setting(
+        "transactional.id.expiration.ms", 604800000,
+        "How long a transactional id with no transaction in progress is kept after its last use.", minimum=1)
+    transaction_remove_expired_transaction_cleanup_interval_ms: int = _setting(
+        "transaction.remove.expired.transaction.cleanup.interval.ms", 3600000,
+        "How often transactional ids past transactional.id.expiration.ms are removed.", minimum=1)
     offset_metadata_max_bytes: int = _setting(
         "offset.metadata.max.bytes", 4096,
         "The longest metadata an OffsetCommit may attach to an offset; longer gets OFFSET_METADATA_TOO_LARGE.",

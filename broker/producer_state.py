@@ -27,8 +27,10 @@ Follows Kafka's ``ProducerStateManager`` / ``ProducerAppendInfo`` / ``ProducerSt
 
 Producer ids come from `ProducerIdAllocator`: a counter starting at 1000 that hands ids out of blocks
 whose end is persisted before use (as Kafka's controller does), so no id is ever given out twice.
-Partition state is not persisted: after a restart it is rebuilt on first use from the batch headers at
-the tail of the log (`rebuild_from`), so a producer retrying across a restart is still deduplicated.
+After a restart a partition's state is rebuilt on first use: every producer the log's producer-state
+snapshot remembers gets its last batch (`seed_from`; the storage engine keeps Kafka's ``.snapshot``
+files), and the batch headers at the tail of the log give recent producers up to 5 (`rebuild_from`), so a
+producer retrying across a restart is still deduplicated however long ago it last wrote.
 
 `ClusterState.producers` holds the broker's one `ProducerRegistry` (allocator and every partition's
 state).
@@ -209,6 +211,22 @@ class PartitionProducerState:
         for producer_id in self._producers:
             self._lru.discard(self, producer_id)
         self._producers.clear()
+
+    def seed_from(self, entries: list[Any], now_ms: int | None = None) -> int:
+        """Remember the last batch of each producer a log's snapshot keeps (``ProducerSnapshotEntry``s)
+        that this state does not know yet (call it after `rebuild_from`, whose tail replay gives recent
+        producers more batches); returns how many. Entries without a batch of their current epoch (a
+        marker bumped it) are left out: such a producer is accepted at any sequence, as unknown."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        count = 0
+        for e in entries:
+            if e.producer_id < 0 or e.last_sequence < 0 or e.last_offset < 0 or e.producer_id in self._producers:
+                continue
+            first_seq = next_sequence(e.last_sequence, -e.offset_delta)
+            self.record(e.producer_id, e.producer_epoch, first_seq, e.last_sequence, e.last_offset - e.offset_delta,
+                        e.last_offset, e.timestamp, now)
+            count += 1
+        return count
 
     def rebuild_from(self, chunks: list[Any], now_ms: int | None = None) -> int:
         """Replay the headers of stored batches (oldest first) into this state; returns how many

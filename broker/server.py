@@ -56,6 +56,7 @@ class Broker:
         self._retention_task: asyncio.Task[None] | None = None
         self.fetch_sessions: Any = None
         self.groups: Any = None
+        self.transactions: Any = None
         self._log_flush_task: asyncio.Task[None] | None = None
         self.request_memory = RequestMemory(self.config.queued_max_request_bytes)
         self.log_throttle = LogThrottle.from_config(self.config)
@@ -118,6 +119,10 @@ class Broker:
         # Before the listener opens, so a request never finds it missing; its load runs in the background.
         self.groups = GroupCoordinator(self.cluster, self.config)
         self.groups.start()
+        from broker.transactions.coordinator import TransactionCoordinator
+
+        self.transactions = TransactionCoordinator(self.cluster, self.config, self.groups)
+        self.transactions.start()
 
         sockets = _bind(self.config.listen_host, self.config.listen_port)
         loop = asyncio.get_running_loop()
@@ -170,6 +175,8 @@ class Broker:
                 await asyncio.gather(task, return_exceptions=True)
         self._retention_task = self._log_flush_task = None
         self.log_throttle.flush(everything=True)
+        if self.transactions is not None:
+            await self.transactions.stop()
         if self.groups is not None:
             await self.groups.stop()
         if self.engine is not None:

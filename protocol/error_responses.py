@@ -4,7 +4,7 @@ When a request cannot be served (a broker bug, say), Kafka answers it with its A
 and the error in every place the client looks (``AbstractRequest.getErrorResponse``), and keeps the
 connection. ``error_response`` builds that answer from the schema tables, for any API and version:
 
-- a top-level ``error_code`` is set when the response has one;
+- a top-level ``error_code`` is set when the response has one (and any ``*_error_code``);
 - each response array that carries error codes mirrors the request array it answers, entry for
   entry, with its identifying fields copied (names, ids, resource types, partition numbers) and its
   ``error_code`` set, and its int64 fields (offsets, watermarks, timestamps) at -1, Kafka's
@@ -39,7 +39,10 @@ _MIRRORS: dict[int, dict[str, tuple[str, ...]]] = {
     33: {"responses": ("resources",)},
     37: {"results": ("topics",)},
     42: {"results": ("groups_names",)},
+    24: {"results_by_topic_v3_and_below": ("v3_and_below_topics",), "results_by_partition": ("partitions",)},
     44: {"responses": ("resources",)},
+    61: {"partitions": ("partition_indexes",)},
+    65: {"transaction_states": ("transactional_ids",)},
 }
 
 # Per API: top-level fields whose error value is not the spec's default (Kafka's NO_PRODUCER_EPOCH).
@@ -115,7 +118,7 @@ class _Builder:
         if type_name in seen or type_name not in self.resp_table["structs"]:
             return False
         for f in self._present(self.resp_table["structs"][type_name], False).values():
-            if f["name"] == "error_code":
+            if _is_error_code(f):
                 return True
             if f["type"].startswith("[]") and self._carries_error(f["type"][2:], seen | {type_name}):
                 return True
@@ -127,8 +130,8 @@ class _Builder:
               top: bool) -> None:
         for name, f in self._present(resp_fields, False).items():
             ftype = f["type"]
-            if name == "error_code" and ftype == "int16":
-                obj.error_code = self.error_code
+            if _is_error_code(f):
+                setattr(obj, name, self.error_code)
             elif ftype.startswith("[]") and self._carries_error(ftype[2:]):
                 req_field = self._mirror_of(name, req_fields)
                 if req_field is not None and req_field["type"].startswith("[]"):
@@ -164,6 +167,11 @@ class _Builder:
                 break
         self._fill(obj, fields, None, {}, top=False)
         return obj
+
+
+def _is_error_code(f: dict) -> bool:
+    # AddPartitionsToTxn names its per-partition code ``partition_error_code``.
+    return f["type"] == "int16" and (f["name"] == "error_code" or f["name"].endswith("_error_code"))
 
 
 def _is_key(f: dict) -> bool:

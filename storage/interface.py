@@ -8,7 +8,10 @@ unless a lookup needs them (timestamp search). Engines are chosen by URL: ``memo
 
 Offsets follow Kafka's names: the log start offset is the first offset still readable, the log end
 offset is the offset the next append gets, and the high watermark is the end of what consumers may
-read (on a single node, everything appended).
+read (on a single node, everything appended). Transactions (Kafka's ProducerStateManager and
+TransactionIndex, tracked by `storage.transactions`) add the last stable offset, the end of what
+read_committed consumers may read, the aborted transactions a read_committed fetch returns with its
+data, and per-producer state for DescribeProducers.
 """
 
 from __future__ import annotations
@@ -61,6 +64,30 @@ class TimestampOffset:
     timestamp: int
 
 
+@dataclass(frozen=True, slots=True)
+class AbortedTxn:
+    """One aborted transaction of a log, as Kafka's ``.txnindex`` entry holds it."""
+
+    producer_id: int
+    first_offset: int
+    last_offset: int  # offset of the ABORT marker
+    last_stable_offset: int  # the log's last stable offset right after the marker was appended
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerSnapshotEntry:
+    """What a log knows of one producer id: the fields of Kafka's producer-state snapshot entry."""
+
+    producer_id: int
+    producer_epoch: int
+    last_sequence: int  # -1 when none (no data batch since the epoch was set)
+    last_offset: int  # last offset of its last data batch, -1 when none
+    offset_delta: int  # last offset - base offset of that batch, 0 when none
+    timestamp: int  # max timestamp of its last batch (marker included), -1 when none
+    coordinator_epoch: int  # from its last transaction marker, -1 when none
+    current_txn_first_offset: int  # first offset of its ongoing transaction, -1 when none
+
+
 class OffsetOutOfRange(KafkaError):
     """A read or truncation before the log start offset or past the log end offset."""
 
@@ -92,6 +119,27 @@ class PartitionLog(abc.ABC):
     def size_bytes(self) -> int:
         """Bytes of batch data held from the log start (DescribeLogDirs, retention.bytes)."""
         raise NotImplementedError(f"{type(self).__name__} does not report its size")
+
+    @property
+    @abc.abstractmethod
+    def last_stable_offset(self) -> int:
+        """The end of what read_committed consumers may read: max(log start offset, first offset of
+        the earliest ongoing transaction) while one is ongoing (never past the high watermark), else
+        the high watermark."""
+
+    @abc.abstractmethod
+    async def aborted_transactions(self, start_offset: int, end_offset: int) -> list[AbortedTxn]:
+        """Every aborted transaction with ``last_offset >= start_offset`` and ``first_offset <
+        end_offset``, ordered by first offset (Kafka's ``collectAbortedTransactions``); those whose
+        marker is below the log start offset are gone."""
+
+    @abc.abstractmethod
+    def ongoing_transactions(self) -> dict[int, tuple[int, int]]:
+        """producer id -> (producer epoch, first offset) of every ongoing transaction."""
+
+    @abc.abstractmethod
+    def producer_entries(self) -> list[ProducerSnapshotEntry]:
+        """The state kept for each producer id seen (DescribeProducers), by producer id."""
 
     @abc.abstractmethod
     async def append(self, records: bytearray | memoryview, log_append_time: int | None = None) -> AppendResult:

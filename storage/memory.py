@@ -20,6 +20,12 @@ of what it currently holds:
 - DeleteRecords drops the batches wholly below the new log start offset (one straddling it stays, as
   Kafka keeps its segment); truncation drops the tail.
 
+Transactions: every appended batch feeds the log's `TransactionTracker` (`storage.transactions`),
+and the aborted transactions it reports are kept in one `AbortedTxnList` (those whose marker falls
+below the log start go when it moves). Batches dropped from the head are fed to a second tracker,
+the state at the first batch kept, so that a truncation rebuilds the state exactly as it was after
+the last batch it keeps (Kafka's snapshot-and-replay, with the dropped prefix as the snapshot).
+
 ``memory.max.bytes`` bounds the batch bytes of every log together (``__consumer_offsets`` included,
 whose writers answer COORDINATOR_NOT_AVAILABLE when refused): an append that would pass it raises
 `MemoryLimitExceeded`, KAFKA_STORAGE_ERROR for that partition, which Kafka clients retry, instead of
@@ -36,12 +42,15 @@ import structlog
 
 from protocol.errors import ErrorCode, KafkaError
 from protocol.records import RecordBatch, iter_batches, set_base_offset, set_log_append_time
+from storage.aborted_txns import AbortedTxnList, in_fetch_order
 from storage.interface import (
     MEMORY_MAX_BYTES_SETTING,
     UNBOUNDED,
+    AbortedTxn,
     AppendResult,
     OffsetOutOfRange,
     PartitionLog,
+    ProducerSnapshotEntry,
     ReadResult,
     StorageEngine,
     TimestampOffset,
@@ -49,6 +58,7 @@ from storage.interface import (
     wall_clock_ms,
 )
 from storage.record_lookup import first_at_or_after, offset_of_timestamp
+from storage.transactions import TransactionTracker
 
 log = structlog.get_logger()
 
@@ -116,10 +126,28 @@ class MemoryLog(PartitionLog):
         self._end = 0
         self._size = 0
         self._closed = False
+        self._txns = TransactionTracker()
+        self._txns_before = TransactionTracker()  # fed the batches dropped from the head
+        self._aborted = AbortedTxnList()
 
     @property
     def log_start_offset(self) -> int:
         return self._start
+
+    @property
+    def last_stable_offset(self) -> int:
+        return self._txns.last_stable_offset(self._start, self.high_watermark)
+
+    async def aborted_transactions(self, start_offset: int, end_offset: int) -> list[AbortedTxn]:
+        found: list[AbortedTxn] = []
+        self._aborted.collect(max(start_offset, self._start), end_offset, found)
+        return in_fetch_order(found)
+
+    def ongoing_transactions(self) -> dict[int, tuple[int, int]]:
+        return self._txns.ongoing()
+
+    def producer_entries(self) -> list[ProducerSnapshotEntry]:
+        return self._txns.entries()
 
     @property
     def log_end_offset(self) -> int:
@@ -151,13 +179,17 @@ class MemoryLog(PartitionLog):
                 set_log_append_time(buf, pos, log_append_time)
             last = next_offset + batch.last_offset_delta
             max_ts = log_append_time if log_append_time is not None else batch.max_timestamp
-            framed.append((pos, batch.total_size, next_offset, last, max_ts))
+            framed.append((pos, batch.total_size, next_offset, last, max_ts, batch))
             next_offset = last + 1
         # Commit only after every batch was framed correctly and the bound takes them all, so a bad
         # batch or a full engine appends nothing; the copies are made only then.
         self._budget.reserve(self.topic, self.partition, sum(f[1] for f in framed))
         now: int | None = None
-        for pos, size, base, last, max_ts in framed:
+        txns, aborted = self._txns, self._aborted
+        for pos, size, base, last, max_ts, batch in framed:
+            ended = txns.append(batch, base, max_ts)
+            if ended is not None:
+                aborted.append(ended)
             if max_ts < 0 and now is None:
                 now = self._clock()
             self._bases.append(base)
@@ -173,6 +205,16 @@ class MemoryLog(PartitionLog):
     def _index_of(self, offset: int) -> int:
         """Index of the first batch whose last offset is >= offset."""
         return bisect.bisect_left(self._lasts, offset)
+
+    def _drop_head(self, count: int) -> int:
+        """Drop the first ``count`` batches, feeding them to the state before the log (see the module
+        docstring), and the aborted transactions whose marker is now below the log start."""
+        before = self._txns_before
+        for i in range(count):
+            batch = RecordBatch(self._data[i])
+            before.append(batch, batch.base_offset, self._max_ts[i])
+        self._aborted = self._aborted.without_markers_below(self._start)
+        return self._drop(slice(0, count))
 
     def _drop(self, section: slice) -> int:
         """Drop the batches in ``section`` of every column and release their bytes; returns them."""
@@ -226,6 +268,13 @@ class MemoryLog(PartitionLog):
             raise ValueError(f"truncation offset {offset} falls inside the batch at {self._bases[i - 1]}")
         self._drop(slice(i, None))
         self._end = offset
+        # Rare: rebuild the state as it was after the last batch kept.
+        txns = self._txns_before.copy()
+        for data, max_ts in zip(self._data, self._max_ts):
+            batch = RecordBatch(data)
+            txns.append(batch, batch.base_offset, max_ts)
+        self._txns = txns
+        self._aborted = self._aborted.truncated(offset)
 
     async def delete_records_before(self, offset: int) -> int:
         if offset < 0 or offset > self.high_watermark:
@@ -233,7 +282,7 @@ class MemoryLog(PartitionLog):
         if offset > self._start:
             self._start = offset
             # Whole batches below the new start go; one straddling it stays (Kafka keeps its segment).
-            self._drop(slice(0, self._index_of(offset)))
+            self._drop_head(self._index_of(offset))
         return self._start
 
     async def apply_retention(self, now_ms: int | None = None) -> Any:
@@ -256,7 +305,7 @@ class MemoryLog(PartitionLog):
         count = len(reasons)
         deleted = tuple(DeletedSegment(*self.batch_info(i)[:3], reason) for i, reason in enumerate(reasons))
         self._start = max(self._start, self._bases[count] if count < len(self._bases) else self._end)
-        freed = self._drop(slice(0, count))
+        freed = self._drop_head(count)
         log.info("storage.memory.retention", topic=self.topic, partition=self.partition, batches=count,
                  bytes=freed, reasons=sorted(set(reasons)), log_start_offset=self._start)
         return RetentionResult(deleted, self._start)
@@ -265,6 +314,9 @@ class MemoryLog(PartitionLog):
         """Drop every batch and refuse further appends (the partition was deleted or the engine closed)."""
         self._closed = True
         self._drop(slice(None))
+        self._txns = TransactionTracker()
+        self._txns_before = TransactionTracker()
+        self._aborted = AbortedTxnList()
 
 
 class _BatchInfos(Sequence[Any]):

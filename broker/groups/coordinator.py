@@ -36,6 +36,7 @@ import structlog
 from broker.groups.offsets import OffsetAndMetadata, TopicPartition, metadata_too_large
 from broker.groups.persistence import (
     OFFSETS_TOPIC,
+    OffsetRecord,
     RecordFormatError,
     build_records_batch,
     decode_record,
@@ -60,6 +61,7 @@ from broker.groups.state import (
 )
 from protocol.errors import ErrorCode, KafkaError
 from protocol.records import iter_batches, iter_records
+from protocol.records.control import ControlType, control_type
 
 log = structlog.get_logger()
 
@@ -175,6 +177,11 @@ class GroupCoordinator:
             self.loading = True
             self._load_task = asyncio.create_task(self._load(topic), name="moldau-groups-load")
         self._schedule_expiry()
+
+    async def wait_loaded(self) -> None:
+        """Return once the start-up load of ``__consumer_offsets`` is over (at once if there was none)."""
+        if self._load_task is not None:
+            await asyncio.shield(self._load_task)
 
     async def stop(self) -> None:
         """Cancel timers and the load; let in-flight writes finish (bounded) so storage can close."""
@@ -358,6 +365,97 @@ class GroupCoordinator:
             for i in writes:
                 errors[i] = ErrorCode.COORDINATOR_NOT_AVAILABLE
 
+    async def commit_txn_offsets(self, group_id: str, producer_id: int, producer_epoch: int, generation_id: int,
+                                 member_id: str, group_instance_id: str | None,
+                                 partitions: Sequence[CommitPartition],
+                                 verify: Callable[[int], ErrorCode]) -> list[ErrorCode]:
+        """TxnOffsetCommit: per-partition errors, in request order. The offsets are written as a
+        transactional batch of the producer and published by its COMMIT marker (`complete_transaction`).
+        ``verify(partition_index)`` asks the transaction coordinator whether the producer's transaction
+        holds the group's ``__consumer_offsets`` partition; it runs under that partition's lock, so no
+        marker can slip in between."""
+        if self.loading:
+            return [ErrorCode.COORDINATOR_LOAD_IN_PROGRESS] * len(partitions)
+        errors: list[ErrorCode] = [ErrorCode.NONE] * len(partitions)
+        known = []
+        for i, p in enumerate(partitions):
+            if self.cluster.partition(p.topic, p.partition) is None:
+                errors[i] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+            else:
+                known.append(i)
+        if known:
+            await asyncio.shield(self._spawn(self._commit_txn(
+                group_id, producer_id, producer_epoch, generation_id, member_id, group_instance_id, partitions,
+                known, errors, verify)))
+        return errors
+
+    async def _commit_txn(self, group_id: str, producer_id: int, producer_epoch: int, generation_id: int,
+                          member_id: str, group_instance_id: str | None, partitions: Sequence[CommitPartition],
+                          known: list[int], errors: list[ErrorCode], verify: Callable[[int], ErrorCode]) -> None:
+        def fail(indexes: Sequence[int], error: ErrorCode) -> None:
+            for i in indexes:
+                errors[i] = error
+
+        try:
+            partition = await self._partition(group_id)
+        except _STORAGE_ERRORS as exc:
+            _log_storage_failure("groups.offsets_topic_unavailable", exc, group=group_id)
+            fail(known, ErrorCode.COORDINATOR_NOT_AVAILABLE)
+            return
+        async with partition.lock:
+            now = self.clock.now_ms()
+            error = verify(partition.index)
+            if error is ErrorCode.NONE:
+                error = self.state.validate_txn_offset_commit(group_id, generation_id, member_id,
+                                                              group_instance_id, now)
+            if error is not ErrorCode.NONE:
+                fail(known, error)
+                return
+            max_metadata = self.config.offset_metadata_max_bytes
+            writes = []
+            for i in known:
+                if metadata_too_large(partitions[i].metadata, max_metadata):
+                    errors[i] = ErrorCode.OFFSET_METADATA_TOO_LARGE
+                else:
+                    writes.append(i)
+            if not writes:
+                return
+            commits = [((partitions[i].topic, partitions[i].partition), OffsetAndMetadata(
+                offset=partitions[i].offset, leader_epoch=partitions[i].leader_epoch,
+                metadata=partitions[i].metadata or "", commit_timestamp=now)) for i in writes]
+            records = [(offset_key(group_id, tp[0], tp[1]), offset_value(om)) for tp, om in commits]
+            try:
+                result = await self._append_locked(partition, records, now, producer_id, producer_epoch)
+            except RecordTooLarge as exc:
+                log.warning("groups.commit_too_large", group=group_id, reason=str(exc))
+                fail(writes, ErrorCode.INVALID_COMMIT_OFFSET_SIZE)
+                return
+            except _STORAGE_ERRORS as exc:
+                _log_storage_failure("groups.txn_commit_failed", exc, group=group_id)
+                fail(writes, ErrorCode.COORDINATOR_NOT_AVAILABLE)
+                return
+            self.state.add_pending_txn_offsets(producer_id, group_id, {
+                tp: dataclasses.replace(om, position=result.base_offset + k) for k, (tp, om) in enumerate(commits)})
+        if not await self._flush(partition, group_id):
+            fail(writes, ErrorCode.COORDINATOR_NOT_AVAILABLE)
+
+    def complete_transaction(self, partition_index: int, producer_id: int, commit: bool) -> None:
+        """A transaction marker was appended to ``__consumer_offsets`` partition ``partition_index``
+        (the caller holds its lock): publish (COMMIT) or drop (ABORT) the producer's pending offsets of the
+        groups in that partition."""
+        topic = self.cluster.get(OFFSETS_TOPIC)
+        count = len(topic.partitions) if topic is not None else 0
+        if count:
+            self.state.complete_txn(producer_id, commit, lambda g: partition_for(g, count) == partition_index,
+                                    self.clock.now_ms())
+
+    async def offsets_partition_index(self, group_id: str) -> int:
+        """The ``__consumer_offsets`` partition of a group (the topic is created if it is missing)."""
+        return (await self._partition(group_id)).index
+
+    def unstable_partitions(self, group_id: str) -> set[TopicPartition]:
+        return self.state.unstable_partitions(group_id)
+
     def fetch_offsets(self, group_id: str, partitions: Sequence[TopicPartition] | None
                       ) -> tuple[ErrorCode, list[tuple[TopicPartition, OffsetAndMetadata | None]]]:
         if self.loading:
@@ -497,10 +595,12 @@ class GroupCoordinator:
         topic = await self._ensure_topic()
         return topic.partitions[partition_for(group_id, len(topic.partitions))]
 
-    async def _append_locked(self, partition: Any, records: list[tuple[bytes, bytes | None]], now: int) -> Any:
+    async def _append_locked(self, partition: Any, records: list[tuple[bytes, bytes | None]], now: int,
+                             producer_id: int = -1, producer_epoch: int = -1) -> Any:
         """Append one batch; the caller holds ``partition.lock``. A batch above the topic's
         max.message.bytes raises `RecordTooLarge`, as Kafka's coordinator write would fail."""
-        batch = build_records_batch(records, now, partition.leader_epoch)
+        batch = build_records_batch(records, now, partition.leader_epoch, producer_id=producer_id,
+                                    producer_epoch=producer_epoch)
         limit = self.cluster.config_value(partition.topic, "max.message.bytes")
         if len(batch) > limit:
             raise RecordTooLarge(f"{len(batch)}-byte record batch for {OFFSETS_TOPIC}-{partition.index} exceeds "
@@ -566,23 +666,35 @@ class GroupCoordinator:
                 for _, batch in iter_batches(chunk):
                     if batch.next_offset <= offset:
                         continue
-                    if not batch.is_control:
+                    if batch.is_control:
+                        kind = control_type(batch)
+                        if kind in (ControlType.COMMIT, ControlType.ABORT):
+                            self.complete_transaction(partition.index, batch.producer_id,
+                                                      kind == ControlType.COMMIT)
+                    else:
+                        txn_producer = batch.producer_id if batch.is_transactional else None
                         for record in iter_records(batch):
                             if record.offset < offset:
                                 continue
                             count += 1
-                            self._replay(partition.index, record)
+                            self._replay(partition.index, record, txn_producer)
                     offset = batch.next_offset
             if offset == start:
                 break
             await asyncio.sleep(0)  # a long load must not starve the listener
         return count
 
-    def _replay(self, index: int, record: Any) -> None:
+    def _replay(self, index: int, record: Any, txn_producer: int | None = None) -> None:
         try:
             decoded = decode_record(record.key, record.value, record.offset)
         except RecordFormatError as exc:
             log.warning("groups.record_skipped", partition=index, offset=record.offset, reason=str(exc))
             return
-        if decoded is not None:
-            self.state.replay(decoded, self.clock.now_ms())
+        if decoded is None:
+            return
+        if txn_producer is not None and isinstance(decoded, OffsetRecord) and decoded.value is not None:
+            # A TxnOffsetCommit: pending until its producer's marker, later in this partition.
+            self.state.add_pending_txn_offsets(txn_producer, decoded.group,
+                                               {(decoded.topic, decoded.partition): decoded.value})
+            return
+        self.state.replay(decoded, self.clock.now_ms())

@@ -11,7 +11,8 @@ Kafka behaviours (``GroupMetadataManager`` / ``GroupCoordinatorRecordHelpers``, 
   with a null value;
 - on load, key versions 0-1 are offsets and 2 is group metadata; other key versions (the KIP-848 and share
   group records of newer brokers) are skipped;
-- every write is one batch (magic 2, no producer id, no compression), timestamped with the broker's time.
+- every write is one batch (magic 2, no compression), timestamped with the broker's time; transactional
+  offset commits are a transactional batch of their producer, published by its COMMIT marker.
 
 Pure functions: bytes in, bytes out. The coordinator appends and reads the partition logs.
 """
@@ -129,10 +130,12 @@ def group_value(snapshot: GroupMetadataSnapshot) -> bytes:
 
 
 def build_records_batch(records: Sequence[tuple[bytes, bytes | None]], timestamp: int,
-                        leader_epoch: int = -1) -> bytearray:
-    """One v2 batch holding ``(key, value)`` records in order (offsets relative; the log assigns them)."""
+                        leader_epoch: int = -1, *, producer_id: int = -1, producer_epoch: int = -1) -> bytearray:
+    """One v2 batch holding ``(key, value)`` records in order (offsets relative; the log assigns them).
+    With a producer id it is a transactional batch of that producer (a TxnOffsetCommit's offsets)."""
     return build_batch([Record(i, timestamp, key, value) for i, (key, value) in enumerate(records)],
-                       partition_leader_epoch=leader_epoch)
+                       partition_leader_epoch=leader_epoch, producer_id=producer_id, producer_epoch=producer_epoch,
+                       transactional=producer_id >= 0)
 
 
 # ---------------------------------------------------------------- decoding

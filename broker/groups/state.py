@@ -550,6 +550,8 @@ class GroupMetadataManager:
         self._new_uuid = new_uuid or (lambda: str(uuid.uuid4()))
         self.groups: dict[str, ClassicGroup] = {}
         self.timers: dict[TimerKey, int] = {}
+        # Transactional offset commits not yet committed or aborted: producer id -> group -> partition.
+        self.pending_txn_offsets: dict[int, dict[str, dict[TopicPartition, OffsetAndMetadata]]] = {}
 
     # ------------------------------------------------------------ timers
 
@@ -1105,6 +1107,55 @@ class GroupMetadataManager:
             current = group.offsets.get(tp)
             if current is None or om.position > current.position or om.position < 0:
                 group.offsets[tp] = om
+
+    def validate_txn_offset_commit(self, group_id: str, generation_id: int, member_id: str,
+                                   group_instance_id: str | None, now: int) -> ErrorCode:
+        """May a TxnOffsetCommit be stored? Kafka's ``doTxnCommitOffsets``: an unknown group is created
+        Empty; members and generations are checked only when given (KIP-447), and a rebalance in
+        progress does not refuse it."""
+        group = self.groups.get(group_id)
+        if group is None:
+            group = self.groups[group_id] = ClassicGroup(group_id, EMPTY, now)
+        if group.state is DEAD:
+            return ErrorCode.COORDINATOR_NOT_AVAILABLE
+        if group_instance_id is not None:
+            current = group.static_members.get(group_instance_id)
+            if current is not None and current != member_id:
+                return ErrorCode.FENCED_INSTANCE_ID
+        if member_id and member_id not in group.members:
+            return ErrorCode.UNKNOWN_MEMBER_ID
+        if generation_id >= 0 and generation_id != group.generation_id:
+            return ErrorCode.ILLEGAL_GENERATION
+        return ErrorCode.NONE
+
+    def add_pending_txn_offsets(self, producer_id: int, group_id: str,
+                                commits: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
+        """Offsets written in a transaction: invisible to OffsetFetch until its COMMIT marker."""
+        self.pending_txn_offsets.setdefault(producer_id, {}).setdefault(group_id, {}).update(commits)
+
+    def complete_txn(self, producer_id: int, commit: bool, in_partition: Callable[[str], bool], now: int) -> int:
+        """A COMMIT or ABORT marker of ``producer_id`` reached the ``__consumer_offsets`` partition whose
+        groups ``in_partition`` selects: publish or drop their pending offsets. Returns how many."""
+        pending = self.pending_txn_offsets.get(producer_id)
+        if not pending:
+            return 0
+        count = 0
+        for group_id in [g for g in pending if in_partition(g)]:
+            offsets = pending.pop(group_id)
+            count += len(offsets)
+            if commit:
+                self.apply_offset_commits(group_id, offsets, now)
+        if not pending:
+            del self.pending_txn_offsets[producer_id]
+        return count
+
+    def unstable_partitions(self, group_id: str) -> set[TopicPartition]:
+        """The group's partitions with a transactional offset commit still pending (OffsetFetch with
+        ``require_stable`` answers them UNSTABLE_OFFSET_COMMIT)."""
+        out: set[TopicPartition] = set()
+        for by_group in self.pending_txn_offsets.values():
+            out.update(by_group.get(group_id, ()))
+        return out
 
     def fetch_offsets(self, group_id: str, partitions: Sequence[TopicPartition] | None
                       ) -> list[tuple[TopicPartition, OffsetAndMetadata | None]]:

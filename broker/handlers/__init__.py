@@ -28,6 +28,9 @@ class CloseConnection(Exception):
 
 API_VERSIONS = 18
 METADATA = 3
+# Fetch's and ListOffsets' isolation_level.
+READ_UNCOMMITTED = 0
+READ_COMMITTED = 1
 
 
 @dataclass
@@ -163,6 +166,10 @@ SERVED: tuple[tuple[int, int, int, str], ...] = (
     (21, 0, 2, "broker.handlers.delete_records:handle_delete_records"),
     (22, 0, 5, "broker.handlers.init_producer_id:handle_init_producer_id"),
     (23, 0, 4, "broker.handlers.offset_for_leader_epoch:handle_offset_for_leader_epoch"),
+    (24, 0, 5, "broker.handlers.transactions:handle_add_partitions_to_txn"),
+    (25, 0, 4, "broker.handlers.transactions:handle_add_offsets_to_txn"),
+    (26, 0, 4, "broker.handlers.transactions:handle_end_txn"),
+    (28, 0, 4, "broker.handlers.transactions:handle_txn_offset_commit"),
     (32, 0, 4, "broker.handlers.configs:handle_describe_configs"),
     (33, 0, 2, "broker.handlers.configs:handle_alter_configs"),
     (35, 0, 4, "broker.handlers.describe_log_dirs:handle_describe_log_dirs"),
@@ -171,4 +178,7 @@ SERVED: tuple[tuple[int, int, int, str], ...] = (
     (44, 0, 1, "broker.handlers.configs:handle_incremental_alter_configs"),
     (47, 0, 0, "broker.handlers.offsets:handle_offset_delete"),
     (60, 0, 1, "broker.handlers.describe_cluster:handle_describe_cluster"),
+    (61, 0, 0, "broker.handlers.transactions:handle_describe_producers"),
+    (65, 0, 0, "broker.handlers.transactions:handle_describe_transactions"),
+    (66, 0, 1, "broker.handlers.transactions:handle_list_transactions"),
 )

@@ -15,12 +15,14 @@ Kafka behaviours implemented (``KafkaApis.handleFetchRequest``, ``ReplicaManager
   -> OFFSET_OUT_OF_RANGE, equal with a fetch offset past the log end -> ``diverging_epoch``;
   ``fetch_offset`` outside [log start, log end] -> OFFSET_OUT_OF_RANGE. Errors found while reading
   carry high watermark, last stable offset and log start offset -1, as Kafka's do.
-- records are whole batches up to the last stable offset (read_committed) or the high watermark
-  (read_uncommitted); on a single node both equal the log end until transactions land. The first
+- records are whole batches up to the last stable offset (read_committed: below the first open
+  transaction) or the high watermark (read_uncommitted, the log end on a single node). The first
   partition that has data returns at least one whole batch even past ``partition_max_bytes`` and
   ``max_bytes``; after it both limits hold, ``max_bytes`` across the response (capped by the broker's
-  ``fetch.max.bytes``, 55 MiB by default). ``aborted_transactions`` is null for read_uncommitted and
-  an empty list for read_committed, ``preferred_read_replica`` -1, ``throttle_time_ms`` 0.
+  ``fetch.max.bytes``, 55 MiB by default). ``aborted_transactions`` is null for read_uncommitted; for
+  read_committed it lists the aborted transactions (producer id, first offset) that overlap the
+  readable range, from the log's aborted-transaction index. ``preferred_read_replica`` -1,
+  ``throttle_time_ms`` 0.
 - long poll: with fewer than ``min_bytes`` (capped at the fetch's max bytes) and ``max_wait_ms`` > 0,
   the request registers one waiter on all its partitions; an append, truncation, deletion or log
   start move wakes it and every partition is read again, until ``min_bytes`` are there, a read
@@ -39,8 +41,7 @@ Kafka behaviours implemented (``KafkaApis.handleFetchRequest``, ``ReplicaManager
 - an ``isolation_level`` other than 0 or 1 answers INVALID_REQUEST at the top level and in every
   partition (Kafka fails the request from an IllegalArgumentException, i.e. UNKNOWN_SERVER_ERROR).
 
-Left out: ``rack_id`` (v11+) and preferred read replicas (one node); quotas and throttling; aborted
-transaction lists and an LSO below the high watermark (no transactions yet); divergence detection for
+Left out: ``rack_id`` (v11+) and preferred read replicas (one node); quotas and throttling; divergence detection for
 a ``last_fetched_epoch`` older than the partition's leader epoch (needs a leader epoch cache); the
 zstd/v<10 UNSUPPORTED_COMPRESSION_TYPE check Kafka 3.x had (Kafka 4 dropped it with down-conversion).
 """
@@ -60,19 +61,18 @@ from broker.fetch_sessions import (
     PartitionKey,
     PartitionRequest,
 )
-from broker.handlers import RequestContext
+from broker.handlers import READ_COMMITTED, READ_UNCOMMITTED, RequestContext
 from protocol import messages
 from protocol.errors import ErrorCode, KafkaError
 from storage.interface import OffsetOutOfRange
 
 log = structlog.get_logger()
 
-READ_UNCOMMITTED = 0
-READ_COMMITTED = 1
 _EMPTY = b""
 
 _Response = messages.FetchResponse
 _PartitionData = _Response.PartitionData
+_ABORTED = _Response.AbortedTransaction
 
 def session_cache(broker: Any) -> FetchSessionCache:
     """The broker's fetch session cache (sessions are per broker, not per connection)."""
@@ -169,7 +169,7 @@ class _Reader:
 
         plog = partition.log
         high_watermark = plog.high_watermark
-        last_stable = high_watermark  # no transactions yet
+        last_stable = plog.last_stable_offset
         log_start = plog.log_start_offset
         log_end = plog.log_end_offset
         aborted: list[Any] | None = [] if self.read_committed else None
@@ -204,10 +204,18 @@ class _Reader:
         else:
             # The codec writes a list of buffers as one records field, without joining them.
             records = chunks
-        # No transactions yet: the last stable offset is the high watermark.
+        if self.read_committed and chunks:
+            # Every aborted transaction overlapping what can be returned (up to the last stable offset;
+            # entries past the returned batches are harmless, clients match them by offset), so the
+            # client can drop the aborted batches.
+            try:
+                found = await plog.aborted_transactions(req.fetch_offset, max_offset)
+            except KafkaError as exc:
+                return _error_data(req, exc.code, None)
+            aborted = [_ABORTED(producer_id=t.producer_id, first_offset=t.first_offset) for t in found]
         return _PartitionData(partition_index=req.partition, error_code=0, high_watermark=result.high_watermark,
-                              last_stable_offset=result.high_watermark, log_start_offset=result.log_start_offset, aborted_transactions=aborted,
-                              preferred_read_replica=-1, records=records)
+                              last_stable_offset=plog.last_stable_offset, log_start_offset=result.log_start_offset,
+                              aborted_transactions=aborted, preferred_read_replica=-1, records=records)
 
     def _with_leader(self, data: Any, partition: Any) -> Any:
         if self.version >= 16:

@@ -3,7 +3,7 @@
 Kafka behaviours implemented (KafkaApis.handleListOffsetRequest, ReplicaManager.fetchOffset,
 Partition.fetchOffsetForTimestamp, UnifiedLog.fetchOffsetByTimestamp):
 - ``-1`` latest: the high watermark for consumers (replica id -1) reading uncommitted, the last stable
-  offset for read_committed (equal to the high watermark until transactions exist), the log end offset
+  offset for read_committed (v2+; below the first open transaction), the log end offset
   for other replica ids; timestamp -1; leader epoch = the partition's current epoch.
 - ``-2`` earliest and ``-4`` earliest local (v8+; no tiered storage, so the same): the log start offset.
 - ``-3`` max timestamp (v7+): the first offset holding the largest timestamp; an empty log answers
@@ -34,7 +34,7 @@ from typing import Any
 
 import structlog
 
-from broker.handlers import RequestContext
+from broker.handlers import READ_COMMITTED, RequestContext
 from protocol import messages
 from protocol.errors import ErrorCode, KafkaError
 
@@ -47,6 +47,7 @@ EARLIEST_LOCAL_TIMESTAMP = -4
 LATEST_TIERED_TIMESTAMP = -5
 CONSUMER_REPLICA_ID = -1
 NO_EPOCH = -1
+FIRST_ISOLATION_VERSION = 2
 
 _RESP = messages.ListOffsetsResponse
 _PARTITION = _RESP.ListOffsetsPartitionResponse
@@ -115,9 +116,14 @@ async def _list_partition(ctx: RequestContext, body: Any, name: str, p: Any, ver
             return _error(index, exc.code)
         return _PARTITION(partition_index=index, error_code=0, old_style_offsets=offsets)
 
-    # Consumers may read up to the high watermark; read_committed ones only to the last stable offset,
-    # which equals the high watermark until transactions exist. Replicas and debug tools see the log end.
-    last_fetchable = plog.high_watermark if body.replica_id == CONSUMER_REPLICA_ID else plog.log_end_offset
+    # Consumers may read up to the high watermark; read_committed ones only to the last stable offset.
+    # Replicas and debug tools see the log end.
+    if body.replica_id != CONSUMER_REPLICA_ID:
+        last_fetchable = plog.log_end_offset
+    elif version >= FIRST_ISOLATION_VERSION and body.isolation_level == READ_COMMITTED:
+        last_fetchable = plog.last_stable_offset
+    else:
+        last_fetchable = plog.high_watermark
 
     timestamp = p.timestamp
     if timestamp == LATEST_TIMESTAMP:

@@ -11,7 +11,8 @@ Kafka behaviours implemented here (KafkaApis, OffsetFetchRequest.getErrorRespons
 - OffsetFetch: null topics (v2+) mean every partition the group has an offset for; a partition without
   one answers offset -1, leader epoch -1, metadata "" and no error; v8+ answer several groups (KIP-709)
   each with its own error; group-level errors are per partition before v2, top level from v2 (and no
-  partitions); ``require_stable`` (v7+) needs no wait here: there are no pending transactional offsets.
+  partitions); with ``require_stable`` (v7+) a partition with a transactional offset commit still pending
+  answers UNSTABLE_OFFSET_COMMIT and offset -1 (KIP-447: the client retries until the transaction ends).
 - OffsetDelete: a group-level error (INVALID_GROUP_ID, GROUP_ID_NOT_FOUND, NON_EMPTY_GROUP) answers with no
   partitions; otherwise per partition UNKNOWN_TOPIC_OR_PARTITION, GROUP_SUBSCRIBED_TO_TOPIC or NONE.
 - while the coordinator loads ``__consumer_offsets`` at start-up: COORDINATOR_LOAD_IN_PROGRESS.
@@ -30,6 +31,7 @@ from protocol.errors import ErrorCode
 _COMMIT = messages.OffsetCommitResponse
 _FETCH = messages.OffsetFetchResponse
 _DELETE = messages.OffsetDeleteResponse
+FIRST_REQUIRE_STABLE_VERSION = 7
 
 
 async def handle_offset_commit(header: Any, body: Any, ctx: RequestContext) -> Any:
@@ -73,16 +75,29 @@ def _requested(topics: Any) -> list[tuple[str, int]] | None:
     return None if topics is None else [(t.name, p) for t in topics for p in t.partition_indexes]
 
 
+def _stable_fields(name: str, p: int, om: OffsetAndMetadata | None, unstable: set[tuple[str, int]],
+                   error: ErrorCode = ErrorCode.NONE) -> dict[str, Any]:
+    if (name, p) in unstable:
+        return _partition_fields(p, None, ErrorCode.UNSTABLE_OFFSET_COMMIT)
+    return _partition_fields(p, om, error)
+
+
 def handle_offset_fetch(header: Any, body: Any, ctx: RequestContext) -> Any:
     version = ctx.api_version
     groups = ctx.broker.groups
+    require_stable = version >= FIRST_REQUIRE_STABLE_VERSION and body.require_stable
+
+    def unstable(group_id: str) -> set[tuple[str, int]]:
+        return groups.unstable_partitions(group_id) if require_stable else set()
+
     if version >= 8:
         answers = []
         for g in body.groups:
             error, offsets = groups.fetch_offsets(g.group_id, _requested(g.topics))
+            pending = unstable(g.group_id)
             answers.append(_FETCH.OffsetFetchResponseGroup(group_id=g.group_id, error_code=int(error), topics=[
                 _FETCH.OffsetFetchResponseTopics(name=name, partitions=[
-                    _FETCH.OffsetFetchResponsePartitions(**_partition_fields(p, om)) for p, om in parts])
+                    _FETCH.OffsetFetchResponsePartitions(**_stable_fields(name, p, om, pending)) for p, om in parts])
                 for name, parts in _by_topic(offsets).items()]))
         return _FETCH(throttle_time_ms=0, groups=answers)
 
@@ -93,9 +108,10 @@ def handle_offset_fetch(header: Any, body: Any, ctx: RequestContext) -> Any:
             return _FETCH(throttle_time_ms=0, error_code=int(error), topics=[])
         # No top-level error code before v2: every partition asked for carries it.
         offsets = [(tp, None) for tp in requested or []]
+    pending = unstable(body.group_id)
     return _FETCH(throttle_time_ms=0, error_code=0, topics=[
         _FETCH.OffsetFetchResponseTopic(name=name, partitions=[
-            _FETCH.OffsetFetchResponsePartition(**_partition_fields(p, om, error)) for p, om in parts])
+            _FETCH.OffsetFetchResponsePartition(**_stable_fields(name, p, om, pending, error)) for p, om in parts])
         for name, parts in _by_topic(offsets).items()])
 
 

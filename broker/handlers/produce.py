@@ -11,9 +11,12 @@ appendToLocalLog, UnifiedLog.append, LogValidator; see `broker.produce_validatio
 - Versions 0-2 (legacy MessageSets) are advertised only because librdkafka < 2.11.1 enables compression
   when the range contains v0 (KAFKA-18659); Kafka 4 then refuses them by closing the connection, and so
   does this handler.
-- Transactional batches -> the whole request answers INVALID_TXN_STATE (Kafka answers at request level
-  too): transactions are not supported yet, which the v8+ error message says. A ``transactional_id`` on
-  non-transactional batches is ignored, as Kafka ignores it.
+- Transactional batches need the request's ``transactional_id`` (else TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+  for the whole request, as Kafka answers) and are verified with the transaction coordinator under the
+  partition's lock: the id's current producer and epoch (an older epoch: INVALID_PRODUCER_EPOCH), and the
+  partition in its Ongoing transaction (else INVALID_TXN_STATE); while the coordinator loads,
+  NOT_ENOUGH_REPLICAS (retriable). A ``transactional_id`` on non-transactional batches is ignored, as
+  Kafka ignores it.
 - acks must be -1, 0 or 1, else INVALID_REQUIRED_ACKS for every partition that passed the checks above.
   acks=0 gets no response at all; when any partition failed, the connection is closed afterwards (as
   Kafka does) so the producer notices.
@@ -166,16 +169,18 @@ async def _append_all(ctx: RequestContext, body: Any, acks: int, version: int, n
                       transactional: bool) -> tuple[list[Any], list[_Outcome]]:
     topics = []
     appended: list[_Outcome] = []
+    # Kafka refuses the whole request when it has transactional batches but no transactional id.
+    anonymous = transactional and not body.transactional_id
     for topic_data in body.topic_data:
         partitions = []
         for pdata in topic_data.partition_data:
-            if transactional:
+            if anonymous:
                 outcome = _Outcome(_error(
-                    pdata.index, ErrorCode.INVALID_TXN_STATE,
-                    f"Transactional record batches are not supported by this broker yet (transactional_id="
-                    f"{body.transactional_id!r}); produce without transactions (idempotent producers work)"))
+                    pdata.index, ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    "Transactional record batches need the producer's transactional_id in the Produce request"))
             else:
-                outcome = await _produce_partition(ctx, topic_data.name, pdata, acks, version, now_ms)
+                outcome = await _produce_partition(ctx, topic_data.name, pdata, acks, version, now_ms,
+                                                   body.transactional_id)
             if outcome.partition is not None:
                 appended.append(outcome)
             partitions.append(outcome.response)
@@ -201,7 +206,7 @@ async def _flush(outcome: _Outcome) -> None:
 
 
 async def _produce_partition(ctx: RequestContext, name: str, pdata: Any, acks: int, version: int,
-                             now_ms: int) -> _Outcome:
+                             now_ms: int, transactional_id: str | None = None) -> _Outcome:
     cluster = ctx.broker.cluster
     index = pdata.index
     topic = cluster.get(name)
@@ -237,7 +242,7 @@ async def _produce_partition(ctx: RequestContext, name: str, pdata: Any, acks: i
     except BatchRejected as exc:
         return _rejected(ctx, name, index, exc.code, exc.message, partition.log.log_start_offset, exc.record_errors)
     try:
-        return await _append(ctx, partition, batch, pdata.records, rules, now_ms, tp)
+        return await _append(ctx, partition, batch, pdata.records, rules, now_ms, tp, transactional_id)
     except KafkaError as exc:
         return _rejected(ctx, name, index, exc.code, exc.message, partition.log.log_start_offset)
 
@@ -264,12 +269,15 @@ async def _walk_records(batch: RecordBatch, rules: TopicRules, now_ms: int, tp: 
 
 
 async def _append(ctx: RequestContext, partition: Any, batch: RecordBatch, records: Any, rules: TopicRules,
-                  now_ms: int, tp: str) -> _Outcome:
+                  now_ms: int, tp: str, transactional_id: str | None = None) -> _Outcome:
     plog = partition.log
     index = partition.index
     producer_id = batch.producer_id
     append_time = now_ms if rules.log_append_time else None
     async with partition.lock:
+        if batch.is_transactional:
+            # Under the partition's lock: no marker of this transaction can land between check and append.
+            _verify_transaction(ctx, batch, partition, transactional_id, tp)
         state = None
         if producer_id >= 0:
             state = await ctx.broker.cluster.producer_state(partition)
@@ -296,6 +304,29 @@ async def _append(ctx: RequestContext, partition: Any, batch: RecordBatch, recor
     ctx.broker.cluster.waiters.wake(partition.topic.name, index)
     response = _success(index, result.base_offset, result.log_append_time, plog.log_start_offset)
     return _Outcome(response, partition)
+
+
+def _verify_transaction(ctx: RequestContext, batch: RecordBatch, partition: Any, transactional_id: str | None,
+                        tp: str) -> None:
+    """A transactional batch must belong to its transactional id's current producer and epoch and to a
+    partition added to its Ongoing transaction (KIP-890's verification, made locally)."""
+    error = ctx.broker.transactions.verify(transactional_id, batch.producer_id, batch.producer_epoch,
+                                           partition.topic.name, partition.index)
+    if error is ErrorCode.NONE:
+        return
+    if error is ErrorCode.COORDINATOR_LOAD_IN_PROGRESS:
+        # Retriable for every client, as Kafka answers while the coordinator cannot verify yet.
+        raise KafkaError(ErrorCode.NOT_ENOUGH_REPLICAS,
+                         f"The transaction coordinator is loading; retry the batch for {tp}")
+    where = (f"producer {batch.producer_id} epoch {batch.producer_epoch} of transactional id "
+             f"{transactional_id!r} in {tp}")
+    messages_by_error = {
+        ErrorCode.INVALID_PRODUCER_EPOCH: f"The epoch of {where} is older than the transactional id's: fenced",
+        ErrorCode.INVALID_PRODUCER_ID_MAPPING: f"Unknown {where}: call InitProducerId for the transactional id",
+    }
+    code = error if error in messages_by_error else ErrorCode.INVALID_TXN_STATE
+    raise KafkaError(code, messages_by_error.get(
+        code, f"The partition is not in an ongoing transaction of {where}: add it with AddPartitionsToTxn first"))
 
 
 def _rejected(ctx: RequestContext, topic: str, index: int, code: ErrorCode, message: str, log_start_offset: int = -1,

@@ -11,13 +11,16 @@ Layout of a data directory (names as in Kafka, so operators and tools recognise 
         00000000000000000000.log         raw v2 batches, exactly as served
         00000000000000000000.index       sparse offset index (8-byte entries)
         00000000000000000000.timeindex   sparse time index (12-byte entries)
+        00000000000000000000.txnindex    aborted transactions whose marker is in the segment (if any)
         00000000000000004711.log ...     next segment, named by its base offset
+        00000000000000004711.snapshot    producer state at that offset (at each roll and clean close)
 
 Modules: `fs` (the file system seam and `StorageError`), `index` (OffsetIndex, TimeIndex), `segment`
 (LogSegment), `recovery` (opening and recovering a partition), `log` (FileLog, the PartitionLog),
 `flusher` (group commit, and the durability each flush setting guarantees), `retention`,
 `checkpoint` (atomic small files), `config` (per-topic settings), `open_files` (the cap on open
-segment descriptors), `engine` (FileEngine).
+segment descriptors), `txn_index` (.txnindex), `producer_snapshot` (.snapshot files),
+`producer_state` (rebuilding the transaction state on open and truncation), `engine` (FileEngine).
 """
 
 from __future__ import annotations

@@ -25,7 +25,9 @@ are due) and ``Cleaner`` (how a log is cleaned):
   round after that (a round needs dirty data or max.compaction.lag.ms, as in Kafka). Keyless
   records are kept (Kafka drops them as invalid; the broker rejects them for compacted topics, so
   they only come from before a policy change). Control and transactional batches are copied as they
-  are, and their records do not enter the map (Moldau refuses transactions at produce time).
+  are, and their records do not enter the map (removing aborted data and markers, as Kafka's cleaner
+  does, is a later step). The ``.txnindex`` entries of a group's segments move to the segment that
+  replaces them: each entry lives with its marker, which is kept.
 * **Offsets.** Records keep their offsets; a batch keeps its base offset and its last offset delta
   whatever it loses (Kafka's v2 rule, which also keeps producer sequence ranges). A batch that loses
   every record goes, except the last batch of each rewritten segment, kept empty: Kafka keeps the
@@ -38,8 +40,9 @@ are due) and ``Cleaner`` (how a log is cleaned):
   (Kafka's ``groupSegmentsBySize``). A group that would come out unchanged is not rewritten.
 
 Crash safety (Kafka's ``replaceSegments`` protocol). A group is written as ``<base>.log.cleaned``,
-``.index.cleaned`` and ``.timeindex.cleaned`` and fsynced, then renamed ``.log.swap`` -- the commit
-point -- then the indexes likewise, and the directory is fsynced. The old segments' files are then
+``.index.cleaned`` and ``.timeindex.cleaned`` (and ``.txnindex.cleaned`` when the group has aborted
+transactions, renamed ``.swap`` just before the commit) and fsynced, then renamed ``.log.swap`` -- the
+commit point -- then the indexes likewise, and the directory is fsynced. The old segments' files are then
 deleted and the ``.swap`` files renamed to their final names, and the directory fsynced. Recovery
 (`storage.file.recovery`) deletes ``.cleaned`` files and completes a ``.swap``: it deletes the segment
 files whose base offset is in [swap base, swap next offset) and renames the ``.swap`` files. A crash
@@ -81,6 +84,7 @@ from protocol.records.batch import (
 )
 from protocol.records.errors import CorruptRecordError
 from protocol.records.record import encode_record
+from storage.aborted_txns import AbortedTxnList
 from storage.file.config import LONG_MAX, LogConfig
 from storage.file.fs import (
     READ_WRITE,
@@ -227,7 +231,8 @@ async def clean_log(log: FileLog, now: int) -> CleanResult | None:
         for group in group_segments(segments[:end_index], settings.segment_bytes, settings.segment_index_bytes,
                                     end_offset):
             stats = _Stats()
-            new = await _drive(log, _clean_group(fs, log.directory, group, key_map, now, settings, stats))
+            new = await _drive(log, _clean_group(fs, log.directory, group, key_map, now, settings, stats,
+                                                 log.logger))
             if new is not None:
                 await _swap_in(log, group, new, truncations)
                 stats.segments_replaced, stats.segments_written = len(group), 1
@@ -402,7 +407,7 @@ def _checked_batch(buf: bytes, at: int, crc: int, segment: LogSegment, position:
 
 
 def _clean_group(fs: FileSystem, directory: str, group: list[LogSegment], key_map: dict[bytes, int], now: int,
-                 settings: CleanerSettings, stats: _Stats) -> Generator[None, None, LogSegment | None]:
+                 settings: CleanerSettings, stats: _Stats, log: Any) -> Generator[None, None, LogSegment | None]:
     """Write the group's retained batches as one ``.cleaned`` segment, fsynced, with its indexes.
 
     Returns the new segment (serving reads through the open ``.cleaned`` descriptor) or None when the
@@ -460,6 +465,13 @@ def _clean_group(fs: FileSystem, directory: str, group: list[LogSegment], key_ma
         for index, path in ((new.offset_index, new.index_path), (new.time_index, new.time_index_path)):
             write_file(fs, path + CLEANED_SUFFIX, index.encode(), sync=True)
             index.written = len(index)
+        # Markers are kept as they are, so the group's aborted transactions all move to the new segment.
+        aborted = AbortedTxnList()
+        for segment in group:
+            aborted.extend(segment.txn_index.load(log))
+        new.txn_index.adopt(aborted, written=len(aborted) > 0)
+        if len(aborted):
+            new.txn_index.write_copy_blocking(new.txn_index_path + CLEANED_SUFFIX)
         new.attach(fd)
         adopted = True
         return new
@@ -539,14 +551,21 @@ def _encode(batch: RecordBatch, records: list[Record], horizon: int | None) -> t
 
 
 def _cleaned_paths(segment: LogSegment) -> list[str]:
-    return [path + CLEANED_SUFFIX for path in (segment.log_path, segment.index_path, segment.time_index_path)]
+    return [path + CLEANED_SUFFIX
+            for path in (segment.log_path, segment.index_path, segment.time_index_path, segment.txn_index_path)]
 
 
 def _commit_blocking(fs: FileSystem, directory: str, new: LogSegment) -> StorageError | None:
     """Rename the ``.cleaned`` files ``.swap`` (the log first: that rename commits) and fsync the
     directory. Raises when nothing was committed (the ``.cleaned`` files are gone then); after the
-    commit, returns the error that must take the log offline, if any."""
+    commit, returns the error that must take the log offline, if any.
+
+    The ``.txnindex`` goes to ``.swap`` before the commit: it cannot be rebuilt from the segment, and
+    recovery tells a swap finished up to the ``.log`` from one never committed by whether the
+    ``.log.cleaned`` is still there (`storage.file.recovery`)."""
     try:
+        if new.txn_index.exists:
+            fs.replace(new.txn_index_path + CLEANED_SUFFIX, new.txn_index_path + SWAP_SUFFIX)
         fs.replace(new.log_path + CLEANED_SUFFIX, new.log_path + SWAP_SUFFIX)
     except OSError as exc:
         _discard_blocking(fs, new)
@@ -569,7 +588,7 @@ def _finish_swap_blocking(fs: FileSystem, directory: str, group: list[LogSegment
     path = directory
     try:
         for old in group:
-            for path in (old.log_path, old.index_path, old.time_index_path):
+            for path in (old.log_path, old.index_path, old.time_index_path, old.txn_index_path):
                 unlink_if_exists(fs, path)
         for path in (new.log_path, new.index_path, new.time_index_path):
             try:
@@ -579,6 +598,9 @@ def _finish_swap_blocking(fs: FileSystem, directory: str, group: list[LogSegment
                     raise
                 new.index_dirty = True
             unlink_if_exists(fs, path + CLEANED_SUFFIX)
+        if new.txn_index.exists:
+            path = new.txn_index_path
+            fs.replace(path + SWAP_SUFFIX, path)
         new.hold_open(False)  # the .log has its final name: the descriptor may be closed and reopened
         path = directory
         fsync_path(fs, directory)
@@ -587,9 +609,10 @@ def _finish_swap_blocking(fs: FileSystem, directory: str, group: list[LogSegment
 
 
 def _discard_blocking(fs: FileSystem, new: LogSegment) -> None:
-    """Drop a rewritten segment that will not be swapped in."""
+    """Drop a rewritten segment that will not be swapped in (a ``.txnindex.swap`` before the
+    ``.log.cleaned``: recovery reads a ``.txnindex.swap`` without the other as a finished swap)."""
     new.retire()
-    _unlink_quietly(fs, _cleaned_paths(new))
+    _unlink_quietly(fs, [new.txn_index_path + SWAP_SUFFIX, *_cleaned_paths(new)])
 
 
 def _close_quietly(fs: FileSystem, fd: int) -> None:

@@ -314,7 +314,7 @@ class FileEngine(StorageEngine):
             raise storage_error(f"cannot open log {topic}-{partition}:", exc.filename or directory, exc) from None
         flog = FileLog(self, topic, partition, directory, config, loaded.segments, loaded.log_start_offset,
                        loaded.log_end_offset, loaded.recovery_point, loaded.start_position, io_lane=lane,
-                       created=loaded.created)
+                       created=loaded.created, producer_state=loaded.producer_state)
         self._recovery_points[key] = loaded.recovery_point
         self._log_start_offsets[key] = loaded.log_start_offset
         self._on_disk.add(key)

@@ -13,6 +13,12 @@ per log; reads and flushes do not take it. Durability is in `storage.file.flushe
 swap the rewritten segments in (`replace_segments`); a read whose segments were swapped out under it
 starts again.
 
+Transactions: every appended batch feeds the log's `TransactionTracker` (`storage.transactions`); an
+ABORT marker's entry goes to the active segment's ``.txnindex`` (`storage.file.txn_index`), written
+before the append's offsets become visible, and fsynced by the flusher with the log. A producer
+snapshot (`storage.file.producer_snapshot`) is written at each roll and at a clean close; truncation
+and opening rebuild the state from the newest one (`storage.file.producer_state`).
+
 Collaborators use public names only: the flusher its `Flushable` protocol (`sync_plan`,
 `sync_blocking`, `sync_done`, `flush_outcome`), the cleaner `segments`, `truncations`, `run_io`,
 `ensure_loaded` and `replace_segments`, the engine `abandon` and `release_files`.
@@ -38,10 +44,13 @@ from protocol.records import (
     set_base_offset,
     set_log_append_time,
 )
+from storage.aborted_txns import in_fetch_order
 from storage.file.cleaner import CleanResult, clean_log
 from storage.file.config import LONG_MAX, LogConfig
 from storage.file.fs import StorageError, fsync_path, read_at, storage_error, write_all
 from storage.file.index import INT32_MAX
+from storage.file.producer_snapshot import delete_snapshots, encode_snapshot, stray_snapshots, write_snapshot
+from storage.file.producer_state import ProducerState, truncated_state
 from storage.file.retention import (
     LOG_START_OFFSET,
     DeletedSegment,
@@ -50,8 +59,17 @@ from storage.file.retention import (
     select_deletable,
 )
 from storage.file.segment import SEEK_CHUNK, LogSegment, SegmentGone, batches_in_buffer, scan_batches
-from storage.interface import AppendResult, OffsetOutOfRange, PartitionLog, ReadResult, TimestampOffset
+from storage.interface import (
+    AbortedTxn,
+    AppendResult,
+    OffsetOutOfRange,
+    PartitionLog,
+    ProducerSnapshotEntry,
+    ReadResult,
+    TimestampOffset,
+)
 from storage.record_lookup import first_at_or_after, offset_of_timestamp
+from storage.transactions import TransactionTracker
 
 if TYPE_CHECKING:
     from storage.file.engine import FileEngine
@@ -83,7 +101,8 @@ class SyncPlan:
 class FileLog(PartitionLog):
     def __init__(self, engine: FileEngine, topic: str, partition: int, directory: str, config: LogConfig,
                  segments: list[LogSegment], log_start_offset: int, log_end_offset: int,
-                 recovery_point: int, start_position: int = 0, io_lane: int = 0, created: bool = False) -> None:
+                 recovery_point: int, start_position: int = 0, io_lane: int = 0, created: bool = False,
+                 producer_state: ProducerState | None = None) -> None:
         self.topic = topic
         self.io_lane = io_lane  # the engine's write thread for this log's file changes (storage.file.io_lanes)
         self.partition = partition
@@ -110,6 +129,9 @@ class FileLog(PartitionLog):
         self._dir_synced = 0
         self._truncations = 0
         self._log = structlog.get_logger().bind(topic=topic, partition=partition)
+        state = producer_state if producer_state is not None else ProducerState(TransactionTracker(), [])
+        self._txns = state.tracker
+        self._snapshots = state.snapshots  # offsets of the producer snapshot files, ascending
 
     def __repr__(self) -> str:
         return (f"FileLog({self.topic}-{self.partition}, start={self._start}, end={self._end}, "
@@ -129,6 +151,45 @@ class FileLog(PartitionLog):
     def size_bytes(self) -> int:
         """Bytes of the batches from the one holding the log start offset to the end."""
         return sum(segment.size for segment in self._segments) - self._start_position
+
+    @property
+    def last_stable_offset(self) -> int:
+        return self._txns.last_stable_offset(self._start, self.high_watermark)
+
+    def ongoing_transactions(self) -> dict[int, tuple[int, int]]:
+        return self._txns.ongoing()
+
+    def producer_entries(self) -> list[ProducerSnapshotEntry]:
+        return self._txns.entries()
+
+    @property
+    def snapshot_offsets(self) -> list[int]:
+        """Offsets of the producer snapshot files kept (a copy)."""
+        return list(self._snapshots)
+
+    async def aborted_transactions(self, start_offset: int, end_offset: int) -> list[AbortedTxn]:
+        """Kafka's collectAbortedTransactions: the ``.txnindex`` of the segment holding the start and
+        of later ones (an entry lives with its marker, possibly after the range), until an entry says
+        no later one can match (`AbortedTxnList.collect`). Indexes not loaded yet load on a reader
+        thread; segments known to have none cost nothing."""
+        self._check_open()
+        start = max(start_offset, self._start)
+        if start >= end_offset:
+            return []
+        segments = self._segments[max(bisect.bisect_right(self._bases, start) - 1, 0):]
+        if all(segment.txn_index.loaded for segment in segments):
+            return self._aborted_blocking(segments, start, end_offset)
+        return await self._engine.run_read(self._aborted_blocking, segments, start, end_offset)
+
+    def _aborted_blocking(self, segments: list[LogSegment], start: int, end: int) -> list[AbortedTxn]:
+        found: list[AbortedTxn] = []
+        try:
+            for segment in segments:
+                if segment.txn_index.collect(start, end, found, self._log):
+                    break
+        except OSError as exc:
+            raise storage_error("cannot read the transaction index of", self.directory, exc) from None
+        return in_fetch_order(found)
 
     @property
     def recovery_point(self) -> int:
@@ -171,7 +232,7 @@ class FileLog(PartitionLog):
         async with self._mutex:
             self._check_writable()
             first = next_offset = self._end
-            staged: list[tuple[int, int, int, int]] = []
+            staged: list[tuple[int, int, int, int, RecordBatch, int]] = []
             max_timestamp = -1
             for pos, batch in iter_batches(buf):
                 set_base_offset(buf, pos, next_offset)
@@ -181,7 +242,7 @@ class FileLog(PartitionLog):
                 else:
                     timestamp = batch.max_timestamp
                 last = next_offset + batch.last_offset_delta
-                staged.append((pos, batch.total_size, last, timestamp))
+                staged.append((pos, batch.total_size, last, timestamp, batch, next_offset))
                 max_timestamp = max(max_timestamp, timestamp)
                 next_offset = last + 1
             append_time = -1 if log_append_time is None else log_append_time
@@ -206,9 +267,17 @@ class FileLog(PartitionLog):
                 self._go_offline(exc.error)
                 raise exc.error from None
             interval = config.index_interval_bytes
-            for pos, size, last, timestamp in staged:
+            txns = self._txns
+            aborted: list[AbortedTxn] = []
+            for pos, size, last, timestamp, batch, base in staged:
                 active.account_batch(position + pos, size, last, timestamp, interval)
+                ended = txns.append(batch, base, timestamp)
+                if ended is not None:
+                    aborted.append(ended)
             active.size = position + total
+            if aborted:
+                # Before the log end moves: a flush covering the marker must find its entry written.
+                interrupted = await self._write_txn_index(active, aborted) or interrupted
             self._end = next_offset
             if interrupted:
                 raise asyncio.CancelledError
@@ -216,6 +285,23 @@ class FileLog(PartitionLog):
         if self._end - self._durable >= config.flush_messages:
             await self.flush()
         return AppendResult(first, next_offset - 1, append_time)
+
+    async def _write_txn_index(self, segment: LogSegment, aborted: list[AbortedTxn]) -> bool:
+        """Add the entries of ABORT markers just written to `segment` and write them to its ``.txnindex``;
+        returns whether the caller was cancelled meanwhile. A failure takes the log offline (the
+        marker is in the log without its entry: a restart recovers from the recovery point, which
+        has not passed the marker, and rebuilds the entry) and is raised."""
+        data = segment.txn_index.add(aborted)
+        done, interrupted = await self._io_to_the_end(segment.txn_index.write_blocking, data)
+        try:
+            created = done.result()
+        except OSError as exc:
+            error = storage_error("cannot append to", segment.txn_index_path, exc)
+            self._go_offline(error)
+            raise error from None
+        if created:
+            self._dir_generation += 1
+        return interrupted
 
     def _deleted_error(self) -> KafkaError:
         # As the memory engine answers: the partition is gone, not the disk.
@@ -267,8 +353,13 @@ class FileLog(PartitionLog):
         new = LogSegment(self._fs, self.directory, self._end, created_ms=now, modified_ms=now,
                          roll_jitter_ms=jitter, files=old.files)
         new.hold_open(True)
-        done, interrupted = await self._io_to_the_end(self._roll_blocking, old, new)
-        done.result()
+        # Kafka's snapshot at the roll: the producer state at the new segment's base offset.
+        snapshot = encode_snapshot(self._txns.entries())
+        snapshots = sorted({*self._snapshots, new.base_offset})
+        stray = stray_snapshots(snapshots, [*self._bases, new.base_offset])
+        done, interrupted = await self._io_to_the_end(self._roll_blocking, old, new, snapshot, stray)
+        written = done.result()
+        self._snapshots = [o for o in snapshots if o not in stray and (written or o != new.base_offset)]
         old.modified_ms = now
         self._segments = [*self._segments, new]
         self._bases = [*self._bases, new.base_offset]
@@ -298,7 +389,9 @@ class FileLog(PartitionLog):
                 interrupted = True
         return done, interrupted
 
-    def _roll_blocking(self, old: LogSegment, new: LogSegment) -> None:
+    def _roll_blocking(self, old: LogSegment, new: LogSegment, snapshot: bytes, stray: list[int]) -> bool:
+        """Write the old segment's indexes, create the new one's files and write the producer snapshot
+        at its base; True when the snapshot was written."""
         try:
             old.write_pending_indexes()
         except OSError as exc:  # indexes may lag: loading extends them from the log
@@ -308,6 +401,18 @@ class FileLog(PartitionLog):
         except OSError as exc:
             raise storage_error("cannot create segment", new.log_path, exc) from None
         old.hold_open(False)  # closed now: its descriptor counts against the cap (may close others')
+        return self._write_snapshot_blocking(new.base_offset, snapshot, stray)
+
+    def _write_snapshot_blocking(self, offset: int, snapshot: bytes, stray: list[int]) -> bool:
+        """Write a producer snapshot and delete those Kafka would not keep; a failure costs only a
+        longer replay at the next open (from an older snapshot), so it is logged, not raised."""
+        try:
+            write_snapshot(self._fs, self.directory, offset, snapshot)
+            delete_snapshots(self._fs, self.directory, stray)
+        except OSError as exc:
+            self._log.warning("storage.snapshot.write_failed", offset=offset, error=str(exc))
+            return False
+        return True
 
     def _append_blocking(self, segment: LogSegment, data: memoryview, position: int, write_index: bool) -> None:
         try:
@@ -382,6 +487,8 @@ class FileLog(PartitionLog):
                         fs.fdatasync(fd)
                 except SegmentGone:
                     continue  # deleted meanwhile by retention or truncation: nothing left to keep
+                path = segment.txn_index_path
+                segment.txn_index.sync_blocking()
             for segment in plan.closed:
                 for path in (segment.index_path, segment.time_index_path):
                     try:
@@ -586,8 +693,9 @@ class FileLog(PartitionLog):
             segments = self._segments
             index = max(bisect.bisect_right(self._bases, offset) - 1, 0)
             done, interrupted = await self._io_to_the_end(self._truncate_blocking, segments, index, offset,
-                                                          self._engine.clock())
-            keep = done.result()
+                                                          self._engine.clock(), list(self._snapshots))
+            keep, state = done.result()
+            self._txns, self._snapshots = state.tracker, state.snapshots
             self._segments = segments[:keep]
             self._bases = self._bases[:keep]
             self._segments[-1].hold_open(True)  # the active segment again, if later ones were cut
@@ -603,7 +711,8 @@ class FileLog(PartitionLog):
         # by recovery if the broker crashes before they are flushed.
         await self._engine.checkpoint_recovery_points()
 
-    def _truncate_blocking(self, segments: list[LogSegment], index: int, offset: int, now_ms: int) -> int:
+    def _truncate_blocking(self, segments: list[LogSegment], index: int, offset: int, now_ms: int,
+                           snapshots: list[int]) -> tuple[int, ProducerState]:
         segment = segments[index]
         interval = self.config.index_interval_bytes
         try:
@@ -622,12 +731,13 @@ class FileLog(PartitionLog):
             for stale in reversed(segments[keep:]):
                 stale.delete_files()
             if keep == index + 1:
-                segment.truncate_to(offset, position, interval, now_ms)
+                segment.truncate_to(offset, position, interval, now_ms, self._log)
             else:
                 active = segments[keep - 1]
                 self.ensure_loaded(active)
                 active.load_first_batch_timestamp()
-            return keep
+                active.txn_index.load(self._log)
+            return keep, truncated_state(self._fs, self.directory, segments[:keep], snapshots, offset, self._log)
         except OSError as exc:
             raise storage_error("cannot truncate", self.directory, exc) from None
 
@@ -712,8 +822,11 @@ class FileLog(PartitionLog):
             await self._locate_start()
         deleted = tuple(DeletedSegment(s.base_offset, s.next_offset, s.size, reason)
                         for s, reason in zip(victims, reasons))
+        # Their producer snapshots go with them (Kafka deletes a segment's snapshot with the segment).
+        stray = stray_snapshots(self._snapshots, self._bases)
+        self._snapshots = [o for o in self._snapshots if o not in stray]
         try:
-            await self.run_io(_delete_segment_files, victims)
+            await self.run_io(_delete_segment_files, victims, self._fs, self.directory, stray)
         except OSError as exc:
             # The log no longer refers to them; a leftover file only wastes space until the next start.
             self._log.warning("storage.segment.delete_failed", error=str(exc))
@@ -800,16 +913,21 @@ class FileLog(PartitionLog):
                 except StorageError:
                     pass  # logged by _go_offline; the log is offline now
             self._closed = True
-            await self.run_io(self._close_blocking, True)
+            snapshot = None
+            if self._offline is None and (len(self._txns) or self._snapshots):
+                # Kafka's snapshot at a clean close; a log that never saw a producer needs none
+                # (opening after a clean shutdown with no snapshot replays nothing).
+                snapshot = encode_snapshot(self._txns.entries())
+            await self.run_io(self._close_blocking, True, snapshot)
 
     async def abandon(self) -> None:
         """Close the files without flushing (the log is being deleted)."""
         self._cancel_timer()
         async with self._mutex:
             self._closed = self._deleted = True
-            await self.run_io(self._close_blocking, False)
+            await self.run_io(self._close_blocking, False, None)
 
-    def _close_blocking(self, write_indexes: bool) -> None:
+    def _close_blocking(self, write_indexes: bool, snapshot: bytes | None) -> None:
         segments = self._segments
         if write_indexes and self._offline is None:
             segments[-1].seal()
@@ -818,6 +936,10 @@ class FileLog(PartitionLog):
                     segment.write_pending_indexes()
                 except OSError as exc:
                     self._log.warning("storage.index.write_failed", segment=segment.name, error=str(exc))
+        if snapshot is not None:
+            offsets = sorted({*self._snapshots, self._end})
+            if self._write_snapshot_blocking(self._end, snapshot, stray_snapshots(offsets, self._bases)):
+                self._snapshots = [o for o in offsets if o not in stray_snapshots(offsets, self._bases)]
         for segment in segments:
             segment.retire()
 
@@ -843,9 +965,10 @@ def _is_closed_run(segments: Sequence[LogSegment], group: list[LogSegment]) -> b
     return False
 
 
-def _delete_segment_files(segments: list[LogSegment]) -> None:
+def _delete_segment_files(segments: list[LogSegment], fs: Any, directory: str, snapshots: list[int]) -> None:
     for segment in segments:
         segment.delete_files()
+    delete_snapshots(fs, directory, snapshots)
 
 
 def directory_name(topic: str, partition: int) -> str:

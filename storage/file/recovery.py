@@ -18,6 +18,8 @@ Kafka's rules (`LogLoader`), applied on the log's write thread when it is opened
 * The log start offset is the checkpointed one, or the first segment's base offset if larger. If it
   is past the recovered end (a DeleteRecords was persisted, the data before it lost), the log starts
   over, empty, at the log start offset.
+* Last, the transaction state is rebuilt from the producer snapshots and the batches after them, and
+  the ``.txnindex`` of every segment recovery scanned is rewritten to match (`storage.file.producer_state`).
 """
 
 from __future__ import annotations
@@ -29,13 +31,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocol.records import RecordBatchError
+from storage.file.cleaner import CLEANED_SUFFIX, SWAP_SUFFIX
 from storage.file.config import LogConfig
 from storage.file.fs import READ_ONLY, FileSystem, exists, fsync_path, makedirs, unlink_if_exists
 from storage.file.open_files import OpenFiles
+from storage.file.producer_state import ProducerState, open_state
 from storage.file.segment import LOG_SUFFIX, SEGMENT_SUFFIXES, LogSegment, parse_segment_file, scan_batches
+from storage.file.txn_index import TXN_INDEX_SUFFIX
 
-LEFTOVER_SUFFIXES = (".deleted", ".tmp", ".cleaned")
-SWAP_SUFFIX = ".swap"
+LEFTOVER_SUFFIXES = (".deleted", ".tmp", CLEANED_SUFFIX)
 
 
 @dataclass
@@ -48,6 +52,7 @@ class LoadedLog:
     recovered_segments: int = 0
     truncated_bytes: int = 0
     created: bool = False
+    producer_state: ProducerState | None = None  # None: a new log (no producers, no snapshots)
 
 
 def load_log(fs: FileSystem, data_dir: str, directory: str, *, clean: bool, recovery_point: int,
@@ -75,11 +80,14 @@ def load_log(fs: FileSystem, data_dir: str, directory: str, *, clean: bool, reco
         segment.next_offset = following.base_offset
     if not segments:
         start = max(log_start_offset, 0)
-        return LoadedLog([_new_segment(fs, directory, start, now_ms, files)], start, start, start)
+        segments = [_new_segment(fs, directory, start, now_ms, files)]
+        state = open_state(fs, directory, segments, log_end=start, rebuild_from=None, clean=clean, log=log)
+        return LoadedLog(segments, start, start, start, producer_state=state)
     damage = _drop_stale_empty_tail(segments, interval, log)
     bases = [segment.base_offset for segment in segments]
 
     recovered = truncated = 0
+    rebuild_from: int | None = None  # base offset of the first segment recovery scans
     if clean:
         active = segments[-1]
         if not active.loaded:
@@ -88,8 +96,10 @@ def load_log(fs: FileSystem, data_dir: str, directory: str, *, clean: bool, reco
             log.warning("storage.recovery.active_segment_damaged", segment=active.name, reason=damage)
             truncated += active.recover(interval, log, cleaner_offset)
             recovered += 1
+            rebuild_from = active.base_offset
     else:
         first = max(bisect.bisect_right(bases, recovery_point) - 1, 0)
+        rebuild_from = segments[first].base_offset
         for i in range(first, len(segments)):
             segment = segments[i]
             gap_limit = segments[i + 1].base_offset if i + 1 < len(segments) else cleaner_offset
@@ -114,6 +124,7 @@ def load_log(fs: FileSystem, data_dir: str, directory: str, *, clean: bool, reco
             segment.delete_files()
         segments = [_new_segment(fs, directory, start, now_ms, files)]
         end = start
+        rebuild_from = None
     start_position = 0
     first = segments[0]
     if start > first.base_offset:
@@ -124,8 +135,9 @@ def load_log(fs: FileSystem, data_dir: str, directory: str, *, clean: bool, reco
         start_position = first.size if found is None else found.position
     if recovered:
         log.info("storage.log.recovered", segments=recovered, bytes_dropped=truncated, log_end_offset=end)
+    state = open_state(fs, directory, segments, log_end=end, rebuild_from=rebuild_from, clean=clean, log=log)
     # Clean shutdown flushed everything; recovery fsynced what it kept.
-    return LoadedLog(segments, start, end, end, start_position, recovered, truncated)
+    return LoadedLog(segments, start, end, end, start_position, recovered, truncated, producer_state=state)
 
 
 def _scan_directory(fs: FileSystem, directory: str, log: Any) -> list[int]:
@@ -168,9 +180,17 @@ def _complete_swaps(fs: FileSystem, directory: str, swaps: list[str], names: lis
         by_base.setdefault(parsed[0], set()).add(parsed[1])
     for base, suffixes in sorted(by_base.items()):
         stem = os.path.join(directory, f"{base:020d}")
-        if LOG_SUFFIX not in suffixes:  # the .log is renamed first: without it nothing was committed
+        if LOG_SUFFIX not in suffixes:
+            # The .log is renamed first, so its indexes are not committed: they are rebuilt from it.
+            # The .txnindex cannot be rebuilt from the segment alone, so the cleaner renames it to .swap
+            # before it commits the .log: if the .log.cleaned is gone too, the swap was committed
+            # and finished as far as renaming the .log, and the .txnindex takes its final name.
+            finished = (stem + LOG_SUFFIX + CLEANED_SUFFIX) not in {os.path.join(directory, n) for n in names}
             for suffix in suffixes:
-                unlink_if_exists(fs, stem + suffix + SWAP_SUFFIX)
+                if suffix == TXN_INDEX_SUFFIX and finished:
+                    fs.replace(stem + suffix + SWAP_SUFFIX, stem + suffix)
+                else:
+                    unlink_if_exists(fs, stem + suffix + SWAP_SUFFIX)
             continue
         end = _swap_next_offset(fs, stem + LOG_SUFFIX + SWAP_SUFFIX, base)
         replaced = []

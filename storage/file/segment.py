@@ -1,4 +1,5 @@
-"""LogSegment: one ``.log`` file of raw v2 batches plus its sparse ``.index`` and ``.timeindex``.
+"""LogSegment: one ``.log`` file of raw v2 batches plus its sparse ``.index`` and ``.timeindex``, and
+the ``.txnindex`` of the aborted transactions whose marker it holds (`storage.file.txn_index`).
 
 Files are named by the segment's base offset, zero-padded to 20 digits, as in Kafka
 (``00000000000000000000.log``). The ``.log`` holds the batches exactly as they are served; the base
@@ -38,11 +39,12 @@ from storage.file.fs import (
 )
 from storage.file.index import INT32_MAX, CorruptIndexError, OffsetIndex, TimeIndex, needs_entry
 from storage.file.open_files import OpenFiles
+from storage.file.txn_index import TXN_INDEX_SUFFIX, TxnIndex
 
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
 TIME_INDEX_SUFFIX = ".timeindex"
-SEGMENT_SUFFIXES = (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX)
+SEGMENT_SUFFIXES = (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX)
 NAME_DIGITS = 20
 
 SCAN_CHUNK = 1 << 20  # recovery and rebuild read the log in chunks of this size
@@ -142,6 +144,8 @@ class LogSegment:
         self.log_path = os.path.join(directory, name + LOG_SUFFIX)
         self.index_path = os.path.join(directory, name + INDEX_SUFFIX)
         self.time_index_path = os.path.join(directory, name + TIME_INDEX_SUFFIX)
+        self.txn_index_path = os.path.join(directory, name + TXN_INDEX_SUFFIX)
+        self.txn_index = TxnIndex(fs, self.txn_index_path)
         self.size = size  # bytes of whole, acknowledged batches; never more than the file
         self.created_ms = created_ms
         self.modified_ms = modified_ms  # retention's fallback when no batch has a timestamp
@@ -308,6 +312,7 @@ class LogSegment:
                     pass
             raise
         self.reset_state()
+        self.txn_index.start_empty()
 
     def write_pending_indexes(self) -> None:
         """Blocking: append the index entries not yet in the files (or rewrite rebuilt indexes)."""
@@ -462,8 +467,10 @@ class LogSegment:
                 return header
         return None
 
-    def truncate_to(self, offset: int, position: int, interval_bytes: int, now_ms: int) -> None:
-        """Blocking: drop everything from batch boundary `position` (holding `offset`) on, durably."""
+    def truncate_to(self, offset: int, position: int, interval_bytes: int, now_ms: int, log: Any) -> None:
+        """Blocking: drop everything from batch boundary `position` (holding `offset`) on, durably,
+        aborted transaction entries included (after the log: a crash in between leaves entries past
+        the log end, which loading drops, rather than markers without their entries)."""
         assert self.offset_index is not None and self.time_index is not None
         with self.opened() as fd:
             if position < self.size:
@@ -486,9 +493,10 @@ class LogSegment:
             self.next_offset = offset
         self.index_dirty = True
         self.write_pending_indexes()
+        self.txn_index.truncate_blocking(offset, log)
 
     def delete_files(self) -> None:
         """Blocking: retire the segment and unlink its files."""
         self.retire()
-        for path in (self.log_path, self.index_path, self.time_index_path):
+        for path in (self.log_path, self.index_path, self.time_index_path, self.txn_index_path):
             unlink_if_exists(self.fs, path)

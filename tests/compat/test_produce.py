@@ -23,7 +23,7 @@ from protocol.errors import ErrorCode
 from protocol.records import Compression, Record, TimestampType, build_batch, write_crc
 from tests.compat.conftest import BrokerProcess, KafkaSocket
 
-PRODUCE, LIST_OFFSETS, METADATA, DELETE_RECORDS, INIT_PRODUCER_ID = 0, 2, 3, 21, 22
+PRODUCE, LIST_OFFSETS, METADATA, DELETE_RECORDS, INIT_PRODUCER_ID, ADD_PARTITIONS_TO_TXN = 0, 2, 3, 21, 22, 24
 PRODUCE_VERSION = 9
 DELIVERY_TIMEOUT_S = 20.0
 FIRST_PRODUCER_ID = 1000
@@ -292,19 +292,41 @@ def test_invalid_acks_is_invalid_required_acks(broker: BrokerProcess, raw_socket
     _assert_nothing_lost(client, topic, 0)
 
 
-def test_transactional_batches_are_refused_until_transactions_exist(
-        broker: BrokerProcess, raw_socket: RawSocket) -> None:
-    """Transactional batches answer INVALID_TXN_STATE for the whole request, saying transactions are not
-    supported yet. A transactional id on plain batches is ignored, as Kafka ignores it."""
+def test_transactional_batches_need_their_transaction(broker: BrokerProcess, raw_socket: RawSocket) -> None:
+    """A transactional batch is appended only for a partition added to its id's Ongoing transaction, by
+    the id's current producer and epoch (KIP-890's verification): no transactional id answers
+    TRANSACTIONAL_ID_AUTHORIZATION_FAILED, an unknown one INVALID_PRODUCER_ID_MAPPING, a partition not
+    added INVALID_TXN_STATE, an older epoch INVALID_PRODUCER_EPOCH. A transactional id on plain batches
+    is ignored, as Kafka ignores it."""
     client = _client(broker, raw_socket)
     topic = _topic()
     client.create(topic)
-    batch = _batch(producer_id=1000, producer_epoch=0, base_sequence=0, transactional=True)
-    result = client.produce(topic, batch, transactional_id="txn-1")
-    _assert_error(result, ErrorCode.INVALID_TXN_STATE, "not supported")
+    txn_id = _topic("txn-id")
+    init = _init_producer_id(client, transactional_id=txn_id)
+    assert init.error_code == 0
+    pid, epoch = init.producer_id, init.producer_epoch
+
+    def txn_batch(seq: int, producer_epoch: int = epoch) -> bytearray:
+        return _batch(producer_id=pid, producer_epoch=producer_epoch, base_sequence=seq, transactional=True)
+
+    _assert_error(client.produce(topic, txn_batch(0)), ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                  "transactional_id")
+    _assert_error(client.produce(topic, txn_batch(0), transactional_id="someone-else"),
+                  ErrorCode.INVALID_PRODUCER_ID_MAPPING, "InitProducerId")
+    _assert_error(client.produce(topic, txn_batch(0), transactional_id=txn_id), ErrorCode.INVALID_TXN_STATE,
+                  "AddPartitionsToTxn")
     _assert_nothing_lost(client, topic, 0)
-    plain = client.produce(topic, _batch(1), transactional_id="txn-1")
-    assert (plain.error_code, plain.base_offset) == (0, 2)
+    added = client.call(ADD_PARTITIONS_TO_TXN, 3, messages.AddPartitionsToTxnRequest(
+        v3_and_below_transactional_id=txn_id, v3_and_below_producer_id=pid, v3_and_below_producer_epoch=epoch,
+        v3_and_below_topics=[messages.AddPartitionsToTxnRequest.AddPartitionsToTxnTopic(name=topic,
+                                                                                         partitions=[0])]))
+    assert added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code == 0
+    accepted = client.produce(topic, txn_batch(0), transactional_id=txn_id)
+    assert (accepted.error_code, accepted.base_offset) == (0, 2)
+    _assert_error(client.produce(topic, txn_batch(3, epoch - 1), transactional_id=txn_id),
+                  ErrorCode.INVALID_PRODUCER_EPOCH, "fenced")
+    plain = client.produce(topic, _batch(1), transactional_id=txn_id)
+    assert (plain.error_code, plain.base_offset) == (0, 5)
 
 
 def test_bad_partition_does_not_block_good_ones_in_the_same_request(
@@ -426,7 +448,8 @@ def test_internal_topics_reject_client_produce_and_delete_records() -> None:
 
 def _init_producer_id(client: Client, version: int = 4, **fields: Any) -> Any:
     return client.call(INIT_PRODUCER_ID, version, messages.InitProducerIdRequest(
-        transactional_id=fields.pop("transactional_id", None), transaction_timeout_ms=60000, **fields))
+        transactional_id=fields.pop("transactional_id", None),
+        transaction_timeout_ms=fields.pop("transaction_timeout_ms", 60000), **fields))
 
 
 def test_init_producer_id_allocates_increasing_ids_with_epoch_zero(
@@ -448,18 +471,17 @@ def test_init_producer_id_allocates_increasing_ids_with_epoch_zero(
     ({"producer_id": 1234, "producer_epoch": -1}, ErrorCode.INVALID_REQUEST),
     ({"producer_id": -1, "producer_epoch": 3}, ErrorCode.INVALID_REQUEST),
     ({"transactional_id": ""}, ErrorCode.INVALID_REQUEST),
-    ({"transactional_id": "my-txn"}, ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
-], ids=["id-without-epoch", "epoch-without-id", "empty-transactional-id", "transactional-id"])
+    ({"transactional_id": "my-txn", "transaction_timeout_ms": 900_001}, ErrorCode.INVALID_TRANSACTION_TIMEOUT),
+    ({"transactional_id": "my-txn", "transaction_timeout_ms": 0}, ErrorCode.INVALID_TRANSACTION_TIMEOUT),
+], ids=["id-without-epoch", "epoch-without-id", "empty-transactional-id", "timeout-too-long", "timeout-zero"])
 def test_init_producer_id_refusals(broker: BrokerProcess, raw_socket: RawSocket, fields: dict[str, Any],
                                    code: ErrorCode) -> None:
     """v3+ needs producer id and epoch together (INVALID_REQUEST), an empty transactional id is
-    INVALID_REQUEST, and transactional ids are refused with a code every client treats as fatal."""
+    INVALID_REQUEST, and a transaction timeout outside 1..transaction.max.timeout.ms is
+    INVALID_TRANSACTION_TIMEOUT."""
     client = _client(broker, raw_socket)
     response = _init_producer_id(client, **fields)
     assert (response.error_code, response.producer_id, response.producer_epoch) == (int(code), -1, -1)
-    if code is ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
-        broker.wait_for_log(lambda r: r.get("event") == "init_producer_id.transactions_unsupported", 5.0,
-                            "init_producer_id.transactions_unsupported")
 
 
 def test_idempotent_retry_returns_original_offset_and_appends_nothing(

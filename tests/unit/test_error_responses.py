@@ -61,11 +61,11 @@ def _value(table: dict, ftype: str, name: str, version: int) -> Any:
 
 
 def error_codes(obj: Any) -> list[int]:
-    """Every error_code in a decoded response, depth first."""
+    """Every error code in a decoded response (``error_code`` and ``*_error_code``), depth first."""
     found: list[int] = []
     for f in type(obj)._fields:
         value = getattr(obj, f["name"])
-        if f["name"] == "error_code":
+        if f["name"] == "error_code" or f["name"].endswith("_error_code"):
             found.append(value)
         elif isinstance(value, list):
             for item in value:

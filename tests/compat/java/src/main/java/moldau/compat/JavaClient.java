@@ -83,6 +83,10 @@ public final class JavaClient {
                 return admin(bootstrap, args[2], Integer.parseInt(args[3]));
             case "create-topic":
                 return createTopic(bootstrap, args[2], Integer.parseInt(args[3]));
+            case "transactions":
+                return transactions(bootstrap, args[2], args[3], args[4]);
+            case "txn-admin":
+                return txnAdmin(bootstrap, args[2], args[3]);
             default:
                 throw new IllegalArgumentException("unknown scenario " + args[0]);
         }
@@ -202,6 +206,161 @@ public final class JavaClient {
                 out.put("exception", e.getCause().getClass().getSimpleName());
                 out.put("message", String.valueOf(e.getCause().getMessage()));
             }
+        }
+        return out;
+    }
+
+    /**
+     * Consume-transform-produce in three transactions over 20 input records: 10 committed, 5 aborted, then
+     * the remaining 10 committed (resuming from the committed position). Reports what a read_committed
+     * and a read_uncommitted consumer read from the output, and the group's committed input offset.
+     */
+    private static Map<String, Object> transactions(String bootstrap, String in, String out, String group)
+            throws Exception {
+        try (KafkaProducer<byte[], byte[]> plain = new KafkaProducer<>(
+                Map.of(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap), new ByteArraySerializer(),
+                new ByteArraySerializer())) {
+            for (int i = 0; i < 20; i++) {
+                plain.send(new ProducerRecord<>(in, 0, null, utf8("in-" + i))).get();
+            }
+        }
+        String transactionalId = group + "-txn";
+        ctpRound(bootstrap, in, out, group, transactionalId, 10, true);
+        ctpRound(bootstrap, in, out, group, transactionalId, 5, false);
+        ctpRound(bootstrap, in, out, group, transactionalId, 10, true);
+        Map<String, Object> result = new LinkedHashMap<>();
+        result.put("read_committed", readValues(bootstrap, out, "read_committed", 20));
+        result.put("read_uncommitted", readValues(bootstrap, out, "read_uncommitted", 25));
+        try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(consumerProps(bootstrap, group,
+                "read_committed"), new ByteArrayDeserializer(), new ByteArrayDeserializer())) {
+            OffsetAndMetadata committed = consumer.committed(Set.of(new TopicPartition(in, 0)), BOUND)
+                    .get(new TopicPartition(in, 0));
+            result.put("committed", committed == null ? null : committed.offset());
+        }
+        return result;
+    }
+
+    private static void ctpRound(String bootstrap, String in, String out, String group, String transactionalId,
+                                 int count, boolean commit) {
+        Properties props = new Properties();
+        props.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        props.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, transactionalId);
+        props.put(ProducerConfig.TRANSACTION_TIMEOUT_CONFIG, "10000");
+        props.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, String.valueOf(BOUND.toMillis()));
+        try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(consumerProps(bootstrap, group,
+                "read_committed"), new ByteArrayDeserializer(), new ByteArrayDeserializer());
+             KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(props, new ByteArraySerializer(),
+                     new ByteArraySerializer())) {
+            producer.initTransactions();
+            consumer.subscribe(List.of(in));
+            List<ConsumerRecord<byte[], byte[]>> taken = new ArrayList<>();
+            long deadline = System.nanoTime() + BOUND.toNanos();
+            while (taken.size() < count && System.nanoTime() < deadline) {
+                for (ConsumerRecord<byte[], byte[]> r : consumer.poll(Duration.ofMillis(200))) {
+                    if (taken.size() < count) {
+                        taken.add(r);
+                    }
+                }
+            }
+            if (taken.size() < count) {
+                throw new IllegalStateException("read " + taken.size() + " of " + count + " input records");
+            }
+            producer.beginTransaction();
+            for (ConsumerRecord<byte[], byte[]> r : taken) {
+                String value = new String(r.value(), StandardCharsets.UTF_8).replace("in-", "out-");
+                producer.send(new ProducerRecord<>(out, 0, null, utf8(value)));
+            }
+            long next = taken.get(taken.size() - 1).offset() + 1;
+            producer.sendOffsetsToTransaction(Map.of(new TopicPartition(in, 0), new OffsetAndMetadata(next)),
+                    consumer.groupMetadata());
+            if (commit) {
+                producer.commitTransaction();
+            } else {
+                producer.flush();
+                producer.abortTransaction();
+            }
+        }
+    }
+
+    private static Properties consumerProps(String bootstrap, String group, String isolation) {
+        Properties props = new Properties();
+        props.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        props.put(ConsumerConfig.GROUP_ID_CONFIG, group);
+        props.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+        props.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
+        props.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, isolation);
+        props.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, "classic");
+        return props;
+    }
+
+    /** Values read from partition 0 of TOPIC from the start, until COUNT arrived and a poll came back empty. */
+    private static List<String> readValues(String bootstrap, String topic, String isolation, int count) {
+        List<String> values = new ArrayList<>();
+        Properties props = consumerProps(bootstrap, topic + "-reader-" + isolation, isolation);
+        try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(props, new ByteArrayDeserializer(),
+                new ByteArrayDeserializer())) {
+            TopicPartition tp = new TopicPartition(topic, 0);
+            consumer.assign(List.of(tp));
+            consumer.seekToBeginning(List.of(tp));
+            long deadline = System.nanoTime() + BOUND.toNanos();
+            while (System.nanoTime() < deadline) {
+                var polled = consumer.poll(Duration.ofMillis(500));
+                for (ConsumerRecord<byte[], byte[]> r : polled) {
+                    values.add(new String(r.value(), StandardCharsets.UTF_8));
+                }
+                if (polled.isEmpty() && values.size() >= count) {
+                    break;
+                }
+            }
+        }
+        return values;
+    }
+
+    /**
+     * With a transaction left open on TOPIC by TRANSACTIONAL_ID, the admin client's views of it:
+     * describeTransactions, listTransactions and describeProducers.
+     */
+    private static Map<String, Object> txnAdmin(String bootstrap, String topic, String transactionalId)
+            throws Exception {
+        Properties props = new Properties();
+        props.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        props.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, transactionalId);
+        props.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, String.valueOf(BOUND.toMillis()));
+        Map<String, Object> out = new LinkedHashMap<>();
+        try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(props, new ByteArraySerializer(),
+                new ByteArraySerializer());
+             Admin admin = admin(bootstrap)) {
+            producer.initTransactions();
+            producer.beginTransaction();
+            producer.send(new ProducerRecord<>(topic, 0, null, utf8("open"))).get();
+            var description = admin.describeTransactions(List.of(transactionalId)).description(transactionalId).get();
+            out.put("state", description.state().toString());
+            out.put("producer_id", description.producerId());
+            out.put("epoch", description.producerEpoch());
+            out.put("timeout_ms", description.transactionTimeoutMs());
+            List<String> partitions = new ArrayList<>();
+            for (TopicPartition tp : description.topicPartitions()) {
+                partitions.add(tp.toString());
+            }
+            out.put("partitions", partitions);
+            List<String> listed = new ArrayList<>();
+            for (var listing : admin.listTransactions().all().get()) {
+                if (listing.transactionalId().equals(transactionalId)) {
+                    listed.add(listing.state().toString());
+                }
+            }
+            out.put("listed", listed);
+            TopicPartition tp = new TopicPartition(topic, 0);
+            List<Map<String, Object>> producers = new ArrayList<>();
+            for (var p : admin.describeProducers(List.of(tp)).partitionResult(tp).get().activeProducers()) {
+                Map<String, Object> m = new LinkedHashMap<>();
+                m.put("producer_id", p.producerId());
+                m.put("epoch", p.producerEpoch());
+                m.put("txn_start_offset", p.currentTransactionStartOffset().orElse(-1L));
+                producers.add(m);
+            }
+            out.put("producers", producers);
+            producer.abortTransaction();
         }
         return out;
     }
