@@ -44,7 +44,6 @@ from broker.groups.persistence import (
     group_value,
     offset_key,
     offset_value,
-    partition_for,
 )
 from broker.groups.state import (
     Decisions,
@@ -59,14 +58,12 @@ from broker.groups.state import (
     SyncResult,
     TimerKey,
 )
+from broker.internal_topic import BackgroundTasks, InternalTopic, replay_partition
 from protocol.errors import ErrorCode, KafkaError
-from protocol.records import iter_batches, iter_records
 from protocol.records.control import ControlType, control_type
 
 log = structlog.get_logger()
 
-LOAD_BUFFER_BYTES = 5 * 1024 * 1024  # Kafka's offsets.load.buffer.size
-STOP_GRACE_S = 2.0
 _STORAGE_ERRORS = (OSError, KafkaError)
 
 
@@ -162,9 +159,11 @@ class GroupCoordinator:
         self.state = GroupMetadataManager(GroupConfig.from_broker_config(config), new_uuid)
         self.loading = False
         self._timers: dict[TimerKey, TimerHandle] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks("groups.task_failed")
         self._load_task: asyncio.Task[None] | None = None
-        self._creating: asyncio.Future[Any] | None = None
+        self.topic = InternalTopic(cluster, OFFSETS_TOPIC, lambda: config.offsets_topic_num_partitions, lambda: {
+            "cleanup.policy": "compact", "segment.bytes": config.offsets_topic_segment_bytes,
+            "compression.type": "producer"})
         self._expiry_handle: TimerHandle | None = None
         self._stopped = False
 
@@ -172,7 +171,7 @@ class GroupCoordinator:
 
     def start(self) -> None:
         """Begin loading an existing ``__consumer_offsets`` (in the background) and the expiry timer."""
-        topic = self.cluster.get(OFFSETS_TOPIC)
+        topic = self.topic.get()
         if topic is not None:
             self.loading = True
             self._load_task = asyncio.create_task(self._load(topic), name="moldau-groups-load")
@@ -194,23 +193,10 @@ class GroupCoordinator:
         if self._load_task is not None:
             self._load_task.cancel()
             await asyncio.gather(self._load_task, return_exceptions=True)
-        if self._tasks:
-            _, late = await asyncio.wait(list(self._tasks), timeout=STOP_GRACE_S)
-            for task in late:
-                task.cancel()
-            if late:
-                await asyncio.gather(*late, return_exceptions=True)
+        await self._tasks.stop()
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("groups.task_failed", exc_info=task.exception())
+        return self._tasks.spawn(coro)
 
     # ------------------------------------------------------------ decisions
 
@@ -294,19 +280,25 @@ class GroupCoordinator:
         """Per-partition errors, in request order."""
         if self.loading:
             return [ErrorCode.COORDINATOR_LOAD_IN_PROGRESS] * len(partitions)
-        errors: list[ErrorCode] = [ErrorCode.NONE] * len(partitions)
-        known = []
-        for i, p in enumerate(partitions):
-            if self.cluster.partition(p.topic, p.partition) is None:
-                errors[i] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
-            else:
-                known.append(i)
+        errors, known = self._known_partitions(partitions)
         if known:
             # Shielded: a client that disconnects must not cut a write (and its state change) in half.
             await asyncio.shield(self._spawn(self._commit(
                 group_id, generation_id, member_id, group_instance_id, retention_time_ms, partitions, known,
                 errors)))
         return errors
+
+    def _known_partitions(self, partitions: Sequence[CommitPartition]) -> tuple[list[ErrorCode], list[int]]:
+        """Per-partition errors, UNKNOWN_TOPIC_OR_PARTITION where this broker has no such partition, and the
+        indexes of the others."""
+        errors = [ErrorCode.NONE] * len(partitions)
+        known = []
+        for i, p in enumerate(partitions):
+            if self.cluster.partition(p.topic, p.partition) is None:
+                errors[i] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+            else:
+                known.append(i)
+        return errors, known
 
     async def _commit(self, group_id: str, generation_id: int, member_id: str, group_instance_id: str | None,
                       retention_time_ms: int, partitions: Sequence[CommitPartition], known: list[int],
@@ -376,13 +368,7 @@ class GroupCoordinator:
         marker can slip in between."""
         if self.loading:
             return [ErrorCode.COORDINATOR_LOAD_IN_PROGRESS] * len(partitions)
-        errors: list[ErrorCode] = [ErrorCode.NONE] * len(partitions)
-        known = []
-        for i, p in enumerate(partitions):
-            if self.cluster.partition(p.topic, p.partition) is None:
-                errors[i] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
-            else:
-                known.append(i)
+        errors, known = self._known_partitions(partitions)
         if known:
             await asyncio.shield(self._spawn(self._commit_txn(
                 group_id, producer_id, producer_epoch, generation_id, member_id, group_instance_id, partitions,
@@ -443,11 +429,8 @@ class GroupCoordinator:
         """A transaction marker was appended to ``__consumer_offsets`` partition ``partition_index``
         (the caller holds its lock): publish (COMMIT) or drop (ABORT) the producer's pending offsets of the
         groups in that partition."""
-        topic = self.cluster.get(OFFSETS_TOPIC)
-        count = len(topic.partitions) if topic is not None else 0
-        if count:
-            self.state.complete_txn(producer_id, commit, lambda g: partition_for(g, count) == partition_index,
-                                    self.clock.now_ms())
+        self.state.complete_txn(producer_id, commit, lambda g: self.topic.holds(g, partition_index),
+                                self.clock.now_ms())
 
     async def offsets_partition_index(self, group_id: str) -> int:
         """The ``__consumer_offsets`` partition of a group (the topic is created if it is missing)."""
@@ -519,11 +502,10 @@ class GroupCoordinator:
     async def _remove(self, group_id: str, change: Callable[[], Any]) -> tuple[ErrorCode, Any]:
         """Run a state change that yields tombstones under the group's partition lock, append them and
         flush. Without ``__consumer_offsets`` there is nothing on disk to delete."""
-        topic = self.cluster.get(OFFSETS_TOPIC)
-        if topic is None:
+        if self.topic.get() is None:
             error, results, _ = await change()
             return error, results
-        partition = topic.partitions[partition_for(group_id, len(topic.partitions))]
+        partition = await self.topic.partition(group_id)
         async with partition.lock:
             error, results, records = await change()
             if records:
@@ -571,29 +553,8 @@ class GroupCoordinator:
 
     # ------------------------------------------------------------ __consumer_offsets
 
-    async def _ensure_topic(self) -> Any:
-        topic = self.cluster.get(OFFSETS_TOPIC)
-        if topic is not None:
-            return topic
-        if self._creating is None or self._creating.done():
-            self._creating = asyncio.ensure_future(self._create_topic())
-        return await asyncio.shield(self._creating)
-
-    async def _create_topic(self) -> Any:
-        try:
-            topic = await self.cluster.create_topic(
-                OFFSETS_TOPIC, self.config.offsets_topic_num_partitions, 1,
-                {"cleanup.policy": "compact", "segment.bytes": self.config.offsets_topic_segment_bytes,
-                 "compression.type": "producer"})
-        except KafkaError as exc:
-            topic = self.cluster.get(OFFSETS_TOPIC)
-            if exc.code is not ErrorCode.TOPIC_ALREADY_EXISTS or topic is None:
-                raise
-        return topic
-
     async def _partition(self, group_id: str) -> Any:
-        topic = await self._ensure_topic()
-        return topic.partitions[partition_for(group_id, len(topic.partitions))]
+        return await self.topic.partition(group_id)
 
     async def _append_locked(self, partition: Any, records: list[tuple[bytes, bytes | None]], now: int,
                              producer_id: int = -1, producer_epoch: int = -1) -> Any:
@@ -655,34 +616,17 @@ class GroupCoordinator:
                  ms=round((time.perf_counter() - started) * 1000, 1))
 
     async def _load_partition(self, partition: Any) -> int:
-        plog = partition.log
-        offset = plog.log_start_offset
-        end = plog.log_end_offset
-        count = 0
-        while offset < end:
-            result = await plog.read(offset, LOAD_BUFFER_BYTES)
-            start = offset
-            for chunk in result.chunks:
-                for _, batch in iter_batches(chunk):
-                    if batch.next_offset <= offset:
-                        continue
-                    if batch.is_control:
-                        kind = control_type(batch)
-                        if kind in (ControlType.COMMIT, ControlType.ABORT):
-                            self.complete_transaction(partition.index, batch.producer_id,
-                                                      kind == ControlType.COMMIT)
-                    else:
-                        txn_producer = batch.producer_id if batch.is_transactional else None
-                        for record in iter_records(batch):
-                            if record.offset < offset:
-                                continue
-                            count += 1
-                            self._replay(partition.index, record, txn_producer)
-                    offset = batch.next_offset
-            if offset == start:
-                break
-            await asyncio.sleep(0)  # a long load must not starve the listener
-        return count
+        index = partition.index
+
+        def on_record(batch: Any, record: Any) -> None:
+            self._replay(index, record, batch.producer_id if batch.is_transactional else None)
+
+        def on_control(batch: Any) -> None:
+            kind = control_type(batch)
+            if kind in (ControlType.COMMIT, ControlType.ABORT):
+                self.complete_transaction(index, batch.producer_id, kind == ControlType.COMMIT)
+
+        return await replay_partition(partition, on_record, on_control)
 
     def _replay(self, index: int, record: Any, txn_producer: int | None = None) -> None:
         try:

@@ -36,6 +36,7 @@ import structlog
 
 from broker.groups.coordinator import Clock, SystemClock
 from broker.groups.persistence import OFFSETS_TOPIC, build_records_batch
+from broker.internal_topic import STOP_GRACE_S, BackgroundTasks, InternalTopic, replay_partition
 from broker.transactions.records import (
     TRANSACTION_STATE_TOPIC,
     TopicPartition,
@@ -53,18 +54,15 @@ from broker.transactions.state import (
     TxnTransit,
 )
 from protocol.errors import ErrorCode, KafkaError
-from protocol.records import iter_batches, iter_records
 from protocol.records.control import build_marker
 
 log = structlog.get_logger()
 
-LOAD_BUFFER_BYTES = 5 * 1024 * 1024  # Kafka's transaction.state.log.load.buffer.size
 RETRY_BACKOFF_S = 0.1  # between attempts at markers or a completion write that failed
 # How long a request that finds the previous transaction still completing waits for it before answering
 # CONCURRENT_TRANSACTIONS (which makes the client retry after its own backoff, 100 ms in librdkafka).
 COMPLETION_WAIT_S = 1.0
 RETRY_BACKOFF_MAX_S = 5.0
-STOP_GRACE_S = 2.0
 _STORAGE_ERRORS = (OSError, KafkaError)
 
 
@@ -78,17 +76,21 @@ class TransactionCoordinator:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.state = TransactionStateManager(config.transaction_max_timeout_ms)
         self.loading = False
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks("transactions.task_failed")
         self._completing: dict[str, asyncio.Task[None]] = {}
         self._load_task: asyncio.Task[None] | None = None
-        self._creating: asyncio.Future[Any] | None = None
+        self.topic = InternalTopic(
+            cluster, TRANSACTION_STATE_TOPIC, lambda: config.transaction_state_log_num_partitions,
+            lambda: {"cleanup.policy": "compact", "segment.bytes": config.transaction_state_log_segment_bytes,
+                     "compression.type": "uncompressed"})
         self._timers: dict[str, Any] = {}
         self._stopped = False
 
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        topic = self.cluster.get(TRANSACTION_STATE_TOPIC)
+        """Begin loading an existing ``__transaction_state`` (in the background) and the cleanup timers."""
+        topic = self.topic.get()
         if topic is not None:
             self.loading = True
             self._load_task = asyncio.create_task(self._load(topic), name="moldau-transactions-load")
@@ -117,25 +119,10 @@ class TransactionCoordinator:
         if self._load_task is not None:
             self._load_task.cancel()
             await asyncio.gather(self._load_task, return_exceptions=True)
-        if self._tasks:
-            late = set(self._tasks)
-            if grace_s > 0:
-                _, late = await asyncio.wait(late, timeout=grace_s)
-            for task in late:
-                task.cancel()
-            if late:
-                await asyncio.gather(*late, return_exceptions=True)
+        await self._tasks.stop(grace_s)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("transactions.task_failed", exc_info=task.exception())
+        return self._tasks.spawn(coro)
 
     def _schedule(self, name: str, interval_ms: int, job: Any) -> None:
         """Run ``job`` every ``interval_ms``, one run at a time."""
@@ -301,7 +288,7 @@ class TransactionCoordinator:
         return True
 
     def _coordinator_epoch(self, transactional_id: str) -> int:
-        topic = self.cluster.get(TRANSACTION_STATE_TOPIC)
+        topic = self.topic.get()
         if topic is None or not topic.partitions:
             return 0
         return topic.partitions[partition_for(transactional_id, len(topic.partitions))].leader_epoch
@@ -366,29 +353,8 @@ class TransactionCoordinator:
             self.state.write_done(transit, ok)
         return ok
 
-    async def _ensure_topic(self) -> Any:
-        topic = self.cluster.get(TRANSACTION_STATE_TOPIC)
-        if topic is not None:
-            return topic
-        if self._creating is None or self._creating.done():
-            self._creating = asyncio.ensure_future(self._create_topic())
-        return await asyncio.shield(self._creating)
-
-    async def _create_topic(self) -> Any:
-        try:
-            return await self.cluster.create_topic(
-                TRANSACTION_STATE_TOPIC, self.config.transaction_state_log_num_partitions, 1,
-                {"cleanup.policy": "compact", "segment.bytes": self.config.transaction_state_log_segment_bytes,
-                 "compression.type": "uncompressed"})
-        except KafkaError as exc:
-            topic = self.cluster.get(TRANSACTION_STATE_TOPIC)
-            if exc.code is not ErrorCode.TOPIC_ALREADY_EXISTS or topic is None:
-                raise
-            return topic
-
     async def _partition(self, transactional_id: str) -> Any:
-        topic = await self._ensure_topic()
-        return topic.partitions[partition_for(transactional_id, len(topic.partitions))]
+        return await self.topic.partition(transactional_id)
 
     # ------------------------------------------------------------ loading
 
@@ -410,29 +376,11 @@ class TransactionCoordinator:
             self._start_completion(transactional_id)
 
     async def _load_partition(self, partition: Any) -> int:
-        plog = partition.log
-        offset = plog.log_start_offset
-        end = plog.log_end_offset
-        count = 0
-        while offset < end:
-            result = await plog.read(offset, LOAD_BUFFER_BYTES)
-            start = offset
-            for chunk in result.chunks:
-                for _, batch in iter_batches(chunk):
-                    if batch.next_offset <= offset:
-                        continue
-                    if not batch.is_control:
-                        for record in iter_records(batch):
-                            if record.offset < offset:
-                                continue
-                            count += 1
-                            try:
-                                self.state.replay(decode_txn_record(record.key, record.value))
-                            except TxnRecordFormatError as exc:
-                                log.warning("transactions.record_skipped", partition=partition.index,
-                                            offset=record.offset, reason=str(exc))
-                    offset = batch.next_offset
-            if offset == start:
-                break
-            await asyncio.sleep(0)  # a long load must not starve the listener
-        return count
+        def on_record(batch: Any, record: Any) -> None:
+            try:
+                self.state.replay(decode_txn_record(record.key, record.value))
+            except TxnRecordFormatError as exc:
+                log.warning("transactions.record_skipped", partition=partition.index, offset=record.offset,
+                            reason=str(exc))
+
+        return await replay_partition(partition, on_record, lambda batch: None)

@@ -172,7 +172,12 @@ def test_a_new_producer_fences_the_zombie_and_aborts_its_transaction(broker: Bro
     zombie.begin_transaction()
     zombie.produce(topic, b"zombie")
     zombie.flush(WAIT_S)
-    successor = txn_producer(broker.bootstrap, transactional_id)  # aborts the zombie's open transaction
+    # Aborts the zombie's open transaction; the broker answers CONCURRENT_TRANSACTIONS meanwhile, which
+    # librdkafka retries.
+    successor = txn_producer(broker.bootstrap, transactional_id)
+    broker.wait_for_log(lambda r: r.get("event") == "init_producer_id.rejected"
+                        and r.get("transactional_id") == transactional_id
+                        and r.get("error") == "CONCURRENT_TRANSACTIONS", 5, "a CONCURRENT_TRANSACTIONS answer")
     successor.begin_transaction()
     successor.produce(topic, b"successor")
     successor.commit_transaction(WAIT_S)
@@ -450,3 +455,54 @@ def test_exactly_once_across_random_commits_aborts_and_kill_9(restartable: Any) 
             mine = [rank[v] for v in values if v in set(txn)]
             assert mine == sorted(mine)
     assert committed and aborted, "the workload should both commit and abort"
+
+
+# ---------------------------------------------------------------- admin APIs over the raw protocol
+
+def test_list_and_describe_transactions_filters_and_errors(broker: BrokerProcess) -> None:
+    """ListTransactions filters by state (unknown names echoed), producer id and duration (v1);
+    DescribeTransactions answers TRANSACTIONAL_ID_NOT_FOUND for an unknown id; DescribeProducers answers
+    UNKNOWN_TOPIC_OR_PARTITION for a partition the broker does not have."""
+    from protocol import messages
+    from protocol.errors import ErrorCode
+    from tests.compat.conftest import KafkaSocket
+
+    topic = unique("txn-list")
+    create_topic(broker.bootstrap, topic, 1)
+    open_id, done_id = unique("open"), unique("done")
+    open_txn = txn_producer(broker.bootstrap, open_id)
+    open_txn.begin_transaction()
+    open_txn.produce(topic, b"x")
+    open_txn.flush(WAIT_S)
+    done = txn_producer(broker.bootstrap, done_id)
+    done.begin_transaction()
+    done.produce(topic, b"y")
+    done.commit_transaction(WAIT_S)
+    sock = KafkaSocket(broker.host, broker.port)
+    try:
+        def listed(version: int, **filters: Any) -> tuple[Any, dict[str, str]]:
+            response = sock.request(66, version, 1, messages.ListTransactionsRequest(**filters))
+            return response, {t.transactional_id: t.transaction_state for t in response.transaction_states}
+
+        _, everything = listed(0)
+        assert everything[open_id] == "Ongoing" and everything[done_id] == "CompleteCommit"
+        response, ongoing = listed(0, state_filters=["Ongoing", "Bogus"])
+        assert open_id in ongoing and done_id not in ongoing and response.unknown_state_filters == ["Bogus"]
+        described = sock.request(65, 0, 2, messages.DescribeTransactionsRequest(
+            transactional_ids=[open_id, "no-such-id"])).transaction_states
+        assert (described[0].error_code, described[0].transaction_state) == (0, "Ongoing")
+        assert [t.topic for t in described[0].topics] == [topic]
+        assert described[1].error_code == ErrorCode.TRANSACTIONAL_ID_NOT_FOUND
+        pid = described[0].producer_id
+        _, by_pid = listed(0, producer_id_filters=[pid])
+        assert list(by_pid) == [open_id]
+        _, long_running = listed(1, duration_filter=3_600_000)  # nothing has run for an hour
+        assert open_id not in long_running
+        producers = sock.request(61, 0, 3, messages.DescribeProducersRequest(topics=[
+            messages.DescribeProducersRequest.TopicRequest(name=topic, partition_indexes=[0, 7])]))
+        p0, p7 = producers.topics[0].partitions
+        assert p7.error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        assert {p.producer_id: p.current_txn_start_offset for p in p0.active_producers}[pid] == 0
+    finally:
+        sock.close()
+        open_txn.abort_transaction(WAIT_S)

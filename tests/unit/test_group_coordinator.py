@@ -301,7 +301,7 @@ def test_stop_leaves_no_timer_or_task_behind() -> None:
             parked = asyncio.ensure_future(coord.join_group(join_request(session=10_000)))
             await idle()
             assert coord.state.groups["g"].members, "the JoinGroup is parked in the group"
-        assert coord._timers == {} and coord._tasks == set()
+        assert coord._timers == {} and len(coord._tasks) == 0
         assert not parked.done()
         parked.cancel()
     scenario(test, group_initial_rebalance_delay_ms=3000)

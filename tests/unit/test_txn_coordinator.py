@@ -280,3 +280,33 @@ def test_an_old_idempotent_producer_is_still_deduplicated_after_a_restart(tmp_pa
         assert duplicate is not None and (duplicate.first_offset, duplicate.last_offset) == (0, 2)
         await again.close()
     scenario(tmp_path, test)
+
+
+def test_an_idle_transactional_id_expires_and_stays_gone_after_a_restart(tmp_path: Path) -> None:
+    """transactional.id.expiration.ms (7 days): an id with nothing in progress is removed with a tombstone
+    in __transaction_state; an id with an open transaction is not."""
+    async def test(data_dir: Path, clock: ManualClock) -> None:
+        node = await first_node(data_dir, clock)
+        pid, epoch = await begin(node)
+        assert await node.txns.end_txn(TXN_ID, pid, epoch, True) is ErrorCode.NONE
+        await node.txns.wait_completed(TXN_ID)
+        error, _, _ = await node.txns.init_producer_id("busy", TIMEOUT_MS, None)
+        busy = node.txns.state.get("busy")
+        assert error is ErrorCode.NONE
+        assert await node.txns.add_partitions("busy", busy.producer_id, busy.producer_epoch,
+                                              [(TOPIC, 1)]) is ErrorCode.NONE
+        clock.advance(node.config.transactional_id_expiration_ms - 1)
+        await node.txns.remove_expired()
+        assert node.txns.state.get(TXN_ID) is not None
+        clock.advance(1)
+        await node.txns.remove_expired()
+        assert node.txns.state.get(TXN_ID) is None
+        assert node.txns.state.get("busy") is not None  # open: never expired (the timeout aborts it first)
+        await node.close()
+        again = await Node(data_dir, clock).start()
+        assert again.txns.state.get(TXN_ID) is None
+        # A new producer with that id starts afresh: a new producer id, epoch 0.
+        error, new_pid, new_epoch = await again.txns.init_producer_id(TXN_ID, TIMEOUT_MS, None)
+        assert error is ErrorCode.NONE and new_pid != pid and new_epoch == 0
+        await again.close()
+    scenario(tmp_path, test)
