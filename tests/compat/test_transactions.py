@@ -280,11 +280,33 @@ def _kafka_python_round(bootstrap: str, source: str, sink: str, group: str, coun
         consumer.close()
 
 
+def _kafka_python_read(bootstrap: str, topic: str, isolation: str, expected: int) -> list[bytes]:
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as KTopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level=isolation,
+                             auto_offset_reset="earliest")
+    try:
+        consumer.assign([KTopicPartition(topic, 0)])
+        values: list[bytes] = []
+        deadline = time.monotonic() + WAIT_S
+        while len(values) < expected and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=200).values():
+                values += [r.value for r in records]
+        return values
+    finally:
+        consumer.close()
+
+
 def test_kafka_python_consume_transform_produce(broker: BrokerProcess) -> None:
     source, sink, group = _ctp_topics(broker, "kp")
     for count, commit in ((10, True), (5, False), (10, True)):
         _kafka_python_round(broker.bootstrap, source, sink, group, count, commit)
     _check_ctp_output(broker, source, sink, group)
+    # kafka-python's own consumers agree: read_committed skips the aborted records, read_uncommitted not.
+    assert _kafka_python_read(broker.bootstrap, sink, "read_committed", INPUT_COUNT) == [
+        f"out-{i}".encode() for i in range(INPUT_COUNT)]
+    assert len(_kafka_python_read(broker.bootstrap, sink, "read_uncommitted", 25)) == 25
 
 
 async def _aiokafka_round(bootstrap: str, source: str, sink: str, group: str, count: int, commit: bool) -> None:
@@ -320,6 +342,31 @@ async def _aiokafka_round(bootstrap: str, source: str, sink: str, group: str, co
         await consumer.stop()
 
 
+async def _aiokafka_read(bootstrap: str, topic: str, isolation: str, expected: int) -> list[bytes]:
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka import TopicPartition as ATopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level=isolation,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tp = ATopicPartition(topic, 0)
+        consumer.assign([tp])
+        values: list[bytes] = []
+        try:
+            async with asyncio.timeout(WAIT_S):
+                while len(values) < expected:
+                    for records in (await consumer.getmany(tp, timeout_ms=200)).values():
+                        values += [r.value for r in records]
+        except TimeoutError:
+            pass
+        return values
+    finally:
+        await consumer.stop()
+
+
 def test_aiokafka_consume_transform_produce(broker: BrokerProcess) -> None:
     import asyncio
 
@@ -327,6 +374,10 @@ def test_aiokafka_consume_transform_produce(broker: BrokerProcess) -> None:
     for count, commit in ((10, True), (5, False), (10, True)):
         asyncio.run(_aiokafka_round(broker.bootstrap, source, sink, group, count, commit))
     _check_ctp_output(broker, source, sink, group)
+    # aiokafka's own consumers agree: read_committed skips the aborted records, read_uncommitted not.
+    assert asyncio.run(_aiokafka_read(broker.bootstrap, sink, "read_committed", INPUT_COUNT)) == [
+        f"out-{i}".encode() for i in range(INPUT_COUNT)]
+    assert len(asyncio.run(_aiokafka_read(broker.bootstrap, sink, "read_uncommitted", 25))) == 25
 
 
 def test_kafkajs_transactional_producer_commits_aborts_and_sends_offsets(broker: BrokerProcess) -> None:
