@@ -250,8 +250,8 @@ class ClusterState:
         tp = f"{partition.topic.name}-{partition.index}"
         if self.producers.known(key):
             return self.producers.partition(key, tp)
-        state = self.producers.partition(key, tp)
         plog = partition.log
+        state = self.producers.partition(key, tp, on_forget=plog.forget_producer)
         start = max(plog.log_start_offset, plog.log_end_offset - PRODUCER_STATE_REBUILD_OFFSETS)
         if plog.log_end_offset > start:
             result = await plog.read(start, PRODUCER_STATE_REBUILD_BYTES)

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,9 +142,13 @@ class ProducerLru:
 class PartitionProducerState:
     """The idempotent producers of one partition: check a batch, then record it once appended."""
 
-    def __init__(self, topic_partition: str = "", lru: ProducerLru | None = None) -> None:
+    def __init__(self, topic_partition: str = "", lru: ProducerLru | None = None,
+                 on_forget: Callable[[int], object] | None = None) -> None:
         self.topic_partition = topic_partition
         self._producers: dict[int, ProducerEntry] = {}
+        # Called with each producer id evicted or expired here, so the log forgets it too (its
+        # producer-state snapshot would otherwise keep every id it ever saw).
+        self._on_forget = on_forget
         self._last_expiry_check_ms = 0
         # Shared with every partition of the broker; a state made on its own gets a private bound.
         self._lru = lru if lru is not None else ProducerLru()
@@ -205,6 +209,8 @@ class PartitionProducerState:
     def evict(self, producer_id: int) -> None:
         """Forget one producer (called by the `ProducerLru` when the broker-wide bound is reached)."""
         self._producers.pop(producer_id, None)
+        if self._on_forget is not None:
+            self._on_forget(producer_id)
 
     def clear(self) -> None:
         """Forget every producer of this partition (the partition is deleted)."""
@@ -248,6 +254,8 @@ class PartitionProducerState:
         expired = [pid for pid, e in self._producers.items() if now_ms - e.last_append_ms >= expiration_ms]
         for pid in expired:
             del self._producers[pid]
+            if self._on_forget is not None:
+                self._on_forget(pid)
             self._lru.discard(self, pid)
         return len(expired)
 
@@ -308,11 +316,13 @@ class ProducerRegistry:
     def known(self, key: Hashable) -> bool:
         return key in self._partitions
 
-    def partition(self, key: Hashable, topic_partition: str = "") -> PartitionProducerState:
-        """The state of one partition; ``key`` should survive renames and not outlive deletion (topic id)."""
+    def partition(self, key: Hashable, topic_partition: str = "",
+                  on_forget: Callable[[int], object] | None = None) -> PartitionProducerState:
+        """The state of one partition; ``key`` should survive renames and not outlive deletion (topic id).
+        ``on_forget`` is told each producer id the state drops (see `PartitionProducerState`)."""
         state = self._partitions.get(key)
         if state is None:
-            state = self._partitions[key] = PartitionProducerState(topic_partition, self._lru)
+            state = self._partitions[key] = PartitionProducerState(topic_partition, self._lru, on_forget)
         return state
 
     def forget(self, key: Hashable) -> None:

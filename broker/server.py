@@ -196,13 +196,20 @@ class Broker:
             self.log_throttle.flush()
 
     async def _retention_loop(self) -> None:
-        """Every ``log.retention.check.interval.ms``, let each log drop what retention no longer keeps, and
-        compact the logs of topics whose ``cleanup.policy`` includes ``compact``."""
+        """Every ``log.retention.check.interval.ms``, let each log drop what retention no longer keeps and
+        the producers idle past ``producer.id.expiration.ms``, and compact the logs of topics whose
+        ``cleanup.policy`` includes ``compact``."""
+        from broker.producer_state import PRODUCER_ID_EXPIRATION_MS
+
         interval = self.config.log_retention_check_interval_ms / 1000
         while True:
             await asyncio.sleep(interval)
+            now_ms = int(time.time() * 1000)
             for topic in list(self.cluster.topics.values()):
                 for partition in topic.partitions:
+                    # Producers idle past producer.id.expiration.ms leave the log's producer state
+                    # (and its snapshots), as in Kafka; open transactions keep theirs.
+                    partition.log.expire_producers(now_ms, PRODUCER_ID_EXPIRATION_MS)
                     try:
                         result = await partition.log.apply_retention()
                     except Exception:

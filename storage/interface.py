@@ -142,6 +142,16 @@ class PartitionLog(abc.ABC):
         """The state kept for each producer id seen (DescribeProducers), by producer id."""
 
     @abc.abstractmethod
+    def forget_producer(self, producer_id: int) -> bool:
+        """Drop what the log keeps of a producer (the broker's bound on producer state evicted it), unless
+        it has an ongoing transaction; returns whether it was dropped. Later snapshots leave it out."""
+
+    @abc.abstractmethod
+    def expire_producers(self, now_ms: int, expiration_ms: int) -> int:
+        """Drop the producers without an ongoing transaction whose last batch or marker timestamp is
+        ``expiration_ms`` or more before ``now_ms`` (``producer.id.expiration.ms``); returns how many."""
+
+    @abc.abstractmethod
     async def append(self, records: bytearray | memoryview, log_append_time: int | None = None) -> AppendResult:
         """Append one or more whole, already validated v2 batches held in a writable buffer.
 

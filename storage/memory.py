@@ -149,6 +149,14 @@ class MemoryLog(PartitionLog):
     def producer_entries(self) -> list[ProducerSnapshotEntry]:
         return self._txns.entries()
 
+    def forget_producer(self, producer_id: int) -> bool:
+        self._txns_before.forget(producer_id)
+        return self._txns.forget(producer_id)
+
+    def expire_producers(self, now_ms: int, expiration_ms: int) -> int:
+        self._txns_before.expire(now_ms, expiration_ms)
+        return self._txns.expire(now_ms, expiration_ms)
+
     @property
     def log_end_offset(self) -> int:
         return self._end

@@ -17,7 +17,9 @@ assigned. From the header alone (only a control batch's one record is read) it k
 Kafka's rules on a marker: the producer's epoch becomes the marker's, and when that changes the
 epoch the producer's last-batch fields are cleared (`ProducerStateEntry.maybeUpdateProducerEpoch`);
 the marker's timestamp becomes the producer's timestamp. Producer entries are never dropped when the
-log start moves (Kafka 2.8+ keeps them; only producer id expiration removes them).
+log start moves (Kafka 2.8+ keeps them); they go by producer id expiration (`expire`, Kafka's
+``producer.id.expiration.ms`` rule) or when the broker's bound on producer state evicts them (`forget`);
+neither touches a producer with an ongoing transaction.
 
 Cost: O(1) per batch. Ongoing transactions are kept in an `OrderedDict` in the order they started,
 which is the order of their first offsets (a transaction starts at the log end), so the first
@@ -182,6 +184,25 @@ class TransactionTracker:
             return None
         lso = self.first_unstable_offset
         return AbortedTxn(producer_id, first, offset, offset + 1 if lso is None else lso)
+
+    # --- forgetting --------------------------------------------------------------------------------
+
+    def forget(self, producer_id: int) -> bool:
+        """Drop a producer's entry unless it has an ongoing transaction (the last stable offset needs
+        it); returns whether it was dropped."""
+        if producer_id in self._ongoing or producer_id not in self._producers:
+            return False
+        del self._producers[producer_id]
+        return True
+
+    def expire(self, now_ms: int, expiration_ms: int) -> int:
+        """Kafka's ``removeExpiredProducers``: drop producers with no ongoing transaction whose last
+        timestamp is ``expiration_ms`` or more before ``now_ms``; returns how many."""
+        expired = [pid for pid, p in self._producers.items()
+                   if pid not in self._ongoing and now_ms - p.timestamp >= expiration_ms]
+        for pid in expired:
+            del self._producers[pid]
+        return len(expired)
 
     def _touch(self, producer_id: int) -> _Producer:
         producer = self._producers.get(producer_id)

@@ -163,7 +163,7 @@ class TransactionCoordinator:
                      producer_epoch=transit.producer_epoch, reason="a new producer initialised the id")
             self._start_completion(transactional_id)
             return ErrorCode.CONCURRENT_TRANSACTIONS, -1, -1
-        log.info("transactions.producer_initialised", transactional_id=transactional_id,
+        log.debug("transactions.producer_initialised", transactional_id=transactional_id,
                  producer_id=transit.producer_id, producer_epoch=transit.producer_epoch)
         return ErrorCode.NONE, transit.producer_id, transit.producer_epoch
 

@@ -7,15 +7,18 @@ are due) and ``Cleaner`` (how a log is cleaned):
   offset when there is none, or when it is below the log start or past the log end). The *dirty*
   part runs from there to the first uncleanable offset: the active segment's base offset, or earlier
   the base offset of the first dirty segment whose largest timestamp is within
-  ``min.compaction.lag.ms`` of now. Whole segments only; the active segment is never cleaned.
+  ``min.compaction.lag.ms`` of now, or of the segment holding the first offset of the earliest ongoing
+  transaction (Kafka never cleans past the last stable offset: that transaction may still abort).
+  Whole segments only; the active segment is never cleaned.
 * **When.** The dirty ratio, dirty bytes / (clean + dirty bytes), must exceed
   ``min.cleanable.dirty.ratio``; or, with some dirty bytes, the earliest first-batch timestamp of the
   dirty segments must be more than ``max.compaction.lag.ms`` old (a forced clean).
 * **The offset map.** The dirty segments are read, and each key maps to its last offset there (keys
-  exactly, not hashed as Kafka does). When the keys pass ``MAP_MEMORY_BYTES`` (Kafka's dedupe buffer
-  size) the map stops at the next segment boundary (Kafka may stop inside a segment) and the rest
-  waits for the next round. The round's end offset is the base offset of the first segment not
-  mapped; it becomes the new checkpoint.
+  exactly, not hashed as Kafka does); markers and the data of aborted transactions stay out, so an
+  aborted value never hides an older committed one. When the keys pass ``MAP_MEMORY_BYTES`` (Kafka's
+  dedupe buffer size) the map stops at the next segment boundary (Kafka may stop inside a segment)
+  and the rest waits for the next round. The round's end offset is the base offset of the first
+  segment not mapped; it becomes the new checkpoint.
 * **Which records stay.** Every segment below the end offset, clean ones included, is filtered: a
   record stays if its offset is at least its key's offset in the map (so the latest value of each
   key), unless it is a tombstone (null value) in a batch whose delete horizon has passed. KIP-534:
@@ -24,30 +27,46 @@ are due) and ``Cleaner`` (how a log is cleaned):
   stays readable at least delete.retention.ms after the round that cleaned it and goes in the first
   round after that (a round needs dirty data or max.compaction.lag.ms, as in Kafka). Keyless
   records are kept (Kafka drops them as invalid; the broker rejects them for compacted topics, so
-  they only come from before a policy change). Control and transactional batches are copied as they
-  are, and their records do not enter the map (removing aborted data and markers, as Kafka's cleaner
-  does, is a later step). The ``.txnindex`` entries of a group's segments move to the segment that
-  replaces them: each entry lives with its marker, which is kept.
+  they only come from before a policy change).
+* **Transactions** (Kafka's ``CleanedTransactionMetadata``). The round reads the ``.txnindex``
+  entries of every segment (an aborted transaction's data lies in [first offset, marker offset] of
+  its producer; its entry lives with its ABORT marker, possibly after the round's end). A
+  transactional data batch of an aborted transaction loses every record, whatever its keys;
+  committed transactional data is compacted like any other. A COMMIT or ABORT marker may go only
+  when its transaction is empty: the round, reading every batch below its end offset in order, read
+  no transactional batch of its producer since that producer's previous marker (so a round that
+  removed a transaction's last batches keeps its marker). The first round that finds it so gives the
+  marker a delete horizon as for tombstones, and the first round at or after the horizon drops it;
+  an ABORT marker's ``.txnindex`` entry goes with it (the entries of a group move to the segment
+  that replaces it unless their marker went; a recovery that rebuilds an index from a replay drops
+  an entry whose data is gone sooner, which no reader can tell). Other control records stay.
+* **Producer state** (Kafka's ``isBatchLastRecordOfProducer``). For each producer the log's state
+  knows, the batch holding its last data offset stays, emptied if it loses every record, and so does
+  any marker of its current epoch after that batch, whole: Kafka keeps such a marker when the
+  producer has no data batch since its epoch changed; keeping it otherwise too keeps the coordinator
+  epoch and timestamp of its last marker. A replay of the compacted log (recovery without a
+  snapshot) then rebuilds the same producer entries.
 * **Offsets.** Records keep their offsets; a batch keeps its base offset and its last offset delta
   whatever it loses (Kafka's v2 rule, which also keeps producer sequence ranges). A batch that loses
-  every record goes, except the last batch of each rewritten segment, kept empty: Kafka keeps the
-  round's last batch "so that last offset information is not lost"; keeping it per rewritten segment
-  also makes a ``.swap`` file say exactly which segments it replaces. Batches that lose nothing and
-  need no horizon are copied byte for byte; others are re-encoded and recompressed with their codec.
+  every record goes, except a producer's last one (above) and the last batch of each rewritten
+  segment, kept empty (a marker there stays whole): Kafka keeps the round's last batch "so that last
+  offset information is not lost"; keeping it per rewritten segment also makes a ``.swap`` file say
+  exactly which segments it replaces. Batches that lose nothing and need no horizon are copied byte
+  for byte; others are re-encoded and recompressed with their codec.
   Producer id, epoch, base sequence, leader epoch and timestamp type are kept.
 * **Grouping.** Adjacent segments are rewritten into one while their sizes add up to at most
   ``segment.bytes``, their indexes to ``segment.index.bytes``, and their offsets span at most 2^31-1
   (Kafka's ``groupSegmentsBySize``). A group that would come out unchanged is not rewritten.
 
 Crash safety (Kafka's ``replaceSegments`` protocol). A group is written as ``<base>.log.cleaned``,
-``.index.cleaned`` and ``.timeindex.cleaned`` (and ``.txnindex.cleaned`` when the group has aborted
-transactions, renamed ``.swap`` just before the commit) and fsynced, then renamed ``.log.swap`` -- the
-commit point -- then the indexes likewise, and the directory is fsynced. The old segments' files are then
-deleted and the ``.swap`` files renamed to their final names, and the directory fsynced. Recovery
-(`storage.file.recovery`) deletes ``.cleaned`` files and completes a ``.swap``: it deletes the segment
-files whose base offset is in [swap base, swap next offset) and renames the ``.swap`` files. A crash
-anywhere therefore leaves each group either as before or as after the round. The checkpoint is
-written (atomically replaced) only after every group of the round is in place.
+``.index.cleaned`` and ``.timeindex.cleaned`` (and ``.txnindex.cleaned`` when ABORT markers with
+entries remain in it, renamed ``.swap`` just before the commit) and fsynced, then renamed ``.log.swap``
+-- the commit point -- then the indexes likewise, and the directory is fsynced. The old segments'
+files are then deleted and the ``.swap`` files renamed to their final names, and the directory
+fsynced. Recovery (`storage.file.recovery`) deletes ``.cleaned`` files and completes a ``.swap``: it
+deletes the segment files whose base offset is in [swap base, swap next offset) and renames the
+``.swap`` files. A crash anywhere therefore leaves each group either as before or as after the round.
+The checkpoint is written (atomically replaced) only after every group of the round is in place.
 
 Concurrency. Records are decoded only here, never on the produce path. The reading, filtering and
 writing run on the log's write thread in steps of about ``STEP_BYTES`` of input, so appends queued
@@ -66,7 +85,7 @@ import asyncio
 import bisect
 import functools
 import os
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -82,6 +101,7 @@ from protocol.records.batch import (
     compute_crc,
     write_crc,
 )
+from protocol.records.control import ControlType, control_type
 from protocol.records.errors import CorruptRecordError
 from protocol.records.record import encode_record
 from storage.aborted_txns import AbortedTxnList
@@ -98,6 +118,7 @@ from storage.file.fs import (
 )
 from storage.file.index import INT32_MAX, OffsetIndex, TimeIndex
 from storage.file.segment import LogSegment, SegmentGone, scan_batches
+from storage.interface import AbortedTxn, ProducerSnapshotEntry
 
 if TYPE_CHECKING:
     from storage.file.log import FileLog
@@ -134,10 +155,12 @@ class CleanResult:
     bytes_before: int  # size of the replaced segments
     bytes_after: int  # size of the rewritten segments
     records_read: int
-    records_removed: int  # superseded records and expired tombstones
+    records_removed: int  # superseded records, expired tombstones and records of aborted transactions
     tombstones_removed: int
     keyless_records: int  # kept as they are
     aborted: bool = False  # retention, truncation or close changed the log under the round
+    aborted_records_removed: int = 0  # data records of aborted transactions
+    markers_removed: int = 0  # COMMIT and ABORT markers (control batches) whose delete horizon passed
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +206,8 @@ class _Stats:
     superseded: int = 0
     tombstones_removed: int = 0
     keyless: int = 0
+    aborted_removed: int = 0
+    markers_removed: int = 0
     segments_replaced: int = 0
     segments_written: int = 0
     bytes_before: int = 0
@@ -195,12 +220,81 @@ class _Stats:
     def result(self, first_dirty: int, end_offset: int, plan: _Plan, aborted: bool = False) -> CleanResult:
         return CleanResult(first_dirty, end_offset, plan.ratio, plan.forced, self.segments_replaced,
                            self.segments_written, self.bytes_before, self.bytes_after, self.records_read,
-                           self.superseded + self.tombstones_removed, self.tombstones_removed, self.keyless,
-                           aborted)
+                           self.superseded + self.tombstones_removed + self.aborted_removed,
+                           self.tombstones_removed, self.keyless, aborted,
+                           aborted_records_removed=self.aborted_removed, markers_removed=self.markers_removed)
 
 
 class _Aborted(Exception):
     """The log changed under the round (segments gone, truncated, closed): stop without harm."""
+
+
+class _Transactions:
+    """What one round knows of the log's transactions (Kafka's ``CleanedTransactionMetadata``, and the
+    producers' last batches of ``isBatchLastRecordOfProducer``).
+
+    Aborted ranges come from the ``.txnindex`` entries of every segment of the round's snapshot: an
+    aborted transaction's data lies in [first offset, marker offset] of its producer, and a producer's
+    ranges never overlap, so whether a batch is aborted needs no state. Whether a marker's transaction
+    is empty does: the round reads every batch below its end offset in offset order, so a marker of
+    producer P may go only if no transactional data batch of P was read since P's previous marker (the
+    batches of its transaction, removed or not by this round, all come before it)."""
+
+    __slots__ = ("_firsts", "_lasts", "_open", "_producers")
+
+    def __init__(self, aborted: Iterable[AbortedTxn], producers: Iterable[ProducerSnapshotEntry]) -> None:
+        ranges: dict[int, list[tuple[int, int]]] = {}
+        for txn in aborted:
+            ranges.setdefault(txn.producer_id, []).append((txn.last_offset, txn.first_offset))
+        self._lasts: dict[int, list[int]] = {}
+        self._firsts: dict[int, list[int]] = {}
+        for producer_id, found in ranges.items():
+            found.sort()
+            self._lasts[producer_id] = [last for last, _ in found]
+            self._firsts[producer_id] = [first for _, first in found]
+        self._producers = {e.producer_id: (e.last_offset, e.producer_epoch) for e in producers}
+        self._open: set[int] = set()  # producers with a transactional batch read since their last marker
+
+    def is_aborted(self, batch: RecordBatch) -> bool:
+        """Whether a data batch belongs to an aborted transaction."""
+        if not batch.is_transactional or batch.is_control:
+            return False
+        lasts = self._lasts.get(batch.producer_id)
+        if lasts is None:
+            return False
+        at = bisect.bisect_left(lasts, batch.base_offset)
+        return at < len(lasts) and self._firsts[batch.producer_id][at] <= batch.base_offset
+
+    def read_data(self, batch: RecordBatch) -> bool:
+        """A data batch read by the round, in offset order; whether it belongs to an aborted transaction."""
+        if batch.is_transactional and batch.producer_id >= 0:
+            self._open.add(batch.producer_id)
+        return self.is_aborted(batch)
+
+    def read_marker(self, batch: RecordBatch) -> bool:
+        """A control batch read by the round, in offset order; whether its transaction is empty, so that
+        it may go once its delete horizon passed. Control records other than COMMIT and ABORT stay."""
+        if control_type(batch) not in (ControlType.ABORT, ControlType.COMMIT):
+            return False
+        producer_id = batch.producer_id
+        if producer_id in self._open:
+            self._open.discard(producer_id)
+            return False
+        return True
+
+    def holds_producer_state(self, batch: RecordBatch) -> bool:
+        """Whether the batch must stay, possibly emptied, for the producer's state to survive a replay:
+        the last data batch of a producer the log knows (sequence, epoch, offsets), and any marker of
+        its current epoch after that batch (Kafka keeps such a marker when the producer has no data
+        batch since its epoch changed; keeping it otherwise too keeps the coordinator epoch and
+        timestamp of the producer's last marker)."""
+        entry = self._producers.get(batch.producer_id)
+        if entry is None:
+            return False
+        last_offset, epoch = entry
+        if batch.is_control:
+            return batch.producer_epoch == epoch and batch.base_offset > last_offset
+        return batch.last_offset == last_offset
 
 
 # --- the round (event loop) ------------------------------------------------------------------------
@@ -219,20 +313,24 @@ async def clean_log(log: FileLog, now: int) -> CleanResult | None:
     start, end = log.log_start_offset, log.log_end_offset
     first_dirty = checkpoint if checkpoint is not None and start <= checkpoint <= end else start
     truncations = log.truncations
+    # Taken with the segments: every transaction with data below `stable` has its marker in them.
+    stable = min([log.high_watermark, *(first for _, first in log.ongoing_transactions().values())])
+    producers = log.producer_entries()
     plan = _Plan(0, 0, 0.0, False, False)
     done = _Stats()  # what the groups swapped in (or found unchanged) did
     try:
-        plan = await log.run_io(_plan_blocking, log, segments, first_dirty, settings, now)
+        plan = await log.run_io(_plan_blocking, log, segments, first_dirty, settings, now, stable)
         if not plan.due:
             return None
         fs = engine.fs
-        key_map, end_index = await _drive(log, _build_map(fs, segments, plan, first_dirty))
+        txns = _Transactions(await log.run_io(_aborted_blocking, log, segments), producers)
+        key_map, end_index = await _drive(log, _build_map(fs, segments, plan, first_dirty, txns))
         end_offset = segments[end_index].base_offset
         for group in group_segments(segments[:end_index], settings.segment_bytes, settings.segment_index_bytes,
                                     end_offset):
             stats = _Stats()
-            new = await _drive(log, _clean_group(fs, log.directory, group, key_map, now, settings, stats,
-                                                 log.logger))
+            new = await _drive(log, _clean_group(fs, log.directory, group, key_map, txns, now, settings,
+                                                 stats, log.logger))
             if new is not None:
                 await _swap_in(log, group, new, truncations)
                 stats.segments_replaced, stats.segments_written = len(group), 1
@@ -252,7 +350,9 @@ async def clean_log(log: FileLog, now: int) -> CleanResult | None:
                   dirty_ratio=round(plan.ratio, 3), forced=plan.forced, segments_replaced=result.segments_replaced,
                   segments_written=result.segments_written, bytes_before=result.bytes_before,
                   bytes_after=result.bytes_after, records_removed=result.records_removed,
-                  tombstones_removed=result.tombstones_removed)
+                  tombstones_removed=result.tombstones_removed,
+                  aborted_records_removed=result.aborted_records_removed,
+                  markers_removed=result.markers_removed)
     return result
 
 
@@ -299,17 +399,20 @@ async def _swap_in(log: FileLog, group: list[LogSegment], new: LogSegment, trunc
 
 
 def _plan_blocking(log: FileLog, segments: list[LogSegment], first_dirty: int, settings: CleanerSettings,
-                   now: int) -> _Plan:
-    """LogCleanerManager's cleanableOffsets, dirty ratio and max compaction delay, for a snapshot."""
+                   now: int, stable: int) -> _Plan:
+    """LogCleanerManager's cleanableOffsets, dirty ratio and max compaction delay, for a snapshot;
+    `stable`: the first offset of the earliest ongoing transaction (the high watermark when none)."""
     try:
         for segment in segments[:-1]:
             log.ensure_loaded(segment)
         bases = [s.base_offset for s in segments]
         active = len(segments) - 1
         dirty_from = min(max(bisect.bisect_right(bases, first_dirty) - 1, 0), active)
-        uncleanable = active
+        # Kafka never cleans past the last stable offset: an ongoing transaction may still abort.
+        uncleanable = min(active, max(bisect.bisect_right(bases, stable) - 1, 0))
+        dirty_from = min(dirty_from, uncleanable)
         if settings.min_compaction_lag_ms > 0:
-            for i in range(dirty_from, active):
+            for i in range(dirty_from, uncleanable):
                 if segments[i].max_timestamp > now - settings.min_compaction_lag_ms:
                     uncleanable = i
                     break
@@ -329,9 +432,22 @@ def _plan_blocking(log: FileLog, segments: list[LogSegment], first_dirty: int, s
     return _Plan(dirty_from, uncleanable, ratio, forced, forced or ratio > settings.min_cleanable_ratio)
 
 
-def _build_map(fs: FileSystem, segments: list[LogSegment], plan: _Plan,
-               first_dirty: int) -> Generator[None, None, tuple[dict[bytes, int], int]]:
-    """Key -> last offset over the dirty segments; returns it and the index of the first unmapped one."""
+def _aborted_blocking(log: FileLog, segments: list[LogSegment]) -> list[AbortedTxn]:
+    """The aborted transactions of every segment (below the log start too: the round rewrites those
+    batches, and a replay of the producer state reads them)."""
+    found: list[AbortedTxn] = []
+    try:
+        for segment in segments:
+            found.extend(segment.txn_index.load(log.logger))
+    except OSError as exc:
+        raise storage_error("cannot read the transaction index of", log.directory, exc) from None
+    return found
+
+
+def _build_map(fs: FileSystem, segments: list[LogSegment], plan: _Plan, first_dirty: int,
+               txns: _Transactions) -> Generator[None, None, tuple[dict[bytes, int], int]]:
+    """Key -> last offset over the dirty segments; returns it and the index of the first unmapped one.
+    Markers and aborted data stay out (an aborted record must not hide an older committed value)."""
     key_map: dict[bytes, int] = {}
     used = 0
     budget = STEP_BYTES
@@ -347,7 +463,7 @@ def _build_map(fs: FileSystem, segments: list[LogSegment], plan: _Plan,
                 position = segment.offset_index.lookup(first_dirty)[1]
             for header, buf, at in scan_batches(fs, fd, position, segment.size, with_body=True):
                 batch = _checked_batch(buf, at, header.crc, segment, header.position)
-                if header.last_offset >= first_dirty and not (batch.is_control or batch.is_transactional):
+                if header.last_offset >= first_dirty and not batch.is_control and not txns.is_aborted(batch):
                     for record in iter_records(batch):
                         key = record.key
                         if key is not None and record.offset >= first_dirty:
@@ -406,8 +522,9 @@ def _checked_batch(buf: bytes, at: int, crc: int, segment: LogSegment, position:
 # --- rewriting a group (the log's write thread) ----------------------------------------------------
 
 
-def _clean_group(fs: FileSystem, directory: str, group: list[LogSegment], key_map: dict[bytes, int], now: int,
-                 settings: CleanerSettings, stats: _Stats, log: Any) -> Generator[None, None, LogSegment | None]:
+def _clean_group(fs: FileSystem, directory: str, group: list[LogSegment], key_map: dict[bytes, int],
+                 txns: _Transactions, now: int, settings: CleanerSettings, stats: _Stats,
+                 log: Any) -> Generator[None, None, LogSegment | None]:
     """Write the group's retained batches as one ``.cleaned`` segment, fsynced, with its indexes.
 
     Returns the new segment (serving reads through the open ``.cleaned`` descriptor) or None when the
@@ -426,6 +543,7 @@ def _clean_group(fs: FileSystem, directory: str, group: list[LogSegment], key_ma
     adopted = False
     try:
         changed = len(group) > 1
+        dropped_markers: set[int] = set()
         pending = bytearray()
         written = position = 0
         budget = STEP_BYTES
@@ -434,10 +552,16 @@ def _clean_group(fs: FileSystem, directory: str, group: list[LogSegment], key_ma
                 for header, buf, at in scan_batches(fs, source, 0, segment.size, with_body=True):
                     last = i == last_index and header.position + header.size == segment.size
                     batch = _checked_batch(buf, at, header.crc, segment, header.position)
-                    kept = _filter_batch(batch, key_map, now, settings.delete_retention_ms, last, stats)
+                    if batch.is_control:
+                        kept = _filter_marker(batch, txns, now, settings.delete_retention_ms, last, stats)
+                    else:
+                        kept = _filter_batch(batch, key_map, txns, now, settings.delete_retention_ms, last,
+                                             stats)
                     budget -= header.size
                     if kept is None:
                         changed = True
+                        if batch.is_control:
+                            dropped_markers.add(header.base_offset)
                     else:
                         data, max_timestamp = kept
                         if data is None:
@@ -465,10 +589,12 @@ def _clean_group(fs: FileSystem, directory: str, group: list[LogSegment], key_ma
         for index, path in ((new.offset_index, new.index_path), (new.time_index, new.time_index_path)):
             write_file(fs, path + CLEANED_SUFFIX, index.encode(), sync=True)
             index.written = len(index)
-        # Markers are kept as they are, so the group's aborted transactions all move to the new segment.
+        # An entry lives with its ABORT marker: it moves to the new segment unless its marker went.
         aborted = AbortedTxnList()
         for segment in group:
-            aborted.extend(segment.txn_index.load(log))
+            for txn in segment.txn_index.load(log):
+                if txn.last_offset not in dropped_markers:
+                    aborted.append(txn)
         new.txn_index.adopt(aborted, written=len(aborted) > 0)
         if len(aborted):
             new.txn_index.write_copy_blocking(new.txn_index_path + CLEANED_SUFFIX)
@@ -481,11 +607,35 @@ def _clean_group(fs: FileSystem, directory: str, group: list[LogSegment], key_ma
             _unlink_quietly(fs, _cleaned_paths(new))
 
 
-def _filter_batch(batch: RecordBatch, key_map: dict[bytes, int], now: int, delete_retention_ms: int,
-                  last: bool, stats: _Stats) -> tuple[bytearray | None, int] | None:
-    """None to drop the batch; (None, max timestamp) to copy it as it is; (new bytes, max timestamp)."""
-    if batch.is_control or batch.is_transactional:
+def _filter_marker(batch: RecordBatch, txns: _Transactions, now: int, delete_retention_ms: int, last: bool,
+                   stats: _Stats) -> tuple[bytearray | None, int] | None:
+    """A control batch: as `_filter_batch` answers. A marker whose transaction is empty gets a delete
+    horizon in the first round that finds it so (KIP-534, as tombstones), and goes in the first round
+    after the horizon, unless it holds its producer's state or ends the group (kept whole then)."""
+    if not txns.read_marker(batch):
         return None, batch.max_timestamp
+    horizon = batch.delete_horizon_ms
+    if horizon is None:
+        return _encode(batch, list(iter_records(batch)), min(now + delete_retention_ms, LONG_MAX))
+    if now < horizon or last or txns.holds_producer_state(batch):
+        return None, batch.max_timestamp
+    stats.markers_removed += 1
+    return None
+
+
+def _filter_batch(batch: RecordBatch, key_map: dict[bytes, int], txns: _Transactions, now: int,
+                  delete_retention_ms: int, last: bool, stats: _Stats) -> tuple[bytearray | None, int] | None:
+    """None to drop the batch; (None, max timestamp) to copy it as it is; (new bytes, max timestamp).
+
+    A batch that loses every record stays, empty, when it ends the group or holds its producer's state."""
+    keep_empty = last or txns.holds_producer_state(batch)
+    if txns.read_data(batch):  # aborted: every record goes, whatever its key
+        count = batch.record_count
+        stats.records_read += count
+        stats.aborted_removed += count
+        if not keep_empty:
+            return None
+        return (None, batch.max_timestamp) if count == 0 else _encode(batch, [], None)
     records = list(iter_records(batch))
     stats.records_read += len(records)
     horizon = batch.delete_horizon_ms
@@ -505,11 +655,11 @@ def _filter_batch(batch: RecordBatch, key_map: dict[bytes, int], now: int, delet
         kept.append(record)
     set_horizon = tombstone and horizon is None
     if not kept:
-        if not last:
+        if not keep_empty:
             return None
         if not records:
             return None, batch.max_timestamp
-        return _encode(batch, [], None)  # kept empty: its offset range marks where the segment ends
+        return _encode(batch, [], None)  # kept empty: its header holds the segment end or producer state
     if len(kept) == len(records) and not set_horizon:
         return None, batch.max_timestamp
     if set_horizon:

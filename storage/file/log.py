@@ -162,6 +162,12 @@ class FileLog(PartitionLog):
     def producer_entries(self) -> list[ProducerSnapshotEntry]:
         return self._txns.entries()
 
+    def forget_producer(self, producer_id: int) -> bool:
+        return self._txns.forget(producer_id)
+
+    def expire_producers(self, now_ms: int, expiration_ms: int) -> int:
+        return self._txns.expire(now_ms, expiration_ms)
+
     @property
     def snapshot_offsets(self) -> list[int]:
         """Offsets of the producer snapshot files kept (a copy)."""

@@ -310,3 +310,29 @@ def test_an_idle_transactional_id_expires_and_stays_gone_after_a_restart(tmp_pat
         assert error is ErrorCode.NONE and new_pid != pid and new_epoch == 0
         await again.close()
     scenario(tmp_path, test)
+
+
+def test_the_logs_producer_state_is_bounded_with_the_brokers(tmp_path: Path) -> None:
+    """Issue 12 item 7 holds with producer-state snapshots: producers the broker's bound
+    (producer.state.max.entries) evicts leave the log's state too, so snapshots do not keep every producer
+    id a client ever made up; a producer with an open transaction stays (the last stable offset needs it);
+    idle producers expire after producer.id.expiration.ms."""
+    async def test(data_dir: Path, clock: ManualClock) -> None:
+        node = await first_node(data_dir, clock)
+        node.cluster.producers = type(node.cluster.producers)(max_entries=10)
+        partition = node.cluster.partition(TOPIC, 0)
+        pid, _ = await begin(node)  # an open transaction on partition 0
+        async with partition.lock:
+            state = await node.cluster.producer_state(partition)
+            for producer_id in range(5000, 5100):
+                batch = build_batch([Record(0, 1000, None, b"x")], producer_id=producer_id, producer_epoch=0,
+                                    base_sequence=0)
+                result = await partition.log.append(batch)
+                state.record(producer_id, 0, 0, 0, result.base_offset, result.last_offset, 1000)
+        known = {e.producer_id for e in partition.log.producer_entries()}
+        assert pid in known  # its transaction is open
+        assert len(known) <= 11 and set(range(5090, 5100)) <= known
+        assert partition.log.expire_producers(10**13, 86_400_000) == len(known) - 1
+        assert {e.producer_id for e in partition.log.producer_entries()} == {pid}
+        await node.close()
+    scenario(tmp_path, test)
