@@ -288,6 +288,19 @@ class GroupCoordinator:
                 errors)))
         return errors
 
+    def _within_metadata_limit(self, partitions: Sequence[CommitPartition], known: list[int],
+                               errors: list[ErrorCode]) -> list[int]:
+        """The indexes in ``known`` whose metadata fits ``offset.metadata.max.bytes``; the others get
+        OFFSET_METADATA_TOO_LARGE."""
+        limit = self.config.offset_metadata_max_bytes
+        writes = []
+        for i in known:
+            if metadata_too_large(partitions[i].metadata, limit):
+                errors[i] = ErrorCode.OFFSET_METADATA_TOO_LARGE
+            else:
+                writes.append(i)
+        return writes
+
     def _known_partitions(self, partitions: Sequence[CommitPartition]) -> tuple[list[ErrorCode], list[int]]:
         """Per-partition errors, UNKNOWN_TOPIC_OR_PARTITION where this broker has no such partition, and the
         indexes of the others."""
@@ -310,7 +323,6 @@ class GroupCoordinator:
             for i in known:
                 errors[i] = ErrorCode.COORDINATOR_NOT_AVAILABLE
             return
-        max_metadata = self.config.offset_metadata_max_bytes
         async with partition.lock:
             now = self.clock.now_ms()
             error, d = self.state.validate_offset_commit(group_id, generation_id, member_id, group_instance_id,
@@ -320,12 +332,7 @@ class GroupCoordinator:
                 for i in known:
                     errors[i] = error
                 return
-            writes = []
-            for i in known:
-                if metadata_too_large(partitions[i].metadata, max_metadata):
-                    errors[i] = ErrorCode.OFFSET_METADATA_TOO_LARGE
-                else:
-                    writes.append(i)
+            writes = self._within_metadata_limit(partitions, known, errors)
             if not writes:
                 return
             expire = now + retention_time_ms if retention_time_ms != -1 else None
@@ -397,13 +404,7 @@ class GroupCoordinator:
             if error is not ErrorCode.NONE:
                 fail(known, error)
                 return
-            max_metadata = self.config.offset_metadata_max_bytes
-            writes = []
-            for i in known:
-                if metadata_too_large(partitions[i].metadata, max_metadata):
-                    errors[i] = ErrorCode.OFFSET_METADATA_TOO_LARGE
-                else:
-                    writes.append(i)
+            writes = self._within_metadata_limit(partitions, known, errors)
             if not writes:
                 return
             commits = [((partitions[i].topic, partitions[i].partition), OffsetAndMetadata(
