@@ -1,4 +1,5 @@
-"""The ``moldau`` command line: ``moldau --version`` and ``moldau serve``, a thin shell around ``Broker``.
+"""The ``moldau`` command line: ``moldau --version``, ``moldau serve`` (a thin shell around ``Broker``) and
+``moldau fault`` (see ``broker.fault_cli``).
 
 Exit codes: 0 after a clean stop (SIGINT/SIGTERM; a second signal while stopping is logged and
 ignored, so it can never kill a clean shutdown), 2 for bad usage, bad settings or an unusable data
@@ -14,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from broker import __version__
+from broker import __version__, fault_cli
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -50,12 +51,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="data directory (default $XDG_DATA_HOME/moldau or ~/.local/share/moldau)")
     serve.add_argument("--memory", action="store_true",
                        help="keep everything in memory; nothing is written to disk")
+    # No argparse choices for these two: their homes (broker.profiles, broker.version_profiles) import
+    # the settings registry, which --help and --version should not pay for; the config checks them.
+    serve.add_argument("--profile", default=None, metavar="NAME",
+                       help="setting profile: dev (the default; Kafka's shipped server.properties, e.g. "
+                            "group.initial.rebalance.delay.ms=0), ci (test brokers: in memory, small "
+                            "segments, 1 s sessions allowed, fault control on; prints the bootstrap "
+                            "address on stdout) or kafka (Kafka's code defaults)")
+    serve.add_argument("--kafka-version", default=None, metavar="VERSION",
+                       help="advertise the API versions this Apache Kafka release offered (kafka.version)")
     serve.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
                        help="set a broker setting by its Kafka name (repeatable)")
     serve.add_argument("--config", metavar="FILE", help="a Kafka-style .properties file")
     serve.add_argument("--log-level", choices=_LEVELS, default="info", help="(default info)")
     serve.add_argument("--log-format", choices=("console", "json"), default=None,
                        help="(default console when stderr is a terminal, json otherwise)")
+    fault_cli.add_parser(commands)
     return parser
 
 
@@ -81,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "serve":
         return _serve(args)
+    if args.command == "fault":
+        return fault_cli.run(args)
     raise AssertionError(args.command)
 
 
@@ -92,8 +105,11 @@ def _fail(message: str, code: int) -> int:
 def config_from_args(args: argparse.Namespace, environ: Any = None) -> Any:
     """The BrokerConfig the ``serve`` flags describe (raises ConfigError)."""
     from broker.config import MEMORY_STORAGE_URL, load_config, parse_assignments
+    from broker.profiles import DEFAULT_PROFILE, profile_settings
 
     overrides: dict[str, Any] = parse_assignments(args.settings)
+    if args.kafka_version is not None:
+        overrides["kafka.version"] = args.kafka_version
     if args.listen is not None:
         overrides["listeners"] = args.listen
     if args.advertised is not None:
@@ -102,8 +118,10 @@ def config_from_args(args: argparse.Namespace, environ: Any = None) -> Any:
         overrides["log.dirs"] = args.data_dir
     if args.memory:
         overrides["storage.url"] = MEMORY_STORAGE_URL
+    name = DEFAULT_PROFILE if args.profile is None else args.profile
+    profile = (name, profile_settings(name))
     return load_config(config_file=args.config, environ=os.environ if environ is None else environ,
-                       overrides=overrides)
+                       overrides=overrides, profile=profile)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -131,7 +149,10 @@ def _serve(args: argparse.Namespace) -> int:
     # when the loop closes): a signal arriving while the process exits must not kill it.
     signals.install()
     try:
-        return asyncio.run(_run(config, signals))
+        from broker.profiles import DEFAULT_PROFILE, PRINTS_BOOTSTRAP
+
+        prints = (DEFAULT_PROFILE if args.profile is None else args.profile) in PRINTS_BOOTSTRAP
+        return asyncio.run(_run(config, signals, print_bootstrap=prints))
     finally:
         # From here the process only exits; the interpreter's shutdown resets Python-level handlers to
         # the default (a late signal would kill it), but keeps an ignored signal ignored.
@@ -189,7 +210,7 @@ def _log_ignored_signal(signum: int) -> None:
                                 reason="already stopping")
 
 
-async def _run(config: Any, signals: StopSignals) -> int:
+async def _run(config: Any, signals: StopSignals, *, print_bootstrap: bool = False) -> int:
     import asyncio
 
     import structlog
@@ -209,6 +230,9 @@ async def _run(config: Any, signals: StopSignals) -> int:
     except OSError as exc:
         where = format_address(config.listen_host, config.listen_port)
         return _fail(f"cannot listen on {where}: {exc.strerror or exc}", EXIT_RUNTIME)
+    if print_bootstrap:
+        # One line on stdout, after the listener is open: `read` in a script waits exactly until then.
+        print(broker.bootstrap_servers, flush=True)
     try:
         await stop.wait()
         log.info("stopping", reason="signal")

@@ -31,7 +31,10 @@ MAX_TOPIC_NAME_LENGTH = 249
 _LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]+")
 # Kafka's message when one request would create more partitions than controller.max.records.per.batch.
 TOO_MANY_PARTITIONS_MESSAGE = "Excessively large number of partitions per request."
-INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+# The internal topics' names live here, where the broker checks for them without importing the coordinators.
+OFFSETS_TOPIC = "__consumer_offsets"
+TRANSACTION_STATE_TOPIC = "__transaction_state"
+INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC})
 # After a restart, idempotent producer state is rebuilt from at most this much of a log's tail: enough
 # for the retries of producers that were active when the broker stopped.
 PRODUCER_STATE_REBUILD_OFFSETS = 10_000

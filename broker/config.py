@@ -249,6 +249,20 @@ class BrokerConfig:
         "How many (warning, host) pairs the log throttle tracks; the oldest is summarised and dropped "
         "when more arrive.", minimum=1)
 
+    # test tooling (issue 14): version profiles and the control endpoint
+    kafka_version: str | None = _setting(
+        "kafka.version", None,
+        "Behave like this Apache Kafka release: advertise the API keys and versions it offered (within "
+        "those Moldau serves) and apply its client-visible behaviours, e.g. 4.0's removal of old request "
+        "versions (KIP-896). One of 2.8, 3.0, 3.9, 4.0. Default: everything Moldau serves. Moldau's own "
+        "setting (`moldau serve --kafka-version`).")
+    control_endpoint_enable: bool = _setting(
+        "control.endpoint.enable", False,
+        "Serve Moldau's control endpoint (fault injection, see `moldau fault`): HTTP requests on the "
+        "broker's own port, told apart from Kafka frames by their first bytes. Anyone who reaches the port "
+        "can then make the broker fail on purpose, so it is meant for test brokers; the ci profile turns "
+        "it on. Moldau's own setting.")
+
     # memory engine
     memory_max_bytes: int = _setting(
         MEMORY_MAX_BYTES_SETTING, UNBOUNDED,
@@ -306,6 +320,12 @@ class BrokerConfig:
             if storage_path is not None and self.log_dirs and Path(self.log_dirs).expanduser() != storage_path:
                 raise ConfigError(f"settings 'log.dirs' ({self.log_dirs}) and 'storage.url' ({self.storage_url}) "
                                   f"name different directories; give one of them")
+        if self.kafka_version is not None:
+            from broker.version_profiles import KAFKA_VERSIONS
+
+            if self.kafka_version not in KAFKA_VERSIONS:
+                raise ConfigError(f"setting 'kafka.version' must be one of {', '.join(KAFKA_VERSIONS)}, "
+                                  f"got {self.kafka_version!r}")
         if "," in (self.log_dirs or ""):
             raise ConfigError(f"setting 'log.dirs' takes one directory, got {self.log_dirs!r}")
 
@@ -572,14 +592,23 @@ def build_config(layers: Iterable[Layer]) -> BrokerConfig:
 
 def load_config(*, config_file: str | os.PathLike[str] | None = None,
                 environ: Mapping[str, str] | None = None,
-                overrides: Mapping[str, Any] | None = None) -> BrokerConfig:
-    """Defaults < ``config_file`` < ``MOLDAU_*`` environment < ``overrides`` (command line)."""
+                overrides: Mapping[str, Any] | None = None,
+                profile: tuple[str, Mapping[str, Any]] | None = None) -> BrokerConfig:
+    """Defaults < ``profile`` (its name and settings) < ``config_file`` < ``MOLDAU_*`` environment <
+    ``overrides`` (command line)."""
     layers: list[Layer] = []
     if config_file is not None:
         layers.append((f"config file {str(config_file)!r}", read_properties_file(config_file)))
     layers.append(("environment", settings_from_env(os.environ if environ is None else environ)))
     if overrides:
         layers.append(("command line", overrides))
+    if profile is not None:
+        name, settings = profile
+        if settings.get("storage.url") == MEMORY_STORAGE_URL and any("log.dirs" in s for _, s in layers):
+            # A data directory chosen in any layer above means files: the profile's in-memory storage
+            # yields to it instead of clashing with it.
+            settings = {k: v for k, v in settings.items() if k != "storage.url"}
+        layers.insert(0, (f"profile {name!r}", settings))
     return build_config(layers)
 
 

@@ -20,6 +20,13 @@ Bad input closes the connection, never the broker, as Kafka does: an unacceptabl
 or body that does not decode, an unknown API key, or an unsupported version of a known API. The one
 exception is an unsupported ApiVersions version, which gets a v0-format UNSUPPORTED_VERSION answer
 listing the served ranges, so the client can retry on the same connection (KIP-511).
+
+Fault injection (``broker/faults.py``): while the broker has fault rules (``faults.active``), each decoded
+request is shown to them before its handler runs; a rule may answer it with an error, hold its response
+back, close the connection when the request reaches the head of the FIFO, or leave it unanswered (its
+slot stays until the client gives up and closes, which frees it like any other). With
+``control.endpoint.enable`` on, a connection whose first bytes are an HTTP method is handed to the
+control endpoint (``broker/control.py``) instead.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import structlog
 
 from broker.config import format_address
 from broker.connection_limits import REQUEST_OVERHEAD_BYTES
+from broker.faults import CLOSE, DELAY, FAIL, RequestFault
 from broker.handlers import API_VERSIONS, CloseConnection, ConnectionInfo, RequestContext
 from protocol import codec
 from protocol.error_responses import error_response
@@ -93,6 +101,7 @@ class Connection(asyncio.Protocol):
         self._close_reason = "peer closed"
         self._last_active = self._loop.time()
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._sniffed = b""  # the first bytes, while they may still start a control-endpoint request
         self.info = ConnectionInfo(peer="?")
         self.host = "?"
         self.closed: asyncio.Future[None] = self._loop.create_future()
@@ -125,6 +134,10 @@ class Connection(asyncio.Protocol):
             self._loop.call_later(delay, self._end_creation_throttle)
         self.update_reading()  # not even the first read while the request budget is spent
         self._arm_idle_timer()
+        if self._broker.config.control_endpoint_enable:
+            # Only the first bytes can start an HTTP request: an instance attribute shadows
+            # data_received until they are in and then goes, so Kafka traffic never pays for the check.
+            self.data_received = self._sniff_first_bytes  # type: ignore[method-assign]
 
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None and not self._closing:
@@ -176,6 +189,35 @@ class Connection(asyncio.Protocol):
     def eof_received(self) -> bool:
         self._close_reason = "peer closed"
         return False
+
+    def _sniff_first_bytes(self, data: bytes) -> None:
+        """data_received while the control endpoint is on and the first four bytes are not all in."""
+        from broker.control import could_be_control, is_control_request
+
+        head = self._sniffed + data
+        if len(head) < 4 and could_be_control(head):
+            self._sniffed = head
+            return
+        del self.data_received  # the class's method serves from now on
+        self._sniffed = b""
+        if len(head) >= 4 and is_control_request(head):
+            self._hand_to_control(head)
+        else:
+            self.data_received(head)
+
+    def _hand_to_control(self, head: bytes) -> None:
+        """Give the socket to the control endpoint; this connection keeps its place in the broker (limits,
+        shutdown) until the socket closes."""
+        from broker.control import ControlProtocol
+
+        transport = self._transport
+        if transport is None or self._closing:
+            return
+        self._close_reason = "control endpoint request"
+        control = ControlProtocol(self._broker.faults, self.info.peer, self.connection_lost)
+        transport.set_protocol(control)
+        control.connection_made(transport)
+        control.data_received(head)
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -312,12 +354,23 @@ class Connection(asyncio.Protocol):
             return
 
         slot = self._new_slot(api_key, version, corr, charge, body)
+        delay_s = 0.0
+        if self._broker.faults.active:
+            fault = self._broker.faults.on_request(api_key, header.client_id, body, self, self._topic_name)
+            if fault is not None:
+                self._log_fault(slot, fault, header.client_id)
+                if fault.kind != DELAY:
+                    self._apply_fault(slot, fault)
+                    return
+                delay_s = fault.delay_s
         ctx = RequestContext(self._broker, self.info, version)
         try:
             result = entry.handler(header, body, ctx)
         except Exception as exc:  # noqa: BLE001 - logged with traceback; a handler bug costs only this connection
             self._handler_failed(slot, exc)
             return
+        if delay_s:
+            result = _delayed(result, delay_s)
         if inspect.isawaitable(result):
             task = asyncio.ensure_future(result)
             slot.task = task
@@ -325,6 +378,39 @@ class Connection(asyncio.Protocol):
         else:
             slot.done = True
             slot.response = result
+
+    # ------------------------------------------------------------ fault injection
+
+    def _topic_name(self, topic_id: Any) -> str | None:
+        topic = self._broker.cluster.get_by_id(topic_id)
+        return topic.name if topic is not None else None
+
+    def _log_fault(self, slot: _Slot, fault: RequestFault, client_id: str | None) -> None:
+        self._throttle.log("info", "fault.injected", self.host, similar=str(fault.rule_id), peer=self.info.peer,
+                           rule=fault.rule_id, kind=fault.kind, api_key=slot.api_key,
+                           api_name=codec.api_name(slot.api_key), api_version=slot.api_version,
+                           correlation_id=slot.correlation_id, client_id=client_id,
+                           error=ErrorCode.from_code(fault.error).name if fault.error else None)
+
+    def _apply_fault(self, slot: _Slot, fault: RequestFault) -> None:
+        """Answer the slot's request as the fault rule says, without its handler."""
+        if fault.kind == FAIL:
+            try:
+                response = error_response(slot.api_key, slot.api_version, slot.request, fault.error)
+            except Exception:  # a request the builder cannot mirror: close rather than stall the FIFO
+                log.exception("response.error_response_failed", peer=self.info.peer, api_key=slot.api_key,
+                              api_version=slot.api_version)
+                response = None
+            slot.done = True
+            # An acks=0 Produce has no response to carry the error: Kafka closes the connection instead.
+            slot.response = response if response is not None else CloseConnection(
+                f"fault rule {fault.rule_id}: a request without a response cannot carry its error")
+        elif fault.kind == CLOSE:
+            # At the head of the FIFO, so the responses to earlier requests still go out first.
+            slot.done = True
+            slot.response = CloseConnection(f"fault rule {fault.rule_id}: close the connection")
+        # DROP: the slot stays pending, unanswered; later responses wait behind it until the client
+        # times out and closes the connection, which releases the slot and its bytes.
 
     def _new_slot(self, api_key: int, version: int, corr: int, charge: int, body: Any = None) -> _Slot:
         slot = _Slot(api_key, version, corr, charge, body)
@@ -474,3 +560,11 @@ class Connection(asyncio.Protocol):
             self.close("idle timeout")
             return
         self._arm_idle_timer()
+
+
+async def _delayed(result: Any, delay_s: float) -> Any:
+    """A handler's result, given ``delay_s`` after it is ready (a fault rule's delay; a loop timer)."""
+    if inspect.isawaitable(result):
+        result = await result
+    await asyncio.sleep(delay_s)
+    return result

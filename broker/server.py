@@ -27,11 +27,15 @@ from broker.config import (
     prepare_data_dir,
 )
 from broker.connection_limits import ConnectionLimits, RequestMemory
-from broker.handlers import HandlerRegistry, default_registry
+from broker.faults import FaultInjector
+from broker.handlers import HandlerRegistry
 from broker.log_throttle import LogThrottle
 
 if TYPE_CHECKING:
     from broker.connection import Connection
+    from broker.groups.coordinator import Clock, GroupCoordinator
+    from broker.transactions.coordinator import TransactionCoordinator
+    from storage.interface import StorageEngine
 
 log = structlog.get_logger()
 
@@ -41,9 +45,19 @@ _STOP_GRACE_S = 2.0
 class Broker:
     """One Moldau broker: config, handler registry, listener and connections."""
 
-    def __init__(self, config: BrokerConfig | None = None, *, registry: HandlerRegistry | None = None) -> None:
+    def __init__(self, config: BrokerConfig | None = None, *, registry: HandlerRegistry | None = None,
+                 engine: StorageEngine | None = None, clock: Clock | None = None) -> None:
+        """``engine`` replaces the storage engine ``storage.url`` names (the broker closes it on stop);
+        ``clock`` replaces the wall clock of the group and transaction coordinators (tests move time)."""
         self.config = config if config is not None else BrokerConfig()
-        self.registry = registry if registry is not None else default_registry()
+        if registry is None:
+            from broker.version_profiles import registry_for
+
+            registry = registry_for(self.config.kafka_version)
+        self.registry = registry
+        self.faults = FaultInjector()
+        self.clock = clock
+        self._given_engine = engine
         self.node_id = self.config.node_id
         self.cluster_id: str = ""
         self._servers: list[asyncio.base_events.Server] = []
@@ -55,8 +69,8 @@ class Broker:
         self.cluster: Any = None
         self._retention_task: asyncio.Task[None] | None = None
         self.fetch_sessions: Any = None
-        self.groups: Any = None
-        self.transactions: Any = None
+        self._groups: GroupCoordinator | None = None
+        self._transactions: TransactionCoordinator | None = None
         self._log_flush_task: asyncio.Task[None] | None = None
         self.request_memory = RequestMemory(self.config.queued_max_request_bytes)
         self.log_throttle = LogThrottle.from_config(self.config)
@@ -77,7 +91,9 @@ class Broker:
         else:
             self.cluster_id = prepare_data_dir(data_dir, self.node_id).cluster_id
 
-        self.engine = _open_storage(self.storage_url, self.config)
+        self.engine = self._given_engine
+        if self.engine is None:
+            self.engine = _open_storage(self.storage_url, self.config)
         try:
             sockets = await self._start_on_storage()
         except BaseException:
@@ -114,15 +130,15 @@ class Broker:
         self.fetch_sessions = FetchSessionCache(self.config.max_incremental_fetch_session_cache_slots,
                                                 self.config.min_incremental_fetch_session_eviction_ms)
         await self.cluster.load()
-        from broker.groups.coordinator import GroupCoordinator
+        # A coordinator with a topic to load starts before the listener opens, so its load begins at once and
+        # no request finds it missing; one with nothing to load (always so in memory) is made on first use,
+        # which spares every broker that never sees a group or a transaction its import and start-up.
+        from broker.cluster import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC
 
-        # Before the listener opens, so a request never finds it missing; its load runs in the background.
-        self.groups = GroupCoordinator(self.cluster, self.config)
-        self.groups.start()
-        from broker.transactions.coordinator import TransactionCoordinator
-
-        self.transactions = TransactionCoordinator(self.cluster, self.config, self.groups)
-        self.transactions.start()
+        if self.cluster.get(TRANSACTION_STATE_TOPIC) is not None:
+            _ = self.transactions
+        elif self.cluster.get(OFFSETS_TOPIC) is not None:
+            _ = self.groups
 
         sockets = _bind(self.config.listen_host, self.config.listen_port)
         loop = asyncio.get_running_loop()
@@ -175,10 +191,10 @@ class Broker:
                 await asyncio.gather(task, return_exceptions=True)
         self._retention_task = self._log_flush_task = None
         self.log_throttle.flush(everything=True)
-        if self.transactions is not None:
-            await self.transactions.stop()
-        if self.groups is not None:
-            await self.groups.stop()
+        if self._transactions is not None:
+            await self._transactions.stop()
+        if self._groups is not None:
+            await self._groups.stop()
         if self.engine is not None:
             await self.engine.close()
 
@@ -227,6 +243,31 @@ class Broker:
                         continue
                     if cleaned is not None and cleaned.segments_written:
                         self.cluster.waiters.wake(topic.name, partition.index)
+
+    # ------------------------------------------------------------ coordinators
+
+    @property
+    def groups(self) -> GroupCoordinator:
+        """The group coordinator, made and started on first use (see ``_start_on_storage``)."""
+        if self._groups is None:
+            if self.cluster is None:
+                raise RuntimeError("broker not started")
+            from broker.groups.coordinator import GroupCoordinator
+
+            self._groups = GroupCoordinator(self.cluster, self.config, self.clock)
+            self._groups.start()
+        return self._groups
+
+    @property
+    def transactions(self) -> TransactionCoordinator:
+        """The transaction coordinator, made and started on first use (see ``_start_on_storage``)."""
+        if self._transactions is None:
+            groups = self.groups
+            from broker.transactions.coordinator import TransactionCoordinator
+
+            self._transactions = TransactionCoordinator(self.cluster, self.config, groups, self.clock)
+            self._transactions.start()
+        return self._transactions
 
     # ------------------------------------------------------------ state
 

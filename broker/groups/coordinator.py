@@ -33,9 +33,9 @@ from typing import Any, Protocol
 
 import structlog
 
+from broker.cluster import OFFSETS_TOPIC
 from broker.groups.offsets import OffsetAndMetadata, TopicPartition, metadata_too_large
 from broker.groups.persistence import (
-    OFFSETS_TOPIC,
     OffsetRecord,
     RecordFormatError,
     build_records_batch,

@@ -26,8 +26,6 @@ from broker.groups.offsets import NO_LEADER_EPOCH, OffsetAndMetadata
 from protocol import codec, messages
 from protocol.records import Record, build_batch
 
-OFFSETS_TOPIC = "__consumer_offsets"
-
 OFFSET_COMMIT_KEY_VERSION = 1
 OFFSET_COMMIT_VALUE_VERSION = 3
 OFFSET_COMMIT_VALUE_VERSION_WITH_EXPIRY = 1

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from broker.server import Broker
+    from protocol.errors import ErrorCode
 
 Handler = Callable[[Any, Any, "RequestContext"], Any | Awaitable[Any] | None]
 
@@ -65,18 +66,31 @@ class RequestContext:
         per client host, not a million lines."""
         self.broker.log_throttle.log("info", event, self.connection.host, peer=self.connection.peer, **fields)
 
+    def partition_fault(self, topic: str, partition: int) -> ErrorCode | None:
+        """The error a fault rule gives this partition's data requests (offline: NOT_LEADER_OR_FOLLOWER,
+        failed disk: KAFKA_STORAGE_ERROR), or None; one attribute check while no rule is set."""
+        faults = self.broker.faults
+        return faults.partition_error(topic, partition) if faults.active else None
+
 
 class ApiEntry:
-    """One served API: its version range and its handler (imported on first call)."""
+    """One served API: its version range and its handler (imported on first call).
 
-    __slots__ = ("_handler", "_ref", "api_key", "max_version", "min_version")
+    ``advertised_min_version`` is the minimum ApiVersions states; it is ``min_version`` except where a
+    Kafka release advertises versions it refuses (Kafka 4's Produce, see ``broker.version_profiles``)."""
 
-    def __init__(self, api_key: int, min_version: int, max_version: int, handler: Handler | str) -> None:
-        if not 0 <= min_version <= max_version:
-            raise ValueError(f"api {api_key}: bad version range {min_version}-{max_version}")
+    __slots__ = ("_handler", "_ref", "advertised_min_version", "api_key", "max_version", "min_version")
+
+    def __init__(self, api_key: int, min_version: int, max_version: int, handler: Handler | str,
+                 advertised_min_version: int | None = None) -> None:
+        advertised = min_version if advertised_min_version is None else advertised_min_version
+        if not 0 <= advertised <= min_version <= max_version:
+            raise ValueError(f"api {api_key}: bad version range {min_version}-{max_version} "
+                             f"(advertised from {advertised})")
         self.api_key = api_key
         self.min_version = min_version
         self.max_version = max_version
+        self.advertised_min_version = advertised
         self._handler: Handler | None = None if isinstance(handler, str) else handler
         self._ref = handler if isinstance(handler, str) else ""
 
@@ -122,18 +136,31 @@ class HandlerRegistry:
 
     def version_ranges(self) -> list[tuple[int, int, int]]:
         """(api_key, min_version, max_version) for every served API, by api key: what ApiVersions says."""
-        return [(e.api_key, e.min_version, e.max_version) for e in self]
+        return [(e.api_key, e.advertised_min_version, e.max_version) for e in self]
 
-    def capped(self, max_versions: Mapping[int, int]) -> HandlerRegistry:
-        """A copy with some APIs' maximum versions lowered (a "behave like Kafka X" profile); an API
-        capped below its minimum is dropped."""
+    def restricted(self, ranges: Mapping[int, tuple[int, int]],
+                   advertised_min_versions: Mapping[int, int] | None = None) -> HandlerRegistry:
+        """A copy serving only the APIs in ``ranges`` (api key -> (min, max)), each at the versions both
+        ranges contain (a "behave like Kafka X" profile); an API with no version in common is dropped.
+        ``advertised_min_versions`` lowers the minimum ApiVersions states for some keys below the lowest
+        version accepted, never below what this registry advertises."""
+        lowered = advertised_min_versions or {}
         copy = HandlerRegistry()
         for e in self:
-            cap = max_versions.get(e.api_key, e.max_version)
-            if cap >= e.min_version:
-                copy._entries[e.api_key] = ApiEntry(e.api_key, e.min_version, min(cap, e.max_version),
-                                                    e._handler or e._ref)
+            if e.api_key not in ranges:
+                continue
+            lo, hi = max(ranges[e.api_key][0], e.min_version), min(ranges[e.api_key][1], e.max_version)
+            if lo <= hi:
+                # Without a lowered minimum, an unchanged floor keeps what this registry advertises.
+                advertised = lowered.get(e.api_key, e.advertised_min_version if lo == e.min_version else lo)
+                advertised = min(lo, max(advertised, e.advertised_min_version))
+                copy._entries[e.api_key] = ApiEntry(e.api_key, lo, hi, e._handler or e._ref, advertised)
         return copy
+
+    def capped(self, max_versions: Mapping[int, int]) -> HandlerRegistry:
+        """A copy with some APIs' maximum versions lowered; an API capped below its minimum is dropped."""
+        return self.restricted({e.api_key: (e.min_version, max_versions.get(e.api_key, e.max_version))
+                                for e in self})
 
 
 def default_registry() -> HandlerRegistry:

@@ -8,7 +8,8 @@ Partition.deleteRecordsOnLeader, UnifiedLog.maybeIncrementLogStartOffset):
   watermark (the log start offset).
 - Topics whose ``cleanup.policy`` lacks ``delete`` (compact only) -> POLICY_VIOLATION.
 - Internal topics -> INVALID_TOPIC_EXCEPTION.
-- Unknown topic or partition -> UNKNOWN_TOPIC_OR_PARTITION. Every error answers low watermark -1.
+- Unknown topic or partition -> UNKNOWN_TOPIC_OR_PARTITION; a partition a fault rule made offline or
+  gave a failed disk -> NOT_LEADER_OR_FOLLOWER or KAFKA_STORAGE_ERROR. Every error answers low watermark -1.
 - A moved log start offset wakes long-poll Fetches on the partition.
 - The deletion is complete when answered: a single node has no followers to wait for, so
   ``timeout_ms`` is not used.
@@ -59,6 +60,9 @@ async def _delete(ctx: RequestContext, name: str, index: int, offset: int) -> An
     partition = cluster.partition(name, index)
     if partition is None:
         return _rejected(ctx, name, index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, "no such topic or partition")
+    fault = ctx.partition_fault(name, index)
+    if fault is not None:
+        return _rejected(ctx, name, index, fault, "fault injection")
     topic = partition.topic
     if topic.is_internal:
         return _rejected(ctx, name, index, ErrorCode.INVALID_TOPIC_EXCEPTION,

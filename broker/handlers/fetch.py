@@ -38,6 +38,8 @@ Kafka behaviours implemented (``KafkaApis.handleFetchRequest``, ``ReplicaManager
   epoch and NOT_LEADER_OR_FOLLOWER otherwise (``Partition.followerReplicaOrThrow``).
 - ``cluster_id`` (v12+): a value other than ours answers INCONSISTENT_CLUSTER_ID (top level, no
   partitions). Kafka checks it only on its KRaft listener; a client that sends it gets the same rule.
+- a partition made offline or given a failed disk by a fault rule (``broker/faults.py``) answers
+  NOT_LEADER_OR_FOLLOWER or KAFKA_STORAGE_ERROR, at once (an error ends a long poll).
 - an ``isolation_level`` other than 0 or 1 answers INVALID_REQUEST at the top level and in every
   partition (Kafka fails the request from an IllegalArgumentException, i.e. UNKNOWN_SERVER_ERROR).
 
@@ -116,6 +118,7 @@ class _Reader:
         self.read_committed = body.isolation_level == READ_COMMITTED
         self.is_follower = is_follower
         self.fetch_max_bytes = fetch_max_bytes
+        self.ctx = ctx
 
     async def read(self, requests: list[PartitionRequest]) -> _ReadOutcome:
         outcome = _ReadOutcome()
@@ -155,6 +158,9 @@ class _Reader:
             return _error_data(req, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, None)
         if req.topic_id != ZERO_UUID and partition.topic.topic_id != req.topic_id:
             return _error_data(req, ErrorCode.INCONSISTENT_TOPIC_ID, None)
+        fault = self.ctx.partition_fault(partition.topic.name, req.partition)
+        if fault is not None:
+            return _error_data(req, fault, None)
         leader_epoch = partition.leader_epoch
         # Any negative epoch means "not given" in Fetch (FetchRequest.optionalEpoch); ListOffsets only -1.
         if req.current_leader_epoch >= 0 and req.current_leader_epoch != leader_epoch:

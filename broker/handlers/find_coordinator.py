@@ -9,6 +9,8 @@ Kafka behaviours implemented (KafkaApis.handleFindCoordinatorRequest):
 Served before the group coordinator exists because librdkafka enables LZ4 (and, in old releases, other
 features) only when FindCoordinator is advertised (api-matrix.md note 3). The groups and transactions
 themselves are answered by their own handlers when those land.
+A fault rule that moves the group coordinator answers COORDINATOR_NOT_AVAILABLE for groups before this
+handler runs (``broker/faults.py``).
 Left out: creating ``__consumer_offsets`` / ``__transaction_state`` here (Kafka creates them on first use).
 """
 

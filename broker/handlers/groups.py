@@ -17,7 +17,8 @@ Kafka behaviours implemented here (KafkaApis, JoinGroupResponse, LeaveGroupRespo
   when asked for;
 - DeleteGroups: GROUP_ID_NOT_FOUND, NON_EMPTY_GROUP, one result per distinct group id;
 - while the coordinator loads ``__consumer_offsets`` at start-up: COORDINATOR_LOAD_IN_PROGRESS.
-NOT_COORDINATOR is never returned: this single node coordinates every group.
+NOT_COORDINATOR is never returned here: this single node coordinates every group. (A fault rule that
+moves the coordinator answers it before the handler runs; see ``broker/faults.py``.)
 """
 
 from __future__ import annotations

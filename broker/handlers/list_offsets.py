@@ -21,7 +21,8 @@ Partition.fetchOffsetForTimestamp, UnifiedLog.fetchOffsetByTimestamp):
   log start] (log end alone for an empty log), earliest -> [log start], a timestamp -> [log end, log
   start] if it is at or after now, [log start] if at or after the segment's time, else []; at most
   ``max_num_offsets`` of them, descending.
-- Unknown topic or partition -> UNKNOWN_TOPIC_OR_PARTITION with offset and timestamp -1.
+- Unknown topic or partition -> UNKNOWN_TOPIC_OR_PARTITION with offset and timestamp -1; a partition
+  a fault rule made offline or gave a failed disk -> NOT_LEADER_OR_FOLLOWER or KAFKA_STORAGE_ERROR.
 
 Left out: OFFSET_NOT_AVAILABLE (a new leader's lagging high watermark cannot happen on one node);
 ``timeout_ms`` (v10, only used for remote storage lookups).
@@ -99,6 +100,11 @@ async def _list_partition(ctx: RequestContext, body: Any, name: str, p: Any, ver
     if partition is None:
         log.debug("list_offsets.rejected", topic=name, partition=index, error="UNKNOWN_TOPIC_OR_PARTITION")
         return _error(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+    fault = ctx.partition_fault(name, index)
+    if fault is not None:
+        ctx.log_rejected("list_offsets.rejected", topic=name, partition=index, error=fault.name,
+                         reason="fault injection")
+        return _error(index, fault)
     # The leader epoch field exists from v4; below it the field must keep its default.
     epoch = partition.leader_epoch if version >= 4 else NO_EPOCH
     if version >= 4:

@@ -12,6 +12,8 @@ Kafka behaviours implemented:
 - auto-creation of named topics when ``auto.create.topics.enable`` is on and (v4+) the request allows
   it; invalid names get INVALID_TOPIC_EXCEPTION. Creation is immediate here, so the new topic is
   returned at once instead of Kafka's transient LEADER_NOT_AVAILABLE.
+- a partition a fault rule took offline (``broker/faults.py``) answers as Kafka does for a partition
+  whose leader is gone: LEADER_NOT_AVAILABLE, leader -1, this node among the offline replicas.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from protocol.errors import ErrorCode, KafkaError
 from protocol.primitives import ZERO_UUID
 
 AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
+NO_LEADER = -1
 
 # AclOperation codes (org.apache.kafka.common.acl.AclOperation) and the ones each resource supports
 # (AclEntry.supportedOperations); Kafka reports exactly these when there is no authorizer.
@@ -45,12 +48,22 @@ CLUSTER_OPERATIONS = _bitfield(_CREATE, _CLUSTER_ACTION, _DESCRIBE_CONFIGS, _ALT
 def topic_entry(ctx: RequestContext, topic: Any, topic_ops: int) -> Any:
     resp = messages.MetadataResponse
     node = ctx.broker.node_id
-    return resp.MetadataResponseTopic(
+    entry = resp.MetadataResponseTopic(
         error_code=0, name=topic.name, topic_id=topic.topic_id, is_internal=topic.is_internal,
         topic_authorized_operations=topic_ops,
         partitions=[resp.MetadataResponsePartition(
             error_code=0, partition_index=p.index, leader_id=node, leader_epoch=p.leader_epoch,
             replica_nodes=[node], isr_nodes=[node], offline_replicas=[]) for p in topic.partitions])
+    faults = ctx.broker.faults
+    if faults.active:
+        for p in entry.partitions:
+            if faults.partition_offline(topic.name, p.partition_index):
+                # Kafka's answer for a partition whose leader is gone (KRaftMetadataCache): no leader,
+                # LEADER_NOT_AVAILABLE, the replica listed as offline.
+                p.error_code = int(ErrorCode.LEADER_NOT_AVAILABLE)
+                p.leader_id = NO_LEADER
+                p.offline_replicas = [node]
+    return entry
 
 
 async def _named_topic(ctx: RequestContext, name: str, auto_create: bool, topic_ops: int) -> Any:

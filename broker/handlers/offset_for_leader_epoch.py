@@ -9,7 +9,8 @@ starting at the log start offset: Kafka's leader epoch cache then holds one entr
   i.e. the log start offset.
 - v2+: ``current_leader_epoch`` newer than the partition's -> UNKNOWN_LEADER_EPOCH, older ->
   FENCED_LEADER_EPOCH (-1 = not given).
-- Unknown topic or partition -> UNKNOWN_TOPIC_OR_PARTITION.
+- Unknown topic or partition -> UNKNOWN_TOPIC_OR_PARTITION; a partition a fault rule made offline or
+  gave a failed disk -> NOT_LEADER_OR_FOLLOWER or KAFKA_STORAGE_ERROR.
 - v3+ ``replica_id``: consumers (-1), the debug id (-2) and followers are all answered alike, since
   this node leads every partition and there is no authorizer (Kafka needs CLUSTER_ACTION for followers).
 """
@@ -60,6 +61,11 @@ def _epoch_end(ctx: RequestContext, cluster: Any, name: str, p: Any, version: in
     if partition is None:
         log.debug("offset_for_leader_epoch.rejected", topic=name, partition=index, error="UNKNOWN_TOPIC_OR_PARTITION")
         return _RESP.EpochEndOffset(error_code=int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION), partition=index)
+    fault = ctx.partition_fault(name, index)
+    if fault is not None:
+        ctx.log_rejected("offset_for_leader_epoch.rejected", topic=name, partition=index, error=fault.name,
+                         reason="fault injection")
+        return _RESP.EpochEndOffset(error_code=int(fault), partition=index)
     if version >= 2:
         fenced = check_leader_epoch(p.current_leader_epoch, partition.leader_epoch, f"{name}-{index}")
         if fenced is not None:

@@ -28,6 +28,8 @@ appendToLocalLog, UnifiedLog.append, LogValidator; see `broker.produce_validatio
   -1 where Kafka has none (unknown partition, request-level errors).
 - Errors carry a v8+ ``error_message`` saying what was wrong (Kafka fills it only for per-record
   validation errors, together with ``record_errors``).
+- A partition made offline or given a failed disk by a fault rule (``broker/faults.py``) answers
+  NOT_LEADER_OR_FOLLOWER or KAFKA_STORAGE_ERROR and nothing is appended.
 - Appended batches get the partition's leader epoch stamped into their header, as Kafka's LogValidator
   does. The requests of one connection append in request order (the connection's produce lock), each
   partition under its own lock and wake long-poll Fetches. acks=-1 then awaits every appended
@@ -216,6 +218,9 @@ async def _produce_partition(ctx: RequestContext, name: str, pdata: Any, acks: i
                    f"auto-create topics)" if topic is None else
                    f"Topic {name!r} has {len(topic.partitions)} partition(s); partition {index} does not exist")
         return _rejected(ctx, name, index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, message)
+    fault = ctx.partition_fault(name, index)
+    if fault is not None:
+        return _rejected(ctx, name, index, fault, f"{name}-{index}: {fault.message} (fault injection)")
     try:
         batch = frame_batch(pdata.records, version)
     except BatchRejected as exc:

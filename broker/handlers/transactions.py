@@ -29,8 +29,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from broker.cluster import OFFSETS_TOPIC
 from broker.groups.coordinator import CommitPartition
-from broker.groups.persistence import OFFSETS_TOPIC
 from broker.handlers import RequestContext
 from broker.transactions.records import group_by_topic
 from broker.transactions.state import TxnState

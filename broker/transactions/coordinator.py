@@ -34,11 +34,11 @@ from typing import Any
 
 import structlog
 
+from broker.cluster import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC
 from broker.groups.coordinator import Clock, SystemClock
-from broker.groups.persistence import OFFSETS_TOPIC, build_records_batch
+from broker.groups.persistence import build_records_batch
 from broker.internal_topic import STOP_GRACE_S, BackgroundTasks, InternalTopic, replay_partition
 from broker.transactions.records import (
-    TRANSACTION_STATE_TOPIC,
     TopicPartition,
     TxnRecordFormatError,
     decode_txn_record,

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from broker.groups.persistence import partition_for as _hash_partition
 from protocol import codec, messages
 
-TRANSACTION_STATE_TOPIC = "__transaction_state"
 TRANSACTION_LOG_KEY_VERSION = 0
 TRANSACTION_LOG_VALUE_VERSION = 0
 EMPTY_STATUS = 0  # TransactionState.EMPTY's id, whose partitions Kafka writes as null

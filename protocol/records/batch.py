@@ -16,8 +16,7 @@ import struct
 from collections.abc import Iterator
 from enum import IntEnum
 
-import crc32c
-
+from protocol.records.checksum import crc32c
 from protocol.records.errors import CorruptRecordError, TruncatedBatchError, UnsupportedMagicError
 from protocol.records.varint import INT32_MAX, Buffer
 
@@ -261,7 +260,7 @@ def _signed_byte(value: int) -> int:
 
 
 def _crc_of(buffer: Buffer, position: int, total_size: int) -> int:
-    return crc32c.crc32c(memoryview(buffer)[position + ATTRIBUTES_OFFSET : position + total_size])
+    return crc32c(memoryview(buffer)[position + ATTRIBUTES_OFFSET : position + total_size])
 
 
 def iter_batches(buffer: Buffer, position: int = 0, end: int | None = None) -> Iterator[tuple[int, RecordBatch]]:

@@ -23,8 +23,7 @@ import os
 import struct
 from collections.abc import Iterable, Sequence
 
-import crc32c
-
+from protocol.records.checksum import crc32c
 from storage.file.checkpoint import write_atomic
 from storage.file.fs import FileSystem, read_file, unlink_if_exists
 from storage.file.segment import NAME_DIGITS, segment_name
@@ -50,7 +49,7 @@ def encode_snapshot(entries: Iterable[ProducerSnapshotEntry]) -> bytes:
                            e.timestamp, e.coordinator_epoch, e.current_txn_first_offset)
         count += 1
     tail = struct.pack(">i", count) + body
-    return struct.pack(">hI", SNAPSHOT_VERSION, crc32c.crc32c(tail)) + tail
+    return struct.pack(">hI", SNAPSHOT_VERSION, crc32c(tail)) + tail
 
 
 def decode_snapshot(data: bytes) -> list[ProducerSnapshotEntry]:
@@ -60,7 +59,7 @@ def decode_snapshot(data: bytes) -> list[ProducerSnapshotEntry]:
     version, crc, count = HEAD.unpack_from(data, 0)
     if version != SNAPSHOT_VERSION:
         raise CorruptSnapshotError(f"unknown version {version} (expected {SNAPSHOT_VERSION})")
-    if crc32c.crc32c(memoryview(data)[_CRC_END:]) != crc:
+    if crc32c(memoryview(data)[_CRC_END:]) != crc:
         raise CorruptSnapshotError("CRC mismatch")
     if count < 0 or count * ENTRY_SIZE != len(data) - HEAD.size:
         raise CorruptSnapshotError(f"declares {count} entries, holds {len(data) - HEAD.size} bytes of entries")

@@ -183,3 +183,80 @@ def test_serve_console_log_format_is_human_readable(tmp_path: Path) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(RUN_TIMEOUT_S)
+
+
+# ------------------------------------------------------------------ --profile and --kafka-version
+
+
+def test_serve_dev_profile_is_the_default_and_forms_groups_at_once() -> None:
+    """Kafka's shipped server.properties value (0) by default; --profile kafka keeps the code default
+    3000, as BrokerConfig() does."""
+    assert _config().group_initial_rebalance_delay_ms == 0
+    assert _config("--profile", "dev").group_initial_rebalance_delay_ms == 0
+    assert _config("--profile", "kafka").group_initial_rebalance_delay_ms == 3000
+    assert BrokerConfig().group_initial_rebalance_delay_ms == 3000
+
+
+def test_serve_ci_profile_is_in_memory_with_short_sessions_and_the_control_endpoint() -> None:
+    config = _config("--profile", "ci")
+    assert config.in_memory and config.control_endpoint_enable
+    assert (config.group_initial_rebalance_delay_ms, config.group_min_session_timeout_ms) == (0, 1000)
+    assert not _config().control_endpoint_enable
+
+
+def test_serve_ci_profile_with_a_data_dir_uses_files(tmp_path: Path) -> None:
+    config = _config("--profile", "ci", "--data-dir", str(tmp_path))
+    assert (config.in_memory, config.data_dir, config.effective_storage_url) == (False, tmp_path, tmp_path.as_uri())
+    assert config.group_min_session_timeout_ms == 1000  # the rest of the profile still applies
+
+
+def test_serve_profile_precedence_profile_file_env_set_then_flags(tmp_path: Path) -> None:
+    """profile < config file < environment < --set < dedicated flags, each seen winning over the layer
+    below it on a setting the ci profile sets."""
+    path = tmp_path / "server.properties"
+    path.write_text("log.segment.bytes=2000000\ngroup.min.session.timeout.ms=2000\n"
+                    "group.initial.rebalance.delay.ms=100\nkafka.version=2.8\n")
+    env = {"MOLDAU_GROUP_MIN_SESSION_TIMEOUT_MS": "3000", "MOLDAU_GROUP_INITIAL_REBALANCE_DELAY_MS": "200"}
+    config = _config("--profile", "ci", "--config", str(path), "--set", "group.initial.rebalance.delay.ms=300",
+                     "--set", "kafka.version=3.0", "--kafka-version", "3.9", environ=env)
+    assert config.log_segment_bytes == "2000000"  # file over profile
+    assert config.group_min_session_timeout_ms == 3000  # environment over file
+    assert config.group_initial_rebalance_delay_ms == 300  # --set over environment
+    assert config.kafka_version == "3.9"  # flag over --set
+    assert config.control_endpoint_enable  # the profile where nothing else says otherwise
+
+
+def test_serve_memory_flag_wins_over_a_data_dir_in_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "server.properties"
+    path.write_text("storage.url=file:///nowhere\n")
+    assert _config("--profile", "ci", "--config", str(path)).storage_url == "file:///nowhere"  # file over profile
+    assert _config("--profile", "kafka", "--config", str(path), "--memory").in_memory
+
+
+def test_serve_unknown_profile_exits_2_naming_the_choices(tmp_path: Path) -> None:
+    result = _run("serve", "--profile", "prod", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "unknown profile 'prod'" in result.stderr and "dev, ci, kafka" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_unknown_kafka_version_exits_2_naming_the_choices(tmp_path: Path) -> None:
+    result = _run("serve", "--kafka-version", "1.0", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "'kafka.version' must be one of 2.8, 3.0, 3.9, 4.0" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_fault_command_is_part_of_moldau(tmp_path: Path) -> None:
+    result = _run("fault", "--help", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.startswith("usage: moldau fault")
+    # Nothing listens on port 1: the command says so in one line and exits 1.
+    result = _run("fault", "--bootstrap", "127.0.0.1:1", "--timeout", "2", "list", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("moldau fault: error: cannot reach the broker at 127.0.0.1:1")
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_ci_profile_with_log_dirs_from_the_environment_uses_files(tmp_path: Path) -> None:
+    config = _config("--profile", "ci", environ={"MOLDAU_LOG_DIRS": str(tmp_path)})
+    assert (config.in_memory, config.data_dir) == (False, tmp_path)

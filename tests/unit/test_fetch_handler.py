@@ -17,6 +17,7 @@ import pytest
 
 from broker.cluster import ClusterState
 from broker.config import BrokerConfig
+from broker.faults import FaultInjector
 from broker.fetch_sessions import FetchSessionCache
 from broker.handlers import ConnectionInfo, RequestContext
 from broker.handlers.fetch import handle_fetch
@@ -44,6 +45,7 @@ class FakeBroker:
         self.log_throttle = LogThrottle.from_config(config)
         self.fetch_sessions = FetchSessionCache(config.max_incremental_fetch_session_cache_slots,
                                                 config.min_incremental_fetch_session_eviction_ms)
+        self.faults = FaultInjector()
 
 
 class Env:

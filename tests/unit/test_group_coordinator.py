@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from broker.cluster import ClusterState
+from broker.cluster import OFFSETS_TOPIC, ClusterState
 from broker.config import BrokerConfig
 from broker.groups.coordinator import CommitPartition, GroupCoordinator, ManualClock
-from broker.groups.persistence import OFFSETS_TOPIC, OffsetRecord, decode_record, partition_for
+from broker.groups.persistence import OffsetRecord, decode_record, partition_for
 from broker.groups.state import STABLE, JoinRequest, SyncRequest
 from broker.server import Broker
 from protocol import codec

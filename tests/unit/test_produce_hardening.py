@@ -17,6 +17,7 @@ import zstandard
 
 from broker.cluster import ClusterState
 from broker.config import BrokerConfig
+from broker.faults import FaultInjector
 from broker.handlers import ConnectionInfo, RequestContext
 from broker.handlers.produce import handle_produce
 from broker.log_throttle import LogThrottle
@@ -258,6 +259,7 @@ class FakeBroker:
         self.config = config
         self.cluster = ClusterState(engine, config)
         self.log_throttle = LogThrottle.from_config(config)
+        self.faults = FaultInjector()
 
 
 def _produce_request(topic: str, batches: dict[int, bytes], acks: int = -1) -> Any:

@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 
-from broker.cluster import ClusterState
+from broker.cluster import OFFSETS_TOPIC, ClusterState
 from broker.config import BrokerConfig
 from broker.groups.coordinator import CommitPartition, GroupCoordinator, ManualClock
-from broker.groups.persistence import OFFSETS_TOPIC
 from broker.transactions.coordinator import TransactionCoordinator
 from broker.transactions.state import TxnState
 from protocol.errors import ErrorCode

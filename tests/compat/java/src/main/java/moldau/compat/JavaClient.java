@@ -87,6 +87,8 @@ public final class JavaClient {
                 return transactions(bootstrap, args[2], args[3], args[4]);
             case "txn-admin":
                 return txnAdmin(bootstrap, args[2], args[3]);
+            case "produce-faults":
+                return produceFaults(bootstrap, args[2], Integer.parseInt(args[3]), Integer.parseInt(args[4]));
             default:
                 throw new IllegalArgumentException("unknown scenario " + args[0]);
         }
@@ -123,6 +125,48 @@ public final class JavaClient {
         }
         Map<String, Object> out = new LinkedHashMap<>();
         out.put("acked", acked);
+        return out;
+    }
+
+    /**
+     * An acks=all producer sends COUNT records ("value-N") to partition 0, one at a time, while the broker
+     * injects faults. With RETRIES &gt; 0 it is idempotent and retries quickly; with 0 it is not (the client
+     * requires retries for idempotence) and every error reaches the caller. Reports each record's ack
+     * offset or exception class, and the client's record-retry-total metric.
+     */
+    private static Map<String, Object> produceFaults(String bootstrap, String topic, int count, int retries)
+            throws Exception {
+        Properties props = new Properties();
+        props.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        props.put(ProducerConfig.ACKS_CONFIG, "all");
+        props.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, String.valueOf(retries > 0));
+        props.put(ProducerConfig.RETRIES_CONFIG, String.valueOf(retries));
+        props.put(ProducerConfig.RETRY_BACKOFF_MS_CONFIG, "50");
+        props.put(ProducerConfig.RETRY_BACKOFF_MAX_MS_CONFIG, "200");
+        props.put(ProducerConfig.REQUEST_TIMEOUT_MS_CONFIG, "5000");
+        props.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, "20000");
+        props.put(ProducerConfig.LINGER_MS_CONFIG, "0");
+        List<Object> results = new ArrayList<>();
+        double retried;
+        try (KafkaProducer<byte[], byte[]> producer =
+                     new KafkaProducer<>(props, new ByteArraySerializer(), new ByteArraySerializer())) {
+            for (int i = 0; i < count; i++) {
+                Future<RecordMetadata> sent = producer.send(new ProducerRecord<>(topic, 0, null, utf8("value-" + i)));
+                try {
+                    results.add(sent.get(BOUND.toMillis(), TimeUnit.MILLISECONDS).offset());
+                } catch (ExecutionException e) {
+                    results.add(e.getCause().getClass().getSimpleName());
+                }
+            }
+            retried = producer.metrics().entrySet().stream()
+                    .filter(e -> e.getKey().name().equals("record-retry-total")
+                            && e.getKey().group().equals("producer-metrics"))
+                    .mapToDouble(e -> ((Number) e.getValue().metricValue()).doubleValue())
+                    .sum();
+        }
+        Map<String, Object> out = new LinkedHashMap<>();
+        out.put("results", results);
+        out.put("record_retry_total", retried);
         return out;
     }
 
