@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import difflib
 import os
 import socket
-import tempfile
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -412,6 +410,8 @@ def _lookup(name: str, source: str) -> Setting:
 
 
 def _suggest(name: str, candidates: Iterable[str]) -> str:
+    import difflib  # only for a misspelt name: not every start pays for it
+
     close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
     return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
@@ -641,6 +641,8 @@ def prepare_data_dir(path: Path, node_id: int) -> MetaProperties:
         raise DataDirError(f"data directory {where!r} is not a directory")
     try:
         # os.access is no help when running as root or on read-only mounts; a real write is.
+        import tempfile  # with random and shutil, ~1 MB that a broker in memory never needs
+
         fd, probe = tempfile.mkstemp(prefix=".moldau-probe-", dir=path)
         os.close(fd)
         os.unlink(probe)

@@ -19,6 +19,11 @@ every topic and group and clears the faults, for a clean broker between tests wi
 
 A start that fails (the port is taken, a bad setting, an unusable data directory) raises and leaves
 nothing behind: no open port, no storage lock, no thread.
+
+Logging: in a program that has not configured structlog, the broker logs warnings and errors to stderr
+(structlog's own default would print every event, debug included, to stdout); a program that has
+configured structlog gets the broker's events through its own set-up. The standard ``logging`` module is
+left alone either way.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ T = TypeVar("T")
 
 DEFAULT_PROFILE = "ci"
 DEFAULT_HOST = "127.0.0.1"
+DEFAULT_LOG_LEVEL = "warning"
 _THREAD_STOP_TIMEOUT_S = 30.0
 
 
@@ -68,6 +74,15 @@ def broker_config(*, profile: str = DEFAULT_PROFILE, settings: Mapping[str, Any]
     dir_given = data_dir is not None or not {"log.dirs", "log.dir"}.isdisjoint(overrides)
     chosen = profile_settings(profile, data_dir_given=dir_given)
     return build_config([(f"profile {profile!r}", chosen), ("settings", overrides)])
+
+
+def _default_logging() -> None:
+    import structlog
+
+    if not structlog.is_configured():
+        from broker.log import configure_logging
+
+        configure_logging(DEFAULT_LOG_LEVEL, route_stdlib=False)
 
 
 def _setting_text(value: Any) -> Any:
@@ -122,6 +137,7 @@ class EmbeddedBroker:
                  clock: Clock | None = None) -> None:
         self.config = broker_config(profile=profile, settings=settings, data_dir=data_dir, host=host,
                                     port=port, kafka_version=kafka_version)
+        _default_logging()
         self.broker = Broker(self.config, engine=engine, clock=clock)
 
     async def start(self) -> Self:
@@ -172,6 +188,7 @@ class BrokerThread:
                  clock: Clock | None = None) -> None:
         self.config = broker_config(profile=profile, settings=settings, data_dir=data_dir, host=host,
                                     port=port, kafka_version=kafka_version)
+        _default_logging()
         self.broker = Broker(self.config, engine=engine, clock=clock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

@@ -26,8 +26,10 @@ def default_format(stream: IO[str] | None = None) -> LogFormat:
         return "json"
 
 
-def configure_logging(level: str = "info", fmt: LogFormat | None = None, stream: IO[str] | None = None) -> None:
-    """Configure structlog (and route stdlib logging through the same renderer). Safe to call again."""
+def configure_logging(level: str = "info", fmt: LogFormat | None = None, stream: IO[str] | None = None, *,
+                      route_stdlib: bool = True) -> None:
+    """Configure structlog (and, with ``route_stdlib``, route stdlib logging through the same renderer).
+    Safe to call again."""
     stream = sys.stderr if stream is None else stream
     fmt = fmt or default_format(stream)
     numeric = logging.getLevelNamesMapping()[level.upper()]
@@ -52,6 +54,8 @@ def configure_logging(level: str = "info", fmt: LogFormat | None = None, stream:
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+    if not route_stdlib:
+        return
     handler = logging.StreamHandler(stream)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *exc_processors, renderer],

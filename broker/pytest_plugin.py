@@ -41,7 +41,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--moldau-kafka-version", default=None, metavar="VERSION",
                     help="the in-process broker advertises this Kafka release's API versions")
     group.addoption("--moldau-log-level", default=None, metavar="LEVEL",
-                    help="log level of the in-process broker (default warning)")
+                    help="log level of the in-process broker (default: warning, unless the suite configures "
+                         "structlog itself)")
     parser.addini("moldau_settings", type="linelist", default=[],
                   help="NAME=VALUE settings of the in-process broker, one per line")
     parser.addini("moldau_profile", default="ci", help="setting profile of the in-process broker")
@@ -103,9 +104,14 @@ def moldau_broker(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPath
         yield ExternalBroker(external)
         return
     from broker.embedded import BrokerThread, broker_config
-    from broker.log import configure_logging
 
-    configure_logging(pytestconfig.getoption("moldau_log_level") or "warning")
+    level = pytestconfig.getoption("moldau_log_level")
+    if level:
+        from broker.log import configure_logging
+
+        # Asked for by name: structlog renders at this level even if the suite configured it. Without
+        # the option the suite's own structlog set-up stands (BrokerThread: warnings to stderr if none).
+        configure_logging(level, route_stdlib=False)
     profile = pytestconfig.getoption("moldau_profile") or pytestconfig.getini("moldau_profile")
     settings = _settings(pytestconfig)
     data_dir = None

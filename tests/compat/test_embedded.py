@@ -426,3 +426,46 @@ def test_reset_right_after_a_start_on_a_data_dir_waits_for_the_groups_to_load(tm
             assert kafka.broker.groups.list_groups() == (ErrorCode.NONE, [])
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+_QUIET_PROGRAM = """
+import sys
+from confluent_kafka import Producer
+from broker.embedded import BrokerThread
+{setup}
+with BrokerThread() as kafka:
+    producer = Producer({{"bootstrap.servers": kafka.bootstrap_servers}})
+    producer.produce("quiet-topic", b"x")
+    assert producer.flush(15) == 0
+    kafka.call(kafka.broker.log_throttle.log, "warning", "test.warning", "here")  # one warning, on purpose
+print("done")
+"""
+
+
+def _run_program(setup: str) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOLDAU_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    return subprocess.run([sys.executable, "-c", _QUIET_PROGRAM.format(setup=setup)], capture_output=True,
+                          text=True, timeout=60, env=env, check=False)
+
+
+def test_a_program_without_logging_set_up_gets_only_warnings_and_on_stderr() -> None:
+    """structlog's defaults would print every event, debug included, to stdout, the program's own output."""
+    result = _run_program("")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "done\n"
+    assert "test.warning" in result.stderr
+    assert "connection.closed" not in result.stderr and "ready" not in result.stderr  # debug and info
+
+
+def test_a_program_that_configured_structlog_keeps_its_own_set_up() -> None:
+    setup = ("import structlog\n"
+             "structlog.configure(processors=[lambda logger, name, event: 'APP ' + event['event']],\n"
+             "                    logger_factory=structlog.PrintLoggerFactory(sys.stdout))\n")
+    result = _run_program(setup)
+    assert result.returncode == 0, result.stderr
+    assert "APP ready" in result.stdout and "APP test.warning" in result.stdout
