@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "address on stdout) or kafka (Kafka's code defaults)")
     serve.add_argument("--kafka-version", default=None, metavar="VERSION",
                        help="advertise the API versions this Apache Kafka release offered (kafka.version)")
+    serve.add_argument("--add-scram", dest="add_scram", action="append", default=[], metavar="CREDENTIAL",
+                       help="add a SCRAM user at start, in kafka-storage format's syntax: "
+                            "'SCRAM-SHA-256=[name=alice,password=alice-secret]' (repeatable; stored in the "
+                            "data directory, replacing that user's credential for the mechanism)")
     serve.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
                        help="set a broker setting by its Kafka name (repeatable)")
     serve.add_argument("--config", metavar="FILE", help="a Kafka-style .properties file")
@@ -120,8 +124,21 @@ def config_from_args(args: argparse.Namespace, environ: Any = None) -> Any:
         overrides["storage.url"] = MEMORY_STORAGE_URL
     name = DEFAULT_PROFILE if args.profile is None else args.profile
     profile = (name, profile_settings(name))
-    return load_config(config_file=args.config, environ=os.environ if environ is None else environ,
-                       overrides=overrides, profile=profile)
+    config = load_config(config_file=args.config, environ=os.environ if environ is None else environ,
+                         overrides=overrides, profile=profile)
+    if args.add_scram:
+        import dataclasses
+
+        from broker.config import ConfigError
+        from broker.security.scram_credentials import parse_add_scram
+
+        for text in args.add_scram:
+            try:
+                parse_add_scram(text)
+            except ValueError as exc:
+                raise ConfigError(f"--add-scram: {exc}") from None
+        config = dataclasses.replace(config, add_scram=tuple(args.add_scram))
+    return config
 
 
 def _serve(args: argparse.Namespace) -> int:

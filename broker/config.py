@@ -17,11 +17,14 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from storage.file.open_files import DEFAULT_MAX_OPEN_SEGMENT_FILES
 from storage.interface import MEMORY_MAX_BYTES_SETTING, UNBOUNDED
+
+if TYPE_CHECKING:
+    from broker.listeners import ListenerSpec
 
 ENV_PREFIX = "MOLDAU_"
 MEMORY_STORAGE_URL = "memory://"
@@ -53,6 +56,11 @@ class Setting:
     attr: str = ""
 
     @property
+    def sensitive(self) -> bool:
+        """A secret: DescribeConfigs and logs never show its value (Kafka's PASSWORD type)."""
+        return "password" in self.name or self.name.endswith("jaas.config")
+
+    @property
     def env_name(self) -> str:
         return ENV_PREFIX + self.name.replace(".", "_").upper()
 
@@ -68,12 +76,18 @@ class BrokerConfig:
 
     listeners: str = _setting(
         "listeners", "PLAINTEXT://localhost:9092",
-        "The address to listen on, as HOST:PORT or PLAINTEXT://HOST:PORT. Port 0 picks a free port; "
-        "host 0.0.0.0 or empty listens on every interface. One listener only.")
+        "The listeners, as NAME://HOST:PORT separated by commas (or one bare HOST:PORT, a PLAINTEXT "
+        "listener). A name is a security protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL) or any name "
+        "listener.security.protocol.map maps to one. Port 0 picks a free port; host 0.0.0.0 or empty "
+        "listens on every interface.")
     advertised_listeners: str | None = _setting(
         "advertised.listeners", None,
-        "The address given to clients in Metadata, as HOST:PORT or PLAINTEXT://HOST:PORT. "
-        "Default: the listen host (the machine's hostname for a wildcard host) and the bound port.")
+        "The addresses given to clients in Metadata, by listener: NAME://HOST:PORT separated by commas (a "
+        "bare HOST:PORT with one listener). A client is told the address of the listener it connected to. "
+        "Default, for each listener: its host (the machine's hostname for a wildcard host) and bound port.")
+    listener_security_protocol_map: str = _setting(
+        "listener.security.protocol.map", "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
+        "Listener names and their security protocols, as NAME:PROTOCOL pairs separated by commas.")
     node_id: int = _setting("node.id", 1, "This broker's node id.", synonyms=("broker.id",), minimum=0)
     broker_rack: str | None = _setting("broker.rack", None, "The rack of this broker, reported in Metadata.")
     log_dirs: str | None = _setting(
@@ -301,18 +315,97 @@ class BrokerConfig:
         "An entry with its last five batches takes about 1.4 KB (the default: about 70 MB). Moldau's own "
         "setting.", minimum=1)
 
+    # TLS (issue 15): Kafka's names; each may also be set for one listener as listener.name.<name>.<setting>
+    ssl_keystore_type: str = _setting(
+        "ssl.keystore.type", "PEM",
+        "The key store format. PEM only: one file holding the private key and its certificate chain (Kafka's "
+        "default, JKS, is Java's own format; convert it with keytool -importkeystore to PKCS12 and then with "
+        "openssl pkcs12 -nodes to PEM).")
+    ssl_keystore_location: str | None = _setting(
+        "ssl.keystore.location", None,
+        "PEM file with the listener's private key and certificate chain (SSL and SASL_SSL listeners). "
+        "Re-read when the file changes: new connections get the new certificate, no restart.")
+    ssl_keystore_password: str | None = _setting(
+        "ssl.keystore.password", None, "Password of an encrypted private key in the key store file (with "
+        "PEM, the same as ssl.key.password, which wins when both are set).")
+    ssl_key_password: str | None = _setting(
+        "ssl.key.password", None, "Password of an encrypted private key in the key store file.")
+    ssl_truststore_type: str = _setting(
+        "ssl.truststore.type", "PEM", "The trust store format. PEM only.")
+    ssl_truststore_location: str | None = _setting(
+        "ssl.truststore.location", None,
+        "PEM file of the CA certificates that client certificates are checked against "
+        "(ssl.client.auth=requested or required). Re-read when it changes.")
+    ssl_truststore_certificates: str | None = _setting(
+        "ssl.truststore.certificates", None, "The trust store's CA certificates as PEM text, instead of a file.")
+    ssl_truststore_password: str | None = _setting(
+        "ssl.truststore.password", None, "Not used by PEM trust stores; accepted so Kafka configs carry over.")
+    ssl_client_auth: str = _setting(
+        "ssl.client.auth", "none",
+        "Client certificates (mutual TLS): none, requested (checked when sent) or required. A client's "
+        "principal is its certificate's subject (see ssl.principal.mapping.rules).")
+    ssl_enabled_protocols: str = _setting(
+        "ssl.enabled.protocols", "TLSv1.2,TLSv1.3", "TLS versions accepted: TLSv1.2 and/or TLSv1.3.")
+    ssl_cipher_suites: str | None = _setting(
+        "ssl.cipher.suites", None, "TLS 1.2 cipher suites in OpenSSL's notation, separated by commas or "
+        "colons. Default: OpenSSL's.")
+    ssl_principal_mapping_rules: str = _setting(
+        "ssl.principal.mapping.rules", "DEFAULT",
+        "Rules from a client certificate's distinguished name to a user name: RULE:pattern/replacement/[LU] "
+        "entries and DEFAULT (the whole name), separated by commas; the first rule that matches wins.")
+
+    # SASL (issue 15)
+    sasl_enabled_mechanisms: str = _setting(
+        "sasl.enabled.mechanisms", "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+        "SASL mechanisms SASL listeners accept: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER. (Kafka's "
+        "default, GSSAPI, is Kerberos, which Moldau does not offer.) PLAIN users come from "
+        "listener.name.<name>.plain.sasl.jaas.config or sasl.plain.users.file; SCRAM users from "
+        "`moldau serve --add-scram`, `moldau scram` or AlterUserScramCredentials.")
+    sasl_plain_users_file: str | None = _setting(
+        "sasl.plain.users.file", None,
+        "A .properties file of PLAIN users (name=password), re-read when it changes. Moldau's own setting; "
+        "adds to the users of the listener's plain.sasl.jaas.config.")
+    connections_max_reauth_ms: int = _setting(
+        "connections.max.reauth.ms", 0,
+        "The longest a SASL authentication lasts before the client must authenticate again (KIP-368); a "
+        "connection that goes on past it without doing so is closed. 0: no limit (except an OAUTHBEARER "
+        "token's own expiry).", minimum=0)
+    connection_failed_authentication_delay_ms: int = _setting(
+        "connection.failed.authentication.delay.ms", 100,
+        "How long the answer to a failed authentication is held back before the connection closes, which "
+        "slows down password guessing.", minimum=0)
+    sasl_oauthbearer_jwks_endpoint_url: str | None = _setting(
+        "sasl.oauthbearer.jwks.endpoint.url", None,
+        "OAUTHBEARER: a file:// URL (or path) of a JWKS file; tokens must then be signed by one of its keys. "
+        "Unset: unsecured tokens (alg none) are accepted, as Kafka's default handler does (development only).")
+    sasl_oauthbearer_expected_audience: str | None = _setting(
+        "sasl.oauthbearer.expected.audience", None,
+        "OAUTHBEARER with a JWKS: audiences (comma-separated), one of which a token's aud must name.")
+    sasl_oauthbearer_expected_issuer: str | None = _setting(
+        "sasl.oauthbearer.expected.issuer", None, "OAUTHBEARER with a JWKS: the iss a token must have.")
+    sasl_oauthbearer_sub_claim_name: str = _setting(
+        "sasl.oauthbearer.sub.claim.name", "sub", "OAUTHBEARER: the claim naming the principal.")
+    sasl_oauthbearer_scope_claim_name: str = _setting(
+        "sasl.oauthbearer.scope.claim.name", "scope", "OAUTHBEARER: the claim holding the token's scopes.")
+    sasl_oauthbearer_clock_skew_seconds: int = _setting(
+        "sasl.oauthbearer.clock.skew.seconds", 30,
+        "OAUTHBEARER: how far the token's times (exp, nbf, iat) may be off the broker's clock.", minimum=0)
+
+    # Not a setting: `moldau serve --add-scram` values (kafka-storage format's syntax), stored at start.
+    add_scram: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    # Not settings: settings given for one listener (listener.name.<name>.<setting>), by their full name.
+    listener_overrides: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     # Not settings: where each setting's value came from (for DescribeConfigs' ConfigSource).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # Validates listeners and storage.url up front so a bad value fails at load, not at start().
-        parse_listener(self.listeners, "listeners")
+        specs = self.listener_specs
         if self.advertised_listeners is not None:
-            host, port = parse_listener(self.advertised_listeners, "advertised.listeners")
-            if not host or port == 0:
-                raise ConfigError(
-                    f"setting 'advertised.listeners' needs a host and a non-zero port, "
-                    f"got {self.advertised_listeners!r}")
+            from broker.listeners import parse_advertised
+
+            parse_advertised(self.advertised_listeners, specs)
+        _check_security(self, specs)
         if self.storage_url is not None:
             storage_path = _storage_path(self.storage_url)
             if storage_path is not None and self.log_dirs and Path(self.log_dirs).expanduser() != storage_path:
@@ -330,12 +423,31 @@ class BrokerConfig:
     # ------------------------------------------------------------ derived values
 
     @property
+    def listener_specs(self) -> list[ListenerSpec]:
+        """The configured listeners, in order (``broker/listeners.py``)."""
+        from broker.listeners import parse_listeners, parse_protocol_map
+
+        return parse_listeners(self.listeners, parse_protocol_map(self.listener_security_protocol_map))
+
+    @property
     def listen_host(self) -> str:
-        return parse_listener(self.listeners, "listeners")[0]
+        """The first listener's host."""
+        return self.listener_specs[0].host
 
     @property
     def listen_port(self) -> int:
-        return parse_listener(self.listeners, "listeners")[1]
+        """The first listener's port."""
+        return self.listener_specs[0].port
+
+    def listener_setting(self, listener: str, name: str) -> Any:
+        """A setting as one listener sees it: ``listener.name.<listener>.<name>`` when given, else the
+        broker-wide value (None for settings that exist only per listener, like a mechanism's
+        ``plain.sasl.jaas.config``)."""
+        key = f"{LISTENER_PREFIX}{listener.lower()}.{name}"
+        if key in self.listener_overrides:
+            return self.listener_overrides[key]
+        s = _BY_NAME.get(name)
+        return getattr(self, s.attr) if s is not None else None
 
     @property
     def in_memory(self) -> bool:
@@ -377,6 +489,15 @@ class BrokerConfig:
         return [(s, getattr(self, s.attr), self.sources.get(s.name, SOURCE_DEFAULT)) for s in SETTINGS]
 
 
+def _check_security(config: BrokerConfig, specs: list[ListenerSpec]) -> None:
+    """Settings of TLS and SASL listeners, checked at load (files are read at start)."""
+    if any(spec.uses_tls or spec.uses_sasl for spec in specs):
+        from broker.security.listener_settings import check_listener_settings
+
+        for spec in specs:
+            check_listener_settings(config, spec)
+
+
 def _build_registry() -> tuple[Setting, ...]:
     settings = []
     for f in dataclasses.fields(BrokerConfig):
@@ -395,6 +516,13 @@ _BY_NAME.update({syn: s for s in SETTINGS for syn in s.synonyms})
 _BY_ATTR: dict[str, Setting] = {s.attr: s for s in SETTINGS}
 _BY_ENV: dict[str, Setting] = {s.env_name: s for s in SETTINGS}
 _BY_ENV.update({ENV_PREFIX + syn.replace(".", "_").upper(): s for s in SETTINGS for syn in s.synonyms})
+
+
+LISTENER_PREFIX = "listener.name."
+JAAS_CONFIG = "sasl.jaas.config"
+# Settings that listener.name.<listener>. may override.
+LISTENER_SETTING_PREFIXES = ("ssl.", "sasl.", "connections.max.reauth.ms")
+_JAAS_SETTING = Setting(JAAS_CONFIG, str, None, "A JAAS login module configuration.")
 
 
 def setting(name: str) -> Setting:
@@ -454,29 +582,6 @@ def _convert(s: Setting, value: Any, source: str) -> Any:
     if not value and s.default is None:
         return None
     return value
-
-
-def parse_listener(value: str, name: str = "listeners") -> tuple[str, int]:
-    """Split ``[PLAINTEXT://]HOST:PORT`` (IPv6 hosts in brackets) into host and port."""
-    text = value.strip()
-    if "://" in text:
-        scheme, _, text = text.partition("://")
-        if scheme.upper() != "PLAINTEXT":
-            raise ConfigError(f"setting {name!r}: only PLAINTEXT listeners are supported, got {value!r}")
-    if "," in text:
-        raise ConfigError(f"setting {name!r}: one listener only, got {value!r}")
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        raise ConfigError(f"setting {name!r} expects HOST:PORT, got {value!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        port = int(port_text, 10)
-    except ValueError:
-        raise ConfigError(f"setting {name!r} expects HOST:PORT with a numeric port, got {value!r}") from None
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"setting {name!r}: port must be 0-65535, got {port}")
-    return host, port
 
 
 def format_address(host: str, port: int) -> str:
@@ -577,9 +682,13 @@ def build_config(layers: Iterable[Layer]) -> BrokerConfig:
     """
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    per_listener: dict[str, Any] = {}
     for label, mapping in layers:
         seen: dict[str, str] = {}
         for name, raw in mapping.items():
+            if name.startswith(LISTENER_PREFIX):
+                per_listener[name] = _convert_listener_setting(name, raw, label)
+                continue
             s = _lookup(name, label)
             if s.name in seen and seen[s.name] != name:
                 raise ConfigError(
@@ -587,7 +696,28 @@ def build_config(layers: Iterable[Layer]) -> BrokerConfig:
             seen[s.name] = name
             values[s.attr] = _convert(s, raw, label)
             sources[s.name] = SOURCE_STATIC
-    return BrokerConfig(**values, sources=sources)
+    return BrokerConfig(**values, sources=sources, listener_overrides=per_listener)
+
+
+def _convert_listener_setting(name: str, raw: Any, source: str) -> Any:
+    """Check one ``listener.name.<listener>.<setting>`` entry: the setting must be one a listener may
+    override, or a SASL mechanism's ``sasl.jaas.config``."""
+    listener, _, rest = name[len(LISTENER_PREFIX):].partition(".")
+    if not listener or not rest:
+        raise ConfigError(f"setting {name!r} (from {source}) expects listener.name.<listener>.<setting>")
+    mechanism, _, jaas = rest.partition(".")
+    if jaas == JAAS_CONFIG:
+        from broker.security.sasl_mechanisms import SUPPORTED_MECHANISMS
+
+        if mechanism.upper() not in SUPPORTED_MECHANISMS:
+            raise ConfigError(f"setting {name!r} (from {source}): unknown SASL mechanism {mechanism!r}; "
+                              f"choose one of {', '.join(m.lower() for m in SUPPORTED_MECHANISMS)}")
+        return _convert(_JAAS_SETTING, raw, source)
+    s = _BY_NAME.get(rest)
+    if s is None or not rest.startswith(LISTENER_SETTING_PREFIXES):
+        raise ConfigError(f"setting {name!r} (from {source}): {rest!r} cannot be set per listener; settings "
+                          f"starting with {', '.join(LISTENER_SETTING_PREFIXES)} can")
+    return _convert(s, raw, source)
 
 
 def load_config(*, config_file: str | os.PathLike[str] | None = None,

@@ -41,13 +41,17 @@ import structlog
 from broker.config import format_address
 from broker.connection_limits import REQUEST_OVERHEAD_BYTES
 from broker.faults import CLOSE, DELAY, FAIL, RequestFault
-from broker.handlers import API_VERSIONS, CloseConnection, ConnectionInfo, RequestContext
+from broker.handlers import API_VERSIONS, CloseConnection, ConnectionInfo, RawFrame, RequestContext, ThenClose
 from protocol import codec
 from protocol.error_responses import error_response
 from protocol.errors import ErrorCode
 from protocol.framing import FrameDecoder, FrameSizeError
 
 if TYPE_CHECKING:
+    import ssl
+
+    from broker.listeners import Listener
+    from broker.security.tls import TlsSession
     from broker.server import Broker
 
 log = structlog.get_logger()
@@ -76,8 +80,9 @@ class _Slot:
 class Connection(asyncio.Protocol):
     """The asyncio protocol for one accepted client socket."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, listener: Listener) -> None:
         self._broker = broker
+        self._listener = listener
         config = broker.config
         self._max_in_flight = config.queued_max_requests
         self._max_bytes = config.queued_max_request_bytes_per_connection
@@ -102,7 +107,11 @@ class Connection(asyncio.Protocol):
         self._last_active = self._loop.time()
         self._idle_timer: asyncio.TimerHandle | None = None
         self._sniffed = b""  # the first bytes, while they may still start a control-endpoint request
-        self.info = ConnectionInfo(peer="?")
+        assert listener.advertised is not None
+        self.info = ConnectionInfo(peer="?", listener=listener.name, security_protocol=listener.spec.security_protocol,
+                                   advertised=listener.advertised)
+        self._tls: TlsSession | None = None
+        self._send = self._send_plain
         self.host = "?"
         self.closed: asyncio.Future[None] = self._loop.create_future()
 
@@ -134,7 +143,12 @@ class Connection(asyncio.Protocol):
             self._loop.call_later(delay, self._end_creation_throttle)
         self.update_reading()  # not even the first read while the request budget is spent
         self._arm_idle_timer()
-        if self._broker.config.control_endpoint_enable:
+        listener = self._listener
+        if listener.sasl is not None:
+            self.info.sasl = listener.sasl.authenticator(self.info)
+        if listener.tls is not None:
+            self._start_tls(listener.tls.current())
+        elif self._broker.config.control_endpoint_enable:
             # Only the first bytes can start an HTTP request: an instance attribute shadows
             # data_received until they are in and then goes, so Kafka traffic never pays for the check.
             self.data_received = self._sniff_first_bytes  # type: ignore[method-assign]
@@ -219,6 +233,81 @@ class Connection(asyncio.Protocol):
         control.connection_made(transport)
         control.data_received(head)
 
+    # ------------------------------------------------------------ TLS
+
+    def _start_tls(self, context: ssl.SSLContext) -> None:
+        """Put a TLS session between the socket and the Kafka protocol: received bytes are decrypted
+        before framing (an instance attribute shadows data_received) and responses encrypted."""
+        from broker.security.tls import TlsSession
+
+        try:
+            self._tls = TlsSession(context)
+        except OSError as exc:  # ssl.SSLError; ssl itself is imported only by TLS listeners
+            log.error("tls.session_failed", peer=self.info.peer, listener=self.info.listener, reason=str(exc))
+            self.close("TLS session could not be made")
+            return
+        self.data_received = self._tls_data_received  # type: ignore[method-assign]
+        self._send = self._send_tls
+
+    def _tls_data_received(self, data: bytes) -> None:
+        tls = self._tls
+        assert tls is not None
+        if self._closing:
+            return
+        handshaking = not tls.handshake_done
+        try:
+            plaintext = tls.receive(data)
+        except OSError as exc:  # ssl.SSLError: a failed handshake or a corrupt record
+            self._tls_failed(exc, handshaking)
+            return
+        output = tls.take_output()
+        if output and self._transport is not None:
+            self._transport.write(output)
+        if handshaking and tls.handshake_done:
+            self._tls_established(tls)
+        if plaintext:
+            Connection.data_received(self, plaintext)
+        if tls.peer_closed:
+            self.close("peer closed TLS")
+
+    def _tls_failed(self, exc: OSError, handshaking: bool) -> None:
+        from broker.security.tls import handshake_failure_reason
+
+        tls = self._tls
+        if tls is not None and self._transport is not None:
+            alert = tls.take_output()  # tell the client why, if OpenSSL made an alert
+            if alert:
+                self._transport.write(alert)
+        event = "tls.handshake_failed" if handshaking else "tls.record_failed"
+        self._throttle.warning(event, self.host, peer=self.info.peer, listener=self.info.listener,
+                               reason=handshake_failure_reason(exc))
+        self.close("TLS handshake failed" if handshaking else "TLS error")
+
+    def _tls_established(self, tls: TlsSession) -> None:
+        cert = tls.peer_certificate()
+        if cert is not None:
+            from broker.security.principal import distinguished_name
+
+            dn = distinguished_name(cert)
+            name = self._listener.principal_mapper.map(dn)
+            if name is None:
+                self._throttle.warning("tls.principal_unmapped", self.host, peer=self.info.peer,
+                                       listener=self.info.listener, subject=dn,
+                                       reason="no ssl.principal.mapping.rules entry matches the subject")
+                self.close("no principal mapping rule matches the client certificate")
+                return
+            self.info.principal = f"User:{name}"
+        log.debug("tls.established", peer=self.info.peer, listener=self.info.listener, version=tls.version,
+                  cipher=tls.cipher, principal=self.info.principal)
+
+    def _send_plain(self, parts: list[Any]) -> None:
+        assert self._transport is not None
+        self._transport.writelines(parts)
+
+    def _send_tls(self, parts: list[Any]) -> None:
+        assert self._transport is not None and self._tls is not None
+        self._transport.write(self._tls.encrypt(parts))
+
     def pause_writing(self) -> None:
         self._writing_paused = True
         self.update_reading()
@@ -237,6 +326,10 @@ class Connection(asyncio.Protocol):
         self._close_reason = reason
         self._cancel_pending()
         if self._transport is not None:
+            if self._tls is not None:
+                goodbye = self._tls.close_notify()
+                if goodbye:
+                    self._transport.write(goodbye)
             self._transport.close()
 
     def abort(self) -> None:
@@ -307,6 +400,10 @@ class Connection(asyncio.Protocol):
         self.update_reading()
 
     def _dispatch(self, frame: bytes) -> None:
+        sasl = self.info.sasl
+        if sasl is not None and sasl.expects_raw_token:
+            self._raw_sasl_token(frame)
+            return
         peer = self.info.peer
         warn = self._throttle.warning
         # Charged when it arrived; its slot gives it back when answered (a bad frame closes the
@@ -322,6 +419,17 @@ class Connection(asyncio.Protocol):
         api_key = header.request_api_key
         version = header.request_api_version
         corr = header.correlation_id
+        sasl = self.info.sasl
+        if sasl is not None:
+            refused = sasl.refusal(api_key)
+            if refused is not None:
+                # Kafka closes a SASL connection that sends anything else before authenticating (or after
+                # its session expired): the client is misconfigured or hostile, and no answer helps.
+                warn("request.unauthenticated", self.host, peer=peer, api_key=api_key,
+                     api_name=codec.api_name(api_key), api_version=version, correlation_id=corr,
+                     client_id=header.client_id, listener=self.info.listener, reason=refused)
+                self.close(refused)
+                return
         entry = self._broker.registry.lookup(api_key)
         if entry is None:
             warn("request.unknown_api_key", self.host, peer=peer, api_key=api_key, api_version=version,
@@ -378,6 +486,14 @@ class Connection(asyncio.Protocol):
         else:
             slot.done = True
             slot.response = result
+
+    def _raw_sasl_token(self, frame: bytes) -> None:
+        """A SASL token sent without Kafka framing, after a v0 SaslHandshake: answered the same way, and a
+        failure closes the connection (there is no response to carry an error)."""
+        slot = self._new_slot(-1, 0, 0, len(frame) + REQUEST_OVERHEAD_BYTES)
+        task = asyncio.ensure_future(self.info.sasl.raw_token(bytes(frame)))
+        slot.task = task
+        task.add_done_callback(lambda t, s=slot: self._handler_done(s, t))
 
     # ------------------------------------------------------------ fault injection
 
@@ -487,7 +603,6 @@ class Connection(asyncio.Protocol):
     def _flush(self) -> None:
         """Write the responses at the head of the FIFO that are ready, in order."""
         pending = self._pending
-        transport = self._transport
         wrote = False
         while pending and pending[0].done and not self._closing:
             slot = pending[0]
@@ -495,15 +610,24 @@ class Connection(asyncio.Protocol):
             if isinstance(response, CloseConnection):
                 self.close(str(response))
                 return
-            if response is not None:
+            then_close = None
+            if isinstance(response, ThenClose):
+                then_close = response.reason
+                slot.response = response = response.response
+            if isinstance(response, RawFrame):
+                self._send([response.frame()])
+                wrote = True
+            elif response is not None:
                 parts = self._encode(slot)
                 if parts is None:
                     return
-                assert transport is not None
-                transport.writelines(parts)
+                self._send(parts)
                 wrote = True
             pending.popleft()
             self._charge(-slot.charge)
+            if then_close is not None:
+                self.close(then_close)
+                return
         if wrote:
             self._last_active = self._loop.time()
 

@@ -525,11 +525,12 @@ class FaultClient(FaultMethods):
     ``ControlEndpointError`` (a ConnectionError)."""
 
     def __init__(self, bootstrap_servers: str, timeout: float = 10.0) -> None:
-        from broker.config import ConfigError, parse_listener
+        from broker.config import ConfigError
+        from broker.listeners import split_address
 
-        first = bootstrap_servers.split(",")[0].strip()
+        first = bootstrap_servers.split(",")[0].strip().rpartition("://")[2]
         try:
-            self.host, self.port = parse_listener(first, "bootstrap servers")
+            self.host, self.port = split_address(first, "bootstrap servers")
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
         self.timeout = timeout

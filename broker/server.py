@@ -20,26 +20,29 @@ import structlog
 from broker import __version__
 from broker.config import (
     BrokerConfig,
+    ConfigError,
     advertised_host_for,
     format_address,
     generate_cluster_id,
-    parse_listener,
     prepare_data_dir,
 )
 from broker.connection_limits import ConnectionLimits, RequestMemory
 from broker.faults import FaultInjector
 from broker.handlers import HandlerRegistry
+from broker.listeners import Listener, parse_advertised
 from broker.log_throttle import LogThrottle
 
 if TYPE_CHECKING:
     from broker.connection import Connection
     from broker.groups.coordinator import Clock, GroupCoordinator
+    from broker.security.scram_credentials import ScramCredentialStore
     from broker.transactions.coordinator import TransactionCoordinator
     from storage.interface import StorageEngine
 
 log = structlog.get_logger()
 
 _STOP_GRACE_S = 2.0
+SCRAM_CREDENTIALS_FILE = "scram-credentials.json"
 
 
 class Broker:
@@ -62,8 +65,8 @@ class Broker:
         self.cluster_id: str = ""
         self._servers: list[asyncio.base_events.Server] = []
         self._connections: set[Connection] = set()
-        self._bound: tuple[str, int] | None = None
-        self._advertised: tuple[str, int] | None = None
+        self.listeners: list[Listener] = []
+        self._scram: ScramCredentialStore | None = None
         self._state = "new"
         self.engine: Any = None
         self.cluster: Any = None
@@ -95,33 +98,28 @@ class Broker:
         if self.engine is None:
             self.engine = _open_storage(self.storage_url, self.config)
         try:
-            sockets = await self._start_on_storage()
+            await self._start_on_storage()
         except BaseException:
             # Whatever failed (port taken, a bad offsets topic, cancellation), release what was taken so
             # the data directory's lock is free for the next broker.
             await self._release()
             self._state = "stopped"
             raise
-        host, port = sockets[0].getsockname()[:2]
-        self._bound = (host, port)
-        if self.config.advertised_listeners is not None:
-            self._advertised = parse_listener(self.config.advertised_listeners, "advertised.listeners")
-        else:
-            self._advertised = (advertised_host_for(self.config.listen_host), port)
         self._state = "running"
         self._retention_task = asyncio.create_task(self._retention_loop(), name="moldau-retention")
         if self.log_throttle.window_s > 0:
             self._log_flush_task = asyncio.create_task(self._log_flush_loop(), name="moldau-log-throttle")
-        log.info("ready", host=host, port=port, advertised=format_address(*self._advertised),
-                 listeners=[format_address(*s.getsockname()[:2]) for s in sockets],
+        host, port = self.bound_address
+        log.info("ready", host=host, port=port, advertised=format_address(*self.advertised_address),
+                 listeners=[f"{lis.name}://{format_address(*lis.bound)}" for lis in self.listeners if lis.bound],
                  cluster_id=self.cluster_id, node_id=self.node_id,
                  storage=self.storage_url, data_dir=str(data_dir) if data_dir else None,
                  version=__version__, pid=os.getpid(),
                  start_ms=round((time.perf_counter() - started) * 1000, 1))
 
-    async def _start_on_storage(self) -> list[socket.socket]:
-        """Everything of start() after storage is open: cluster state, coordinator, listener. On failure
-        the caller releases it all (``_release``)."""
+    async def _start_on_storage(self) -> None:
+        """Everything of start() after storage is open: cluster state, coordinator, security, listeners. On
+        failure the caller releases it all (``_release``)."""
         from broker.cluster import ClusterState
 
         self.cluster = ClusterState(self.engine, self.config)
@@ -140,18 +138,34 @@ class Broker:
         elif self.cluster.get(OFFSETS_TOPIC) is not None:
             _ = self.groups
 
-        sockets = _bind(self.config.listen_host, self.config.listen_port)
+        specs = self.config.listener_specs
+        if any(spec.uses_tls or spec.uses_sasl for spec in specs):
+            from broker.security.setup import secure_listeners
+
+            self.listeners = secure_listeners(self, specs)
+        else:
+            self.listeners = [Listener(spec) for spec in specs]
+        advertised = {}
+        if self.config.advertised_listeners is not None:
+            advertised = parse_advertised(self.config.advertised_listeners, specs)
         loop = asyncio.get_running_loop()
         from broker.connection import Connection
 
-        try:
-            for sock in sockets:
-                self._servers.append(await loop.create_server(lambda: Connection(self), sock=sock, backlog=128))
-        except BaseException:
-            for sock in sockets:
-                sock.close()
-            raise
-        return sockets
+        for listener in self.listeners:
+            sockets = _bind(listener.spec.host, listener.spec.port)
+            # Known before the first accept: a connection's Metadata answers with its listener's address.
+            listener.bound = sockets[0].getsockname()[:2]
+            listener.advertised = advertised.get(
+                listener.name, (advertised_host_for(listener.spec.host), listener.bound[1]))
+            try:
+                for sock in sockets:
+                    server = await loop.create_server(lambda lis=listener: Connection(self, lis),  # type: ignore[misc]
+                                                      sock=sock, backlog=128)
+                    self._servers.append(server)
+            except BaseException:
+                for sock in sockets:
+                    sock.close()
+                raise
 
     async def stop(self) -> None:
         """Stop accepting, close every connection (in-flight requests are dropped), release the port."""
@@ -269,6 +283,26 @@ class Broker:
             self._transactions.start()
         return self._transactions
 
+    @property
+    def scram_credentials(self) -> ScramCredentialStore:
+        """SCRAM users (``broker/security/scram_credentials.py``): a file in the data directory, or memory
+        only; loaded on first use, with the config's ``--add-scram`` credentials applied."""
+        if self._scram is None:
+            from broker.security.scram_credentials import ScramCredentialStore, parse_add_scram
+
+            data_dir = self.config.data_dir
+            store = ScramCredentialStore(data_dir / SCRAM_CREDENTIALS_FILE if data_dir is not None else None)
+            try:
+                store.load()
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            for text in self.config.add_scram:
+                mechanism, user, credential = parse_add_scram(text)
+                if store.get(mechanism, user) != credential:
+                    store.upsert(user, credential)
+            self._scram = store
+        return self._scram
+
     # ------------------------------------------------------------ state
 
     @property
@@ -277,21 +311,31 @@ class Broker:
 
     @property
     def bound_address(self) -> tuple[str, int]:
-        """(host, port) the listener is bound to; the first one if the host resolved to several."""
-        if self._bound is None:
+        """(host, port) the first listener is bound to (its first address if the host resolved to several)."""
+        bound = self.listeners[0].bound if self.listeners else None
+        if bound is None:
             raise RuntimeError("broker not started")
-        return self._bound
+        return bound
 
     @property
     def advertised_address(self) -> tuple[str, int]:
-        """(host, port) clients are told to connect to (Metadata's broker entry)."""
-        if self._advertised is None:
+        """(host, port) the first listener advertises: what clients of that listener are told."""
+        advertised = self.listeners[0].advertised if self.listeners else None
+        if advertised is None:
             raise RuntimeError("broker not started")
-        return self._advertised
+        return advertised
 
     @property
     def bootstrap_servers(self) -> str:
+        """The first listener's advertised address, as clients' bootstrap.servers takes it."""
         return format_address(*self.advertised_address)
+
+    def listener(self, name: str) -> Listener:
+        """The running listener of that name (KeyError if none)."""
+        for listener in self.listeners:
+            if listener.name == name.upper():
+                return listener
+        raise KeyError(f"no listener named {name!r}; listeners are {', '.join(lis.name for lis in self.listeners)}")
 
     @property
     def storage_url(self) -> str:

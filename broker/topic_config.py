@@ -24,6 +24,7 @@ SOURCE_DEFAULT = 5  # DEFAULT_CONFIG
 
 # DescribeConfigs ConfigType values.
 TYPE_BOOLEAN, TYPE_STRING, TYPE_INT, TYPE_SHORT, TYPE_LONG, TYPE_DOUBLE, TYPE_LIST = 1, 2, 3, 4, 5, 6, 7
+TYPE_PASSWORD = 9
 
 CLEANUP_POLICIES = ("delete", "compact")
 TIMESTAMP_TYPES = ("CreateTime", "LogAppendTime")

@@ -27,6 +27,30 @@ class CloseConnection(Exception):
     """Raised by a handler when Kafka would answer by closing the connection (e.g. a failed acks=0
     Produce, or a request version that is advertised but refused). Logged at warning, not as a bug."""
 
+
+class ThenClose:
+    """A handler's response after which the connection closes (a failed SASL authentication: Kafka
+    answers, then closes)."""
+
+    __slots__ = ("reason", "response")
+
+    def __init__(self, response: Any, reason: str) -> None:
+        self.response = response
+        self.reason = reason
+
+class RawFrame:
+    """A size-prefixed frame without a Kafka response header: the server's SASL token after a v0
+    SaslHandshake, when tokens travel unframed."""
+
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    def frame(self) -> bytes:
+        return len(self.payload).to_bytes(4, "big") + self.payload
+
+
 API_VERSIONS = 18
 METADATA = 3
 # Fetch's and ListOffsets' isolation_level.
@@ -45,6 +69,11 @@ class ConnectionInfo:
     # Produce requests of one connection append in request order (an idempotent producer pipelines up
     # to 5 and relies on it); their acks=all flushes still overlap, outside this lock.
     produce_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    listener: str = "PLAINTEXT"
+    security_protocol: str = "PLAINTEXT"
+    advertised: tuple[str, int] = ("localhost", 9092)  # the address of this connection's listener
+    principal: str = "User:ANONYMOUS"  # who the client is (broker/security/principal.py)
+    sasl: Any = None  # the connection's SaslAuthenticator on SASL listeners
 
 
 @dataclass
@@ -188,6 +217,7 @@ SERVED: tuple[tuple[int, int, int, str], ...] = (
     (15, 0, 5, "broker.handlers.groups:handle_describe_groups"),
     (16, 0, 5, "broker.handlers.groups:handle_list_groups"),
     (API_VERSIONS, 0, 4, "broker.handlers.api_versions:handle_api_versions"),
+    (17, 0, 1, "broker.handlers.sasl:handle_sasl_handshake"),
     (19, 0, 7, "broker.handlers.create_topics:handle_create_topics"),
     (20, 0, 6, "broker.handlers.delete_topics:handle_delete_topics"),
     (21, 0, 2, "broker.handlers.delete_records:handle_delete_records"),
@@ -200,6 +230,7 @@ SERVED: tuple[tuple[int, int, int, str], ...] = (
     (32, 0, 4, "broker.handlers.configs:handle_describe_configs"),
     (33, 0, 2, "broker.handlers.configs:handle_alter_configs"),
     (35, 0, 4, "broker.handlers.describe_log_dirs:handle_describe_log_dirs"),
+    (36, 0, 2, "broker.handlers.sasl:handle_sasl_authenticate"),
     (37, 0, 3, "broker.handlers.create_partitions:handle_create_partitions"),
     (42, 0, 2, "broker.handlers.groups:handle_delete_groups"),
     (44, 0, 1, "broker.handlers.configs:handle_incremental_alter_configs"),

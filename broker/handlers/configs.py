@@ -57,6 +57,7 @@ from broker.topic_config import (
     TYPE_BOOLEAN,
     TYPE_INT,
     TYPE_LIST,
+    TYPE_PASSWORD,
     TYPE_STRING,
     TopicConfigDef,
     format_value,
@@ -99,6 +100,7 @@ class ConfigEntry:
     type: int
     doc: str | None
     synonyms: tuple[tuple[str, str | None, int], ...] = ()
+    sensitive: bool = False  # a password: described without its value, as Kafka does
 
 
 def _text(value: Any) -> str | None:
@@ -157,6 +159,10 @@ def broker_config_entries(config: BrokerConfig) -> list[ConfigEntry]:
             synonyms.append((setting.name, _text(default), SOURCE_DEFAULT))
         shown = value if value is not None else default
         source = synonyms[0][2] if synonyms else SOURCE_DEFAULT
+        if setting.sensitive:
+            entries.append(ConfigEntry(setting.name, None, source, True, TYPE_PASSWORD, setting.doc,
+                                       tuple((n, None, s) for n, _, s in synonyms), sensitive=True))
+            continue
         entries.append(ConfigEntry(setting.name, _text(shown), source, True, _setting_type(setting),
                                    setting.doc, tuple(synonyms)))
     return entries
@@ -218,7 +224,7 @@ def _describe_entry(entry: ConfigEntry, version: int, include_synonyms: bool, in
         name=entry.name, value=entry.value, read_only=entry.read_only,
         # v0 only: v1 replaced is_default by the source.
         is_default=version == 0 and entry.source == SOURCE_DEFAULT, config_source=entry.source,
-        is_sensitive=False,
+        is_sensitive=entry.sensitive,
         synonyms=[resp.DescribeConfigsSynonym(name=n, value=v, source=s) for n, v, s in entry.synonyms]
         if include_synonyms else [],
         config_type=entry.type, documentation=entry.doc if include_docs else None)

@@ -41,7 +41,7 @@ def handle_describe_cluster(header: Any, body: Any, ctx: RequestContext) -> Any:
         return response(throttle_time_ms=0, error_code=int(code),
                         error_message=f"The request was sent to an endpoint of type BROKER, but we wanted an "
                                       f"endpoint of type {_ENDPOINT_NAMES[endpoint]}")
-    host, port = broker.advertised_address
+    host, port = ctx.connection.advertised
     return response(
         throttle_time_ms=0, error_code=0, error_message=None, endpoint_type=ENDPOINT_BROKER,
         cluster_id=broker.cluster_id, controller_id=broker.node_id,

@@ -298,7 +298,7 @@ def _node_endpoints(ctx: RequestContext, partitions: list[tuple[PartitionRequest
     if ctx.api_version < 16 or not any(data.current_leader.leader_id >= 0 for _, data in partitions):
         return []
     broker = ctx.broker
-    host, port = broker.advertised_address
+    host, port = ctx.connection.advertised
     return [_Response.NodeEndpoint(node_id=broker.node_id, host=host, port=port, rack=broker.config.broker_rack)]
 
 

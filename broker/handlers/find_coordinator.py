@@ -37,7 +37,7 @@ def _check(key: str, key_type: int) -> tuple[ErrorCode, str] | None:
 
 def handle_find_coordinator(header: Any, body: Any, ctx: RequestContext) -> Any:
     broker = ctx.broker
-    host, port = broker.advertised_address
+    host, port = ctx.connection.advertised
     node = broker.node_id
     key_type = body.key_type if ctx.api_version >= 1 else GROUP
     if ctx.api_version >= 4:

@@ -125,7 +125,7 @@ async def handle_metadata(header: Any, body: Any, ctx: RequestContext) -> Any:
     cluster = broker.cluster
     version = ctx.api_version
     resp = messages.MetadataResponse
-    host, port = broker.advertised_address
+    host, port = ctx.connection.advertised
 
     include_topic_ops = version >= 8 and body.include_topic_authorized_operations
     topic_ops = TOPIC_OPERATIONS if include_topic_ops else AUTHORIZED_OPERATIONS_OMITTED

@@ -16,6 +16,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -786,11 +787,17 @@ def require_node() -> None:
         pytest.fail(f"{NODE_DIR / 'node_modules'} is missing kafkajs: {NODE_INSTALL_HINT}")
 
 
-def node(script: str, *args: str, stdin: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
-    """Run one scenario script and return its result (the last JSON line it printed)."""
+def node(script: str, *args: str, stdin: str | None = None, timeout: float = 60.0,
+         security: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run one scenario script and return its result (the last JSON line it printed). ``security`` is
+    kafkajs's ``ssl``/``sasl`` client options (``{"ssl": {"ca": PATH}, "sasl": {...}}``; a CA path is
+    read by the script), given to every client the script makes."""
     require_node()
+    env = dict(os.environ)
+    if security is not None:
+        env["MOLDAU_KAFKAJS_SECURITY"] = json.dumps(security)
     result = subprocess.run(["node", str(NODE_DIR / script), *args], input=stdin, capture_output=True,
-                            text=True, timeout=timeout, cwd=NODE_DIR, check=False)
+                            text=True, timeout=timeout, cwd=NODE_DIR, check=False, env=env)
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     assert lines, (f"node {script} printed no JSON (exit {result.returncode}); "
                    f"stderr: {result.stderr[-3000:]}")

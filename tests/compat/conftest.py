@@ -33,9 +33,13 @@ class BrokerProcess:
     """A running ``moldau serve`` process and the JSON log records it has written to stderr."""
 
     def __init__(self, extra_args: list[str], tmp_path: Path, *, memory: bool = True,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, listen: bool | None = None) -> None:
+        """``listen=False`` leaves the listeners to ``extra_args``; by default that happens when they set
+        ``listeners=`` (``--set listeners=...``), else the broker listens on a free port of 127.0.0.1."""
+        if listen is None:
+            listen = not any(arg.startswith("listeners=") for arg in extra_args)
         args = [sys.executable, "-m", "broker", "serve", *(["--memory"] if memory else []),
-                "--listen", "127.0.0.1:0", "--log-format", "json", *extra_args]
+                *(["--listen", "127.0.0.1:0"] if listen else []), "--log-format", "json", *extra_args]
         base = {k: v for k, v in os.environ.items() if not k.startswith("MOLDAU_")}
         # Nothing should be written with --memory; pointing XDG at tmp_path lets a test check that.
         base["XDG_DATA_HOME"] = str(tmp_path / "xdg-data")
@@ -53,6 +57,11 @@ class BrokerProcess:
         self.host: str = self.ready["host"]
         self.port: int = self.ready["port"]
         self.bootstrap = f"{self.host}:{self.port}"
+        # Every listener's bound address by name, from the ready line's NAME://HOST:PORT entries.
+        self.listeners: dict[str, str] = {}
+        for entry in self.ready.get("listeners", []):
+            name, _, address = entry.partition("://")
+            self.listeners[name] = address
 
     def _read_stderr(self) -> None:
         assert self.proc.stderr is not None

@@ -33,11 +33,14 @@ def require_java() -> None:
         pytest.fail(f"the Java scenario runner is not built in {JAVA_DIR / 'target'}: {INSTALL_HINT}")
 
 
-def java_client(scenario: str, bootstrap: str, *args: str, timeout: float = 90.0) -> dict[str, Any]:
-    """Run one scenario against ``bootstrap`` and return its JSON result."""
+def java_client(scenario: str, bootstrap: str, *args: str, timeout: float = 90.0,
+                client_config: Path | None = None) -> dict[str, Any]:
+    """Run one scenario against ``bootstrap`` and return its JSON result. ``client_config`` is a
+    properties file of extra client settings (security.protocol, sasl.*, ssl.*) every client uses."""
     require_java()
     classpath = os.pathsep.join([str(CLASSES), str(LIBS / "*")])
-    command = ["java", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", classpath, MAIN_CLASS,
+    extra = [f"-Dmoldau.client.config={client_config}"] if client_config is not None else []
+    command = ["java", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", *extra, "-cp", classpath, MAIN_CLASS,
                scenario, bootstrap, *args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]

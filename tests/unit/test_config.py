@@ -104,7 +104,8 @@ def test_unknown_name_without_close_match_has_no_suggestion() -> None:
     ("num.partitions", "0", r"'num.partitions' .* must be at least 1, got 0"),
     ("auto.create.topics.enable", "yes", r"'auto.create.topics.enable' .* expects true or false"),
     ("listeners", "localhost", r"'listeners' expects HOST:PORT"),
-    ("listeners", "SSL://localhost:9093", r"only PLAINTEXT"),
+    ("listeners", "SSL://localhost:9093", r"listener SSL \(SSL\) needs a certificate: set ssl.keystore.location"),
+    ("listeners", "FOO://localhost:9093", r"listener FOO has no security protocol"),
     ("listeners", "localhost:70000", r"port must be 0-65535"),
     ("advertised.listeners", "myhost:0", r"'advertised.listeners' needs a host and a non-zero port"),
     ("storage.url", "s3://bucket", r"'storage.url' expects memory:// or file:///"),
@@ -147,9 +148,13 @@ def test_from_settings_accepts_kafka_and_attribute_names_with_checks() -> None:
 
 
 def test_listener_parsing_forms() -> None:
-    assert cfg.parse_listener("PLAINTEXT://127.0.0.1:0") == ("127.0.0.1", 0)
-    assert cfg.parse_listener("[::1]:9092") == ("::1", 9092)
-    assert cfg.parse_listener(":9092") == ("", 9092)
+    def first(text: str) -> tuple[str, int]:
+        spec = BrokerConfig.from_settings({"listeners": text}).listener_specs[0]
+        return spec.host, spec.port
+
+    assert first("PLAINTEXT://127.0.0.1:0") == ("127.0.0.1", 0)
+    assert first("[::1]:9092") == ("::1", 9092)
+    assert first(":9092") == ("", 9092)
     assert cfg.format_address("::1", 9092) == "[::1]:9092"
 
 

@@ -59,7 +59,7 @@ async def call(broker: Broker, api_key: int, version: int, body: Any, client_id:
     frame = b"".join(bytes(p) for p in codec.encode_request(api_key, version, 7, client_id, body))
     header, request = codec.decode_request(frame[4:])
     result = broker.registry.lookup(api_key).handler(header, request, RequestContext(
-        broker, ConnectionInfo(peer="unit"), version))
+        broker, ConnectionInfo(peer="unit", advertised=broker.advertised_address), version))
     if inspect.isawaitable(result):
         result = await result
     out = b"".join(bytes(p) for p in codec.encode_response(api_key, version, 7, result))

@@ -335,7 +335,8 @@ def test_a_connection_with_many_large_requests_queued_yields_to_other_connection
     async def test(broker: Broker) -> None:
         from broker.connection import Connection
 
-        greedy, other = Connection(broker), Connection(broker)
+        listener = broker.listeners[0]
+        greedy, other = Connection(broker, listener), Connection(broker, listener)
         greedy.connection_made(FakeTransport(40001))
         other.connection_made(FakeTransport(40002))
         frames = b"".join(big_request(i, f"big-{i}") for i in range(3))

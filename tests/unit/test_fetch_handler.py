@@ -54,7 +54,8 @@ class Env:
         self.cluster = self.broker.cluster
 
     async def fetch(self, version: int, body: Any) -> Any:
-        ctx = RequestContext(self.broker, ConnectionInfo(peer="unit"), version)  # type: ignore[arg-type]
+        ctx = RequestContext(self.broker, ConnectionInfo(peer="unit", advertised=self.broker.advertised_address),
+                             version)  # type: ignore[arg-type]
         response = await handle_fetch(None, body, ctx)
         # Every response must encode at the version asked for (and decode back the same).
         frame = b"".join(bytes(p) for p in codec.encode_response(1, version, 1, response))

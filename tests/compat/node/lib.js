@@ -75,6 +75,24 @@ const COMPRESSION = {
   zstd: CompressionTypes.ZSTD,
 }
 
+/**
+ * ssl/sasl client options from MOLDAU_KAFKAJS_SECURITY (set by the Python test helper), with a CA given
+ * as a file path read here: {"ssl": {"ca": "/path/ca.pem"}, "sasl": {"mechanism": "plain", ...}}.
+ */
+function securityOptions() {
+  const text = process.env.MOLDAU_KAFKAJS_SECURITY
+  if (!text) return {}
+  const security = JSON.parse(text)
+  if (security.ssl && security.ssl.ca) {
+    const fs = require('fs')
+    security.ssl = { ...security.ssl, ca: [fs.readFileSync(security.ssl.ca, 'utf8')] }
+    for (const key of ['cert', 'key']) {
+      if (security.ssl[key]) security.ssl[key] = fs.readFileSync(security.ssl[key], 'utf8')
+    }
+  }
+  return security
+}
+
 function kafka(bootstrap) {
   return new Kafka({
     clientId: CLIENT_ID,
@@ -84,6 +102,7 @@ function kafka(bootstrap) {
     retry: { retries: 3, initialRetryTime: 100 },
     logLevel: logLevel.WARN,
     logCreator: stderrLogCreator,
+    ...securityOptions(),
   })
 }
 
@@ -98,6 +117,7 @@ function cluster(bootstrap) {
     socketFactory: defaultSocketFactory(),
     brokers: [bootstrap],
     clientId: CLIENT_ID,
+    ...securityOptions(),
     connectionTimeout: 3000,
     requestTimeout: 10000,
     enforceRequestTimeout: true,

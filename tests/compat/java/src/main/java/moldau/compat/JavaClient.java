@@ -94,11 +94,28 @@ public final class JavaClient {
         }
     }
 
+    /**
+     * A client's base settings: the bootstrap servers, plus the properties file named by the system
+     * property moldau.client.config when set (security settings: security.protocol, sasl.*, ssl.*).
+     */
+    private static Properties clientProps(String bootstrap) {
+        Properties props = new Properties();
+        String extra = System.getProperty("moldau.client.config");
+        if (extra != null) {
+            try (java.io.Reader reader = java.nio.file.Files.newBufferedReader(java.nio.file.Path.of(extra))) {
+                props.load(reader);
+            } catch (java.io.IOException e) {
+                throw new IllegalArgumentException("cannot read " + extra + ": " + e);
+            }
+        }
+        props.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        return props;
+    }
+
     /** An idempotent acks=all producer sends COUNT keyed records with a header; reports every ack. */
     private static Map<String, Object> produce(String bootstrap, String topic, int count, String compression)
             throws Exception {
-        Properties props = new Properties();
-        props.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        Properties props = clientProps(bootstrap);
         props.put(ProducerConfig.ACKS_CONFIG, "all");
         props.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "true");
         props.put(ProducerConfig.COMPRESSION_TYPE_CONFIG, compression);
@@ -136,8 +153,7 @@ public final class JavaClient {
      */
     private static Map<String, Object> produceFaults(String bootstrap, String topic, int count, int retries)
             throws Exception {
-        Properties props = new Properties();
-        props.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        Properties props = clientProps(bootstrap);
         props.put(ProducerConfig.ACKS_CONFIG, "all");
         props.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, String.valueOf(retries > 0));
         props.put(ProducerConfig.RETRIES_CONFIG, String.valueOf(retries));
@@ -172,8 +188,7 @@ public final class JavaClient {
 
     /** A group member subscribes, reads COUNT records from the earliest offsets, commits, and leaves. */
     private static Map<String, Object> consume(String bootstrap, String topic, String group, int count) {
-        Properties props = new Properties();
-        props.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        Properties props = clientProps(bootstrap);
         props.put(ConsumerConfig.GROUP_ID_CONFIG, group);
         props.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
         props.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
@@ -286,8 +301,7 @@ public final class JavaClient {
 
     private static void ctpRound(String bootstrap, String in, String out, String group, String transactionalId,
                                  int count, boolean commit) {
-        Properties props = new Properties();
-        props.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        Properties props = clientProps(bootstrap);
         props.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, transactionalId);
         props.put(ProducerConfig.TRANSACTION_TIMEOUT_CONFIG, "10000");
         props.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, String.valueOf(BOUND.toMillis()));
@@ -327,8 +341,7 @@ public final class JavaClient {
     }
 
     private static Properties consumerProps(String bootstrap, String group, String isolation) {
-        Properties props = new Properties();
-        props.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        Properties props = clientProps(bootstrap);
         props.put(ConsumerConfig.GROUP_ID_CONFIG, group);
         props.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
         props.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
@@ -366,8 +379,7 @@ public final class JavaClient {
      */
     private static Map<String, Object> txnAdmin(String bootstrap, String topic, String transactionalId)
             throws Exception {
-        Properties props = new Properties();
-        props.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        Properties props = clientProps(bootstrap);
         props.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, transactionalId);
         props.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, String.valueOf(BOUND.toMillis()));
         Map<String, Object> out = new LinkedHashMap<>();
@@ -410,8 +422,7 @@ public final class JavaClient {
     }
 
     private static Admin admin(String bootstrap) {
-        Properties props = new Properties();
-        props.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        Properties props = clientProps(bootstrap);
         props.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, String.valueOf(BOUND.toMillis()));
         return Admin.create(props);
     }

@@ -1,0 +1,1 @@
+"""Moldau's security: listeners, TLS, SASL authentication, authorization and quotas."""
