@@ -1,5 +1,5 @@
-"""The ``moldau`` command line: ``moldau --version``, ``moldau serve`` (a thin shell around ``Broker``) and
-``moldau fault`` (see ``broker.fault_cli``).
+"""The ``moldau`` command line: ``moldau --version``, ``moldau serve`` (a thin shell around ``Broker``),
+``moldau fault`` (see ``broker.fault_cli``) and ``moldau scram`` (``broker.scram_cli``).
 
 Exit codes: 0 after a clean stop (SIGINT/SIGTERM; a second signal while stopping is logged and
 ignored, so it can never kill a clean shutdown), 2 for bad usage, bad settings or an unusable data
@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from broker import __version__, fault_cli
+from broker import __version__, fault_cli, scram_cli
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=("console", "json"), default=None,
                        help="(default console when stderr is a terminal, json otherwise)")
     fault_cli.add_parser(commands)
+    scram_cli.add_parser(commands)
     return parser
 
 
@@ -98,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.command == "fault":
         return fault_cli.run(args)
+    if args.command == "scram":
+        return scram_cli.run(args)
     raise AssertionError(args.command)
 
 

@@ -391,6 +391,20 @@ class BrokerConfig:
         "sasl.oauthbearer.clock.skew.seconds", 30,
         "OAUTHBEARER: how far the token's times (exp, nbf, iat) may be off the broker's clock.", minimum=0)
 
+    # Authorization (issue 15)
+    authorizer_class_name: str | None = _setting(
+        "authorizer.class.name", None,
+        "Turns on authorization with ACLs: org.apache.kafka.metadata.authorizer.StandardAuthorizer (Kafka's; "
+        "kafka.security.authorizer.AclAuthorizer is taken as the same). Unset: every request is allowed and "
+        "the ACL APIs answer SECURITY_DISABLED. ACLs are kept in acls.json in the data directory.")
+    super_users: str | None = _setting(
+        "super.users", None,
+        "Principals allowed everything whatever the ACLs say, separated by semicolons: "
+        "User:admin;User:CN=ops,O=Example.")
+    allow_everyone_if_no_acl_found: bool = _setting(
+        "allow.everyone.if.no.acl.found", False,
+        "With an authorizer: allow every request on a resource that no ACL applies to (else only super users).")
+
     # Not a setting: `moldau serve --add-scram` values (kafka-storage format's syntax), stored at start.
     add_scram: tuple[str, ...] = field(default=(), compare=False, repr=False)
     # Not settings: settings given for one listener (listener.name.<name>.<setting>), by their full name.

@@ -47,7 +47,7 @@ def _count(text: str) -> int | None:
     return value
 
 
-def _connection_options(parser: argparse.ArgumentParser, *, with_defaults: bool) -> None:
+def connection_options(parser: argparse.ArgumentParser, *, with_defaults: bool) -> None:
     # Accepted before and after the action; the action's copies have no defaults so they do not
     # overwrite values given before it.
     def default(value: Any) -> Any:
@@ -75,11 +75,11 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
                     "endpoint on its Kafka port (control.endpoint.enable=true; the ci profile sets it).",
         epilog="APIs go by Kafka's names (Produce, Fetch, JoinGroup, ...) or keys; errors by Kafka's names "
                "(NOT_LEADER_OR_FOLLOWER, REQUEST_TIMED_OUT, ...) or codes.")
-    _connection_options(fault, with_defaults=True)
+    connection_options(fault, with_defaults=True)
     fault.set_defaults(fault_parser=fault)
     actions = fault.add_subparsers(dest="fault_action", metavar="ACTION")
     shared = argparse.ArgumentParser(add_help=False)
-    _connection_options(shared, with_defaults=False)
+    connection_options(shared, with_defaults=False)
 
     def action(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = actions.add_parser(name, parents=[shared], help=help_text, description=help_text[0].upper()

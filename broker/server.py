@@ -35,6 +35,7 @@ from broker.log_throttle import LogThrottle
 if TYPE_CHECKING:
     from broker.connection import Connection
     from broker.groups.coordinator import Clock, GroupCoordinator
+    from broker.security.authorization import AclService
     from broker.security.scram_credentials import ScramCredentialStore
     from broker.transactions.coordinator import TransactionCoordinator
     from storage.interface import StorageEngine
@@ -67,6 +68,7 @@ class Broker:
         self._connections: set[Connection] = set()
         self.listeners: list[Listener] = []
         self._scram: ScramCredentialStore | None = None
+        self.acls: AclService | None = None  # the authorizer, when authorizer.class.name is set
         self._state = "new"
         self.engine: Any = None
         self.cluster: Any = None
@@ -138,6 +140,10 @@ class Broker:
         elif self.cluster.get(OFFSETS_TOPIC) is not None:
             _ = self.groups
 
+        if self.config.authorizer_class_name:
+            from broker.security.authorization import AclService
+
+            self.acls = AclService.from_config(self.config)
         specs = self.config.listener_specs
         if any(spec.uses_tls or spec.uses_sasl for spec in specs):
             from broker.security.setup import secure_listeners

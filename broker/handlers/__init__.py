@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from broker.security.acls import AclOperation, ResourceType
     from broker.server import Broker
     from protocol.errors import ErrorCode
 
@@ -94,6 +95,34 @@ class RequestContext:
         the broker's log throttle: a request naming a million bad partitions costs one line and a count
         per client host, not a million lines."""
         self.broker.log_throttle.log("info", event, self.connection.host, peer=self.connection.peer, **fields)
+
+    def authorized(self, operation: AclOperation, resource_type: ResourceType, name: str) -> bool:
+        """May this connection's principal do ``operation`` on the resource? Always, without an authorizer
+        (``authorizer.class.name`` unset): one attribute check."""
+        acls = self.broker.acls
+        if acls is None:
+            return True
+        connection = self.connection
+        allowed = acls.authorizer.authorize(connection.principal, connection.host, operation, resource_type, name)
+        if not allowed:
+            self.broker.log_throttle.log("info", "authorization.denied", connection.host,
+                                         similar=f"{connection.principal}:{operation.name}:{resource_type.name}",
+                                         peer=connection.peer, principal=connection.principal,
+                                         operation=operation.name, resource_type=resource_type.name, resource=name)
+        return allowed
+
+    def authorized_names(self, operation: AclOperation, resource_type: ResourceType, names: Iterable[str]) -> set[str]:
+        """The names among ``names`` this principal may do ``operation`` on."""
+        names = list(names)
+        if self.broker.acls is None:
+            return set(names)
+        return {name for name in names if self.authorized(operation, resource_type, name)}
+
+    def log_audit(self, event: str, **fields: Any) -> None:
+        """Log a change made by this client (ACLs, credentials) with who made it, at info."""
+        import structlog
+
+        structlog.get_logger().info(event, peer=self.connection.peer, principal=self.connection.principal, **fields)
 
     def partition_fault(self, topic: str, partition: int) -> ErrorCode | None:
         """The error a fault rule gives this partition's data requests (offline: NOT_LEADER_OR_FOLLOWER,
@@ -227,6 +256,9 @@ SERVED: tuple[tuple[int, int, int, str], ...] = (
     (25, 0, 4, "broker.handlers.transactions:handle_add_offsets_to_txn"),
     (26, 0, 4, "broker.handlers.transactions:handle_end_txn"),
     (28, 0, 4, "broker.handlers.transactions:handle_txn_offset_commit"),
+    (29, 0, 3, "broker.handlers.acls:handle_describe_acls"),
+    (30, 0, 3, "broker.handlers.acls:handle_create_acls"),
+    (31, 0, 3, "broker.handlers.acls:handle_delete_acls"),
     (32, 0, 4, "broker.handlers.configs:handle_describe_configs"),
     (33, 0, 2, "broker.handlers.configs:handle_alter_configs"),
     (35, 0, 4, "broker.handlers.describe_log_dirs:handle_describe_log_dirs"),
@@ -235,6 +267,8 @@ SERVED: tuple[tuple[int, int, int, str], ...] = (
     (42, 0, 2, "broker.handlers.groups:handle_delete_groups"),
     (44, 0, 1, "broker.handlers.configs:handle_incremental_alter_configs"),
     (47, 0, 0, "broker.handlers.offsets:handle_offset_delete"),
+    (50, 0, 0, "broker.handlers.scram:handle_describe_user_scram_credentials"),
+    (51, 0, 0, "broker.handlers.scram:handle_alter_user_scram_credentials"),
     (60, 0, 1, "broker.handlers.describe_cluster:handle_describe_cluster"),
     (61, 0, 0, "broker.handlers.transactions:handle_describe_producers"),
     (65, 0, 0, "broker.handlers.transactions:handle_describe_transactions"),

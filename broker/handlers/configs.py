@@ -27,9 +27,12 @@ Kafka behaviours implemented (from ``ConfigHelper.scala``, ``ConfigAdminManager.
 - Broker resources accept only DELETE (a no-op: nothing dynamic is set) or an empty AlterConfigs;
   setting anything answers INVALID_REQUEST "Cannot update these configs dynamically: Set(...)", as
   Kafka does for its static configs, saying that Moldau settings are fixed at start-up.
+- Sensitive settings (passwords, JAAS configs) are described with a null value, type PASSWORD.
+- With an authorizer: DESCRIBE_CONFIGS / ALTER_CONFIGS on the topic (TOPIC_AUTHORIZATION_FAILED) or on
+  the cluster for broker and broker-logger resources (CLUSTER_AUTHORIZATION_FAILED).
 
 Left out: dynamic broker and broker-default configs, changing log levels at runtime, CLIENT_METRICS
-(16) and GROUP (32) resources (INVALID_REQUEST), sensitive configs (there are none), authorization.
+(16) and GROUP (32) resources (INVALID_REQUEST).
 APPEND/SUBTRACT start from the topic's effective value (override, else broker default, else Kafka's
 default), where Kafka starts from the override or the topic-level default.
 """
@@ -48,6 +51,7 @@ from broker.cluster import ClusterState, Topic, validate_topic_name
 from broker.config import SOURCE_STATIC as CONFIG_SOURCE_STATIC
 from broker.config import BrokerConfig, Setting
 from broker.handlers import RequestContext
+from broker.security.acls import CLUSTER_RESOURCE_NAME, AclOperation, ResourceType
 from broker.topic_config import (
     BY_NAME,
     DEFINITIONS,
@@ -230,6 +234,17 @@ def _describe_entry(entry: ConfigEntry, version: int, include_synonyms: bool, in
         config_type=entry.type, documentation=entry.doc if include_docs else None)
 
 
+def _check_access(ctx: RequestContext, rtype: int, name: str, operation: AclOperation) -> None:
+    """With an authorizer: DESCRIBE_CONFIGS / ALTER_CONFIGS on the topic, or on the cluster for broker and
+    broker-logger resources (Kafka's rule)."""
+    if rtype == RESOURCE_TOPIC:
+        if not ctx.authorized(operation, ResourceType.TOPIC, name):
+            raise KafkaError(ErrorCode.TOPIC_AUTHORIZATION_FAILED, "Authorization failed.")
+    elif rtype in (RESOURCE_BROKER, RESOURCE_BROKER_LOGGER) and not ctx.authorized(
+            operation, ResourceType.CLUSTER, CLUSTER_RESOURCE_NAME):
+        raise KafkaError(ErrorCode.CLUSTER_AUTHORIZATION_FAILED, "Authorization failed.")
+
+
 def handle_describe_configs(header: Any, body: Any, ctx: RequestContext) -> Any:
     version = ctx.api_version
     include_synonyms = version >= 1 and body.include_synonyms
@@ -239,6 +254,7 @@ def handle_describe_configs(header: Any, body: Any, ctx: RequestContext) -> Any:
     for resource in body.resources:
         rtype, name = resource.resource_type, resource.resource_name
         try:
+            _check_access(ctx, rtype, name, AclOperation.DESCRIBE_CONFIGS)
             entries = _entries_for(ctx, rtype, name)
         except KafkaError as exc:
             log.debug("describe_configs.rejected", resource_type=rtype, resource=name, error=exc.code.name,
@@ -386,6 +402,7 @@ async def _alter_all(ctx: RequestContext, body: Any, response: Any, alter: Any, 
         try:
             if counts[(rtype, name)] > 1:
                 raise KafkaError(ErrorCode.INVALID_REQUEST, "Each resource must appear at most once.")
+            _check_access(ctx, rtype, name, AclOperation.ALTER_CONFIGS)
             alter(ctx, resource, body.validate_only)
         except KafkaError as exc:
             ctx.log_rejected(f"{api}.rejected", resource_type=rtype, resource=name, error=exc.code.name, reason=exc.message)

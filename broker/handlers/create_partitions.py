@@ -25,6 +25,7 @@ from typing import Any
 
 from broker.handlers import RequestContext
 from broker.handlers.create_topics import check_replica_list, check_request_size, once_per_name
+from broker.security.acls import AclOperation, ResourceType
 from protocol import messages
 from protocol.errors import ErrorCode, KafkaError
 
@@ -61,6 +62,8 @@ async def handle_create_partitions(header: Any, body: Any, ctx: RequestContext) 
         try:
             if repeated:
                 raise KafkaError(ErrorCode.INVALID_REQUEST, "Duplicate topic name.")
+            if not ctx.authorized(AclOperation.ALTER, ResourceType.TOPIC, name):
+                raise KafkaError(ErrorCode.TOPIC_AUTHORIZATION_FAILED, "Authorization failed.")
             if too_many is not None:
                 raise too_many
             await _create(ctx, topic, body.validate_only)

@@ -39,6 +39,7 @@ from typing import Any
 from broker.cluster import validate_topic_name
 from broker.handlers import RequestContext
 from broker.handlers.configs import topic_config_entries
+from broker.security.acls import CLUSTER_RESOURCE_NAME, AclOperation, ResourceType
 from broker.topic_config import validate_overrides
 from protocol import messages
 from protocol.errors import ErrorCode, KafkaError
@@ -177,6 +178,8 @@ async def handle_create_topics(header: Any, body: Any, ctx: RequestContext) -> A
     # The whole request is refused when all its topics together would create too many partitions.
     too_many = check_request_size(ctx, sum(_partitions_asked(t, default_partitions)
                                            for t, repeated in once_per_name(body.topics) if not repeated))
+    # With an authorizer, CREATE on the cluster allows every topic; else each needs CREATE on itself.
+    may_create = ctx.authorized(AclOperation.CREATE, ResourceType.CLUSTER, CLUSTER_RESOURCE_NAME)
     results = []
     for topic, repeated in once_per_name(body.topics):
         name = topic.name
@@ -187,6 +190,8 @@ async def handle_create_topics(header: Any, body: Any, ctx: RequestContext) -> A
                 raise KafkaError(ErrorCode.INVALID_REQUEST,
                                  f"Create topics request from client `{client}` contains multiple "
                                  f"entries for the following topics: {', '.join(duplicates)}")
+            if not may_create and not ctx.authorized(AclOperation.CREATE, ResourceType.TOPIC, name):
+                raise KafkaError(ErrorCode.TOPIC_AUTHORIZATION_FAILED, "Authorization failed.")
             if too_many is not None:
                 raise too_many
             results.append(await _create(ctx, topic, validate_only))

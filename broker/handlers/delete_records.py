@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from broker.handlers import RequestContext
+from broker.security.acls import AclOperation, ResourceType
 from protocol import messages
 from protocol.errors import ErrorCode, KafkaError
 from storage.interface import OffsetOutOfRange
@@ -58,6 +59,8 @@ async def handle_delete_records(header: Any, body: Any, ctx: RequestContext) -> 
 async def _delete(ctx: RequestContext, name: str, index: int, offset: int) -> Any:
     cluster = ctx.broker.cluster
     partition = cluster.partition(name, index)
+    if not ctx.authorized(AclOperation.DELETE, ResourceType.TOPIC, name):
+        return _rejected(ctx, name, index, ErrorCode.TOPIC_AUTHORIZATION_FAILED, "not authorized to delete records")
     if partition is None:
         return _rejected(ctx, name, index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, "no such topic or partition")
     fault = ctx.partition_fault(name, index)

@@ -26,6 +26,7 @@ from typing import Any
 
 from broker.cluster import Topic
 from broker.handlers import RequestContext
+from broker.security.acls import AclOperation, ResourceType
 from protocol import messages
 from protocol.errors import ErrorCode, KafkaError
 from protocol.primitives import ZERO_UUID
@@ -91,6 +92,11 @@ async def handle_delete_topics(header: Any, body: Any, ctx: RequestContext) -> A
         if isinstance(target, Topic) and targets[id(target)] > 1:
             target = KafkaError(ErrorCode.INVALID_REQUEST,
                                 "The provided topic name maps to an ID that was already supplied.")
+        if isinstance(target, Topic) and not ctx.authorized(AclOperation.DELETE, ResourceType.TOPIC, target.name):
+            # By id, a topic the principal may not even describe must not reveal its name.
+            describable = ctx.authorized(AclOperation.DESCRIBE, ResourceType.TOPIC, target.name)
+            target = KafkaError(ErrorCode.TOPIC_AUTHORIZATION_FAILED if name is not None or describable
+                                else ErrorCode.UNKNOWN_TOPIC_ID, "Authorization failed.")
         if isinstance(target, Topic):
             try:
                 await cluster.delete_topic(target.name)

@@ -4,8 +4,8 @@ Kafka behaviours implemented (``AuthHelper.computeDescribeClusterResponse`` as a
 
 - the broker list is this node with its advertised host and port and ``broker.rack``; the controller
   id is this node, as in Metadata (a single node is its own controller);
-- ``cluster_authorized_operations``: INT32_MIN unless asked for; when asked, every cluster operation,
-  as Kafka answers without an authorizer;
+- ``cluster_authorized_operations``: INT32_MIN unless asked for; when asked, the cluster operations the
+  principal may do (every one without an authorizer);
 - v1 ``endpoint_type``: 1 (brokers) is served and echoed; 2 (controllers) answers
   MISMATCHED_ENDPOINT_TYPE, since this listener is a broker endpoint; any other value answers
   UNSUPPORTED_ENDPOINT_TYPE (INVALID_REQUEST for v0), each with Kafka's message.
@@ -18,7 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 from broker.handlers import RequestContext
-from broker.handlers.metadata import AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_OPERATIONS
+from broker.handlers.metadata import AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_OPERATIONS, authorized_operations
+from broker.security.acls import CLUSTER_RESOURCE_NAME, ResourceType
 from protocol import messages
 from protocol.errors import ErrorCode
 
@@ -47,5 +48,6 @@ def handle_describe_cluster(header: Any, body: Any, ctx: RequestContext) -> Any:
         cluster_id=broker.cluster_id, controller_id=broker.node_id,
         brokers=[response.DescribeClusterBroker(broker_id=broker.node_id, host=host, port=port,
                                                 rack=broker.config.broker_rack)],
-        cluster_authorized_operations=CLUSTER_OPERATIONS if body.include_cluster_authorized_operations
-        else AUTHORIZED_OPERATIONS_OMITTED)
+        cluster_authorized_operations=authorized_operations(
+            ctx, ResourceType.CLUSTER, CLUSTER_RESOURCE_NAME, CLUSTER_OPERATIONS)
+        if body.include_cluster_authorized_operations else AUTHORIZED_OPERATIONS_OMITTED)

@@ -25,7 +25,9 @@ from typing import Any
 import structlog
 
 from broker.handlers import RequestContext
+from broker.security.acls import CLUSTER_RESOURCE_NAME, AclOperation, ResourceType
 from protocol import messages
+from protocol.errors import ErrorCode
 from storage.interface import PartitionLog
 
 log = structlog.get_logger()
@@ -48,6 +50,8 @@ async def handle_describe_log_dirs(header: Any, body: Any, ctx: RequestContext) 
     broker = ctx.broker
     cluster = broker.cluster
     response = messages.DescribeLogDirsResponse
+    if not ctx.authorized(AclOperation.DESCRIBE, ResourceType.CLUSTER, CLUSTER_RESOURCE_NAME):
+        return response(throttle_time_ms=0, error_code=int(ErrorCode.CLUSTER_AUTHORIZATION_FAILED), results=[])
     data_dir = broker.config.data_dir
     if data_dir is None:
         log_dir, (total, usable) = broker.storage_url, (-1, -1)

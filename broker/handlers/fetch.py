@@ -4,6 +4,8 @@ fetch sessions.
 Kafka behaviours implemented (``KafkaApis.handleFetchRequest``, ``ReplicaManager.fetchMessages`` /
 ``readFromLog``, ``Partition.fetchRecords``, ``DelayedFetch``):
 
+- with an authorizer, a consumer needs READ on each topic and a follower CLUSTER_ACTION on the cluster,
+  else TOPIC_AUTHORIZATION_FAILED for those partitions;
 - topics by name (v4-12) or by topic id (v13+). An unknown id answers UNKNOWN_TOPIC_ID for its
   partitions, an unknown name or partition UNKNOWN_TOPIC_OR_PARTITION; v13+ responses carry the topic
   id and no name. Partitions are answered in request (or session) order, those that could be read
@@ -64,6 +66,7 @@ from broker.fetch_sessions import (
     PartitionRequest,
 )
 from broker.handlers import READ_COMMITTED, READ_UNCOMMITTED, RequestContext
+from broker.security.acls import CLUSTER_RESOURCE_NAME, AclOperation, ResourceType
 from protocol import messages
 from protocol.errors import ErrorCode, KafkaError
 from storage.interface import OffsetOutOfRange
@@ -334,9 +337,16 @@ async def handle_fetch(header: Any, body: Any, ctx: RequestContext) -> Any:
 
     readable: list[PartitionRequest] = []
     unknown: list[tuple[PartitionRequest, Any]] = []
+    # With an authorizer: consumers need READ on each topic, followers CLUSTER_ACTION (Kafka's rules).
+    may_read: dict[str, bool] = {}
+    follower_allowed = not is_follower or ctx.authorized(AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER,
+                                                         CLUSTER_RESOURCE_NAME)
     for req in context.partitions(resolve):
         if req.topic is None:
             unknown.append((req, _error_data(req, ErrorCode.UNKNOWN_TOPIC_ID, [])))
+        elif not (follower_allowed if is_follower else may_read.setdefault(
+                req.topic, ctx.authorized(AclOperation.READ, ResourceType.TOPIC, req.topic))):
+            unknown.append((req, _error_data(req, ErrorCode.TOPIC_AUTHORIZATION_FAILED, [])))
         elif cluster.partition(req.topic, req.partition) is None:
             unknown.append((req, _error_data(req, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, [])))
         else:

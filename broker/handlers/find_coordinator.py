@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from broker.handlers import RequestContext
+from broker.security.acls import AclOperation, ResourceType
 from protocol import messages
 from protocol.errors import ErrorCode
 
@@ -26,12 +27,17 @@ GROUP, TRANSACTION = 0, 1
 _RESP = messages.FindCoordinatorResponse
 
 
-def _check(key: str, key_type: int) -> tuple[ErrorCode, str] | None:
+def _check(ctx: RequestContext, key: str, key_type: int) -> tuple[ErrorCode, str] | None:
     if key_type not in (GROUP, TRANSACTION):
         return ErrorCode.INVALID_REQUEST, f"Unknown coordinator key type {key_type}: use 0 (group) or 1 (transaction)"
     if not key:
         what = "group id" if key_type == GROUP else "transactional id"
         return ErrorCode.INVALID_REQUEST, f"The {what} must not be empty"
+    # With an authorizer, Kafka answers only principals that may DESCRIBE the group or transactional id.
+    if key_type == GROUP and not ctx.authorized(AclOperation.DESCRIBE, ResourceType.GROUP, key):
+        return ErrorCode.GROUP_AUTHORIZATION_FAILED, "Group authorization failed."
+    if key_type == TRANSACTION and not ctx.authorized(AclOperation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, key):
+        return ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "Transactional Id authorization failed."
     return None
 
 
@@ -43,7 +49,7 @@ def handle_find_coordinator(header: Any, body: Any, ctx: RequestContext) -> Any:
     if ctx.api_version >= 4:
         coordinators = []
         for key in body.coordinator_keys:
-            error = _check(key, key_type)
+            error = _check(ctx, key, key_type)
             if error is None:
                 coordinators.append(_RESP.Coordinator(key=key, node_id=node, host=host, port=port, error_code=0,
                                                       error_message=None))
@@ -51,7 +57,7 @@ def handle_find_coordinator(header: Any, body: Any, ctx: RequestContext) -> Any:
                 coordinators.append(_RESP.Coordinator(key=key, node_id=-1, host="", port=-1,
                                                       error_code=int(error[0]), error_message=error[1]))
         return _RESP(throttle_time_ms=0, coordinators=coordinators)
-    error = _check(body.key, key_type)
+    error = _check(ctx, body.key, key_type)
     if error is not None:
         return _RESP(throttle_time_ms=0, error_code=int(error[0]), error_message=error[1], node_id=-1, host="",
                      port=-1)

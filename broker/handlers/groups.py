@@ -16,7 +16,10 @@ Kafka behaviours implemented here (KafkaApis, JoinGroupResponse, LeaveGroupRespo
   assignments only while Stable; v3+ authorized operations (READ, DELETE, DESCRIBE with no authorizer)
   when asked for;
 - DeleteGroups: GROUP_ID_NOT_FOUND, NON_EMPTY_GROUP, one result per distinct group id;
-- while the coordinator loads ``__consumer_offsets`` at start-up: COORDINATOR_LOAD_IN_PROGRESS.
+- while the coordinator loads ``__consumer_offsets`` at start-up: COORDINATOR_LOAD_IN_PROGRESS;
+- with an authorizer: JoinGroup, SyncGroup, Heartbeat and LeaveGroup need READ on the group, DescribeGroups
+  DESCRIBE, DeleteGroups DELETE (else GROUP_AUTHORIZATION_FAILED); ListGroups lists every group with
+  DESCRIBE on the cluster, else only the groups the principal may DESCRIBE.
 NOT_COORDINATOR is never returned here: this single node coordinates every group. (A fault rule that
 moves the coordinator answers it before the handler runs; see ``broker/faults.py``.)
 """
@@ -27,7 +30,8 @@ from typing import Any
 
 from broker.groups.state import JoinRequest, JoinResult, SyncRequest
 from broker.handlers import RequestContext
-from broker.handlers.metadata import AUTHORIZED_OPERATIONS_OMITTED
+from broker.handlers.metadata import AUTHORIZED_OPERATIONS_OMITTED, authorized_operations
+from broker.security.acls import CLUSTER_RESOURCE_NAME, AclOperation, ResourceType
 from protocol import messages
 from protocol.errors import ErrorCode
 
@@ -63,8 +67,18 @@ def _join_response(result: JoinResult, version: int) -> Any:
                                                metadata=m.metadata) for m in result.members])
 
 
+def _may(ctx: RequestContext, operation: AclOperation, group_id: str) -> bool:
+    return ctx.authorized(operation, ResourceType.GROUP, group_id)
+
+
+_DENIED = int(ErrorCode.GROUP_AUTHORIZATION_FAILED)
+
+
 async def handle_join_group(header: Any, body: Any, ctx: RequestContext) -> Any:
     version = ctx.api_version
+    if not _may(ctx, AclOperation.READ, body.group_id):
+        return _JOIN(throttle_time_ms=0, error_code=_DENIED, generation_id=-1,
+                     protocol_name="" if version < 7 else None, leader="", member_id=body.member_id, members=[])
     instance_id = body.group_instance_id if version >= 5 else None
     # Duplicate protocol names: the first one counts (Kafka keys the request's protocols by name).
     protocols: dict[str, bytes] = {}
@@ -84,6 +98,8 @@ async def handle_join_group(header: Any, body: Any, ctx: RequestContext) -> Any:
 
 async def handle_sync_group(header: Any, body: Any, ctx: RequestContext) -> Any:
     version = ctx.api_version
+    if not _may(ctx, AclOperation.READ, body.group_id):
+        return _SYNC(throttle_time_ms=0, error_code=_DENIED, assignment=b"")
     request = SyncRequest(
         group_id=body.group_id, generation_id=body.generation_id, member_id=body.member_id,
         group_instance_id=body.group_instance_id if version >= 3 else None,
@@ -96,6 +112,8 @@ async def handle_sync_group(header: Any, body: Any, ctx: RequestContext) -> Any:
 
 
 def handle_heartbeat(header: Any, body: Any, ctx: RequestContext) -> Any:
+    if not _may(ctx, AclOperation.READ, body.group_id):
+        return messages.HeartbeatResponse(throttle_time_ms=0, error_code=_DENIED)
     instance_id = body.group_instance_id if ctx.api_version >= 3 else None
     error = ctx.broker.groups.heartbeat(body.group_id, body.member_id, instance_id, body.generation_id)
     return messages.HeartbeatResponse(throttle_time_ms=0, error_code=int(error))
@@ -107,6 +125,8 @@ def handle_leave_group(header: Any, body: Any, ctx: RequestContext) -> Any:
         identities = [(body.member_id, None)]
     else:
         identities = [(m.member_id, m.group_instance_id) for m in body.members]
+    if not _may(ctx, AclOperation.READ, body.group_id):
+        return _LEAVE(throttle_time_ms=0, error_code=_DENIED)
     error, errors = ctx.broker.groups.leave_group(body.group_id, identities)
     if version < 3:
         # One member: its error goes at top level when there is no group-level one.
@@ -124,6 +144,9 @@ def handle_list_groups(header: Any, body: Any, ctx: RequestContext) -> Any:
     states = body.states_filter if version >= 4 else []
     types = body.types_filter if version >= 5 else []
     error, groups = ctx.broker.groups.list_groups(states, types)
+    if not ctx.authorized(AclOperation.DESCRIBE, ResourceType.CLUSTER, CLUSTER_RESOURCE_NAME):
+        allowed = ctx.authorized_names(AclOperation.DESCRIBE, ResourceType.GROUP, (g.group_id for g in groups))
+        groups = [g for g in groups if g.group_id in allowed]
     return _LIST(throttle_time_ms=0, error_code=int(error), groups=[
         _LIST.ListedGroup(group_id=g.group_id, protocol_type=g.protocol_type, group_state=g.state,
                           group_type=g.group_type) for g in groups])
@@ -131,10 +154,15 @@ def handle_list_groups(header: Any, body: Any, ctx: RequestContext) -> Any:
 
 def handle_describe_groups(header: Any, body: Any, ctx: RequestContext) -> Any:
     version = ctx.api_version
-    operations = (GROUP_OPERATIONS if version >= 3 and body.include_authorized_operations
-                  else AUTHORIZED_OPERATIONS_OMITTED)
+    with_operations = version >= 3 and body.include_authorized_operations
     described = []
     for group_id in body.groups:
+        if not _may(ctx, AclOperation.DESCRIBE, group_id):
+            described.append(_DESCRIBE.DescribedGroup(error_code=_DENIED, group_id=group_id,
+                                                      authorized_operations=AUTHORIZED_OPERATIONS_OMITTED))
+            continue
+        operations = (authorized_operations(ctx, ResourceType.GROUP, group_id, GROUP_OPERATIONS)
+                      if with_operations else AUTHORIZED_OPERATIONS_OMITTED)
         error, group = ctx.broker.groups.describe_group(group_id)
         if group is None:
             described.append(_DESCRIBE.DescribedGroup(error_code=int(error), group_id=group_id,
@@ -151,6 +179,9 @@ def handle_describe_groups(header: Any, body: Any, ctx: RequestContext) -> Any:
 
 
 async def handle_delete_groups(header: Any, body: Any, ctx: RequestContext) -> Any:
-    results = await ctx.broker.groups.delete_groups(body.groups_names)
+    names = list(dict.fromkeys(body.groups_names))
+    allowed = ctx.authorized_names(AclOperation.DELETE, ResourceType.GROUP, names)
+    results = dict(await ctx.broker.groups.delete_groups([n for n in names if n in allowed]))
     return _DELETE(throttle_time_ms=0, results=[
-        _DELETE.DeletableGroupResult(group_id=group_id, error_code=int(error)) for group_id, error in results])
+        _DELETE.DeletableGroupResult(group_id=group_id, error_code=int(results.get(
+            group_id, ErrorCode.GROUP_AUTHORIZATION_FAILED))) for group_id in names])

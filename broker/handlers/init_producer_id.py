@@ -11,7 +11,9 @@ Kafka behaviours implemented (KafkaApis.handleInitProducerIdRequest, Transaction
 - v3+: producer id and epoch must both be given or both be -1, else INVALID_REQUEST.
 - An empty transactional id -> INVALID_REQUEST, as Kafka answers.
 
-Left out: authorization (IDEMPOTENT_WRITE, TRANSACTIONAL_ID_AUTHORIZATION_FAILED).
+- With an authorizer: a transactional id needs WRITE on it (else TRANSACTIONAL_ID_AUTHORIZATION_FAILED); an
+  idempotent producer needs IDEMPOTENT_WRITE on the cluster or WRITE on some topic (Kafka 3's rule, else
+  CLUSTER_AUTHORIZATION_FAILED).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import structlog
 
 from broker.handlers import RequestContext
+from broker.security.acls import CLUSTER_RESOURCE_NAME, AclOperation, ResourceType
 from protocol import messages
 from protocol.errors import ErrorCode
 
@@ -50,6 +53,8 @@ async def handle_init_producer_id(header: Any, body: Any, ctx: RequestContext) -
         if transactional_id == "":
             ctx.log_rejected("init_producer_id.rejected", error="INVALID_REQUEST", reason="empty transactional id")
             return _response(ErrorCode.INVALID_REQUEST)
+        if not ctx.authorized(AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, transactional_id):
+            return _response(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
         resuming = ctx.api_version >= FIRST_EPOCH_BUMP_VERSION and body.producer_id != NO_PRODUCER_ID
         expected = (body.producer_id, body.producer_epoch) if resuming else None
         error, producer_id, epoch = await ctx.broker.transactions.init_producer_id(
@@ -61,6 +66,16 @@ async def handle_init_producer_id(header: Any, body: Any, ctx: RequestContext) -
                              transaction_timeout_ms=body.transaction_timeout_ms)
             return _response(error)
         return _response(ErrorCode.NONE, producer_id, epoch)
+    if not _may_write_idempotently(ctx):
+        return _response(ErrorCode.CLUSTER_AUTHORIZATION_FAILED)
     producer_id = await ctx.broker.cluster.allocate_producer_id()
     log.debug("init_producer_id.allocated", producer_id=producer_id, client_id=header.client_id)
     return _response(ErrorCode.NONE, producer_id, 0)
+
+
+def _may_write_idempotently(ctx: RequestContext) -> bool:
+    acls = ctx.broker.acls
+    if acls is None or ctx.authorized(AclOperation.IDEMPOTENT_WRITE, ResourceType.CLUSTER, CLUSTER_RESOURCE_NAME):
+        return True
+    conn = ctx.connection
+    return acls.authorizer.authorize_any(conn.principal, conn.host, AclOperation.WRITE, ResourceType.TOPIC)

@@ -36,6 +36,7 @@ from typing import Any
 import structlog
 
 from broker.handlers import READ_COMMITTED, RequestContext
+from broker.security.acls import AclOperation, ResourceType
 from protocol import messages
 from protocol.errors import ErrorCode, KafkaError
 
@@ -96,6 +97,8 @@ async def handle_list_offsets(header: Any, body: Any, ctx: RequestContext) -> An
 
 async def _list_partition(ctx: RequestContext, body: Any, name: str, p: Any, version: int) -> Any:
     index = p.partition_index
+    if not ctx.authorized(AclOperation.DESCRIBE, ResourceType.TOPIC, name):
+        return _error(index, ErrorCode.TOPIC_AUTHORIZATION_FAILED)
     partition = ctx.broker.cluster.partition(name, index)
     if partition is None:
         log.debug("list_offsets.rejected", topic=name, partition=index, error="UNKNOWN_TOPIC_OR_PARTITION")

@@ -7,8 +7,11 @@ Kafka behaviours implemented:
   unknown id gets UNKNOWN_TOPIC_ID with a null name. Before v12 an id or a null name makes the whole
   answer INVALID_REQUEST (``KafkaApis.handleTopicMetadataRequest``), names "" where null;
 - each topic is answered once, however often the request names it (Kafka treats them as a set);
-- authorized operations: INT32_MIN ("not requested") unless asked for; when asked for, every operation
-  that applies to the resource, as Kafka answers when no authorizer is configured.
+- authorized operations: INT32_MIN ("not requested") unless asked for; when asked for, the operations
+  the principal may do on the resource (every one that applies to it when no authorizer is configured);
+- with an authorizer (Kafka's checks): topics the principal may not DESCRIBE are left out of an
+  all-topics answer and answered TOPIC_AUTHORIZATION_FAILED when named (or asked for by id); creating a
+  missing topic needs CREATE on the cluster or on the topic, else TOPIC_AUTHORIZATION_FAILED;
 - auto-creation of named topics when ``auto.create.topics.enable`` is on and (v4+) the request allows
   it; invalid names get INVALID_TOPIC_EXCEPTION. Creation is immediate here, so the new topic is
   returned at once instead of Kafka's transient LEADER_NOT_AVAILABLE.
@@ -22,6 +25,7 @@ from typing import Any
 
 from broker.cluster import validate_topic_name
 from broker.handlers import RequestContext
+from broker.security.acls import CLUSTER_RESOURCE_NAME, AclOperation, ResourceType, bit_field
 from protocol import messages
 from protocol.errors import ErrorCode, KafkaError
 from protocol.primitives import ZERO_UUID
@@ -45,6 +49,27 @@ CLUSTER_OPERATIONS = _bitfield(_CREATE, _CLUSTER_ACTION, _DESCRIBE_CONFIGS, _ALT
                                _ALTER, _DESCRIBE)
 
 
+def authorized_operations(ctx: RequestContext, resource_type: ResourceType, name: str, everything: int) -> int:
+    """The authorized-operations bit field for a resource: ``everything`` (what applies to it) without an
+    authorizer, else the operations this connection's principal is allowed."""
+    acls = ctx.broker.acls
+    if acls is None:
+        return everything
+    conn = ctx.connection
+    return bit_field(acls.authorizer.authorized_operations(conn.principal, conn.host, resource_type, name))
+
+
+def _topic_ops(ctx: RequestContext, name: str, include: bool) -> int:
+    return authorized_operations(ctx, ResourceType.TOPIC, name, TOPIC_OPERATIONS) if include \
+        else AUTHORIZED_OPERATIONS_OMITTED
+
+
+def _unauthorized(name: str | None, topic_id: Any = ZERO_UUID) -> Any:
+    return messages.MetadataResponse.MetadataResponseTopic(
+        error_code=int(ErrorCode.TOPIC_AUTHORIZATION_FAILED), name=name, topic_id=topic_id, is_internal=False,
+        partitions=[], topic_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED)
+
+
 def topic_entry(ctx: RequestContext, topic: Any, topic_ops: int) -> Any:
     resp = messages.MetadataResponse
     node = ctx.broker.node_id
@@ -66,14 +91,20 @@ def topic_entry(ctx: RequestContext, topic: Any, topic_ops: int) -> Any:
     return entry
 
 
-async def _named_topic(ctx: RequestContext, name: str, auto_create: bool, topic_ops: int) -> Any:
+async def _named_topic(ctx: RequestContext, name: str, auto_create: bool, include_ops: bool) -> Any:
     cluster = ctx.broker.cluster
     resp = messages.MetadataResponse
+    if not ctx.authorized(AclOperation.DESCRIBE, ResourceType.TOPIC, name):
+        return _unauthorized(name)
+    topic_ops = _topic_ops(ctx, name, include_ops)
     topic = cluster.get(name)
     if topic is None:
         try:
             validate_topic_name(name)
-            if auto_create:
+            if auto_create and ctx.broker.config.auto_create_topics_enable:
+                if not (ctx.authorized(AclOperation.CREATE, ResourceType.CLUSTER, CLUSTER_RESOURCE_NAME)
+                        or ctx.authorized(AclOperation.CREATE, ResourceType.TOPIC, name)):
+                    return _unauthorized(name)
                 topic = await cluster.auto_create(name)
         except KafkaError as exc:
             return resp.MetadataResponseTopic(error_code=int(exc.code), name=name, topic_authorized_operations=topic_ops)
@@ -98,7 +129,7 @@ def _refused_before_v12(version: int, requested: list[Any]) -> Any:
 
 
 async def _requested_topics(ctx: RequestContext, requested: list[Any], auto_create: bool,
-                            topic_ops: int) -> list[Any]:
+                            include_ops: bool) -> list[Any]:
     """The answer for each distinct topic asked for. As Kafka does, a request with any topic id is
     answered by id only (names are then ignored); otherwise by name. Each topic is answered once however
     often it is named, so a request repeating one name costs one lookup (and at most one creation)."""
@@ -106,7 +137,7 @@ async def _requested_topics(ctx: RequestContext, requested: list[Any], auto_crea
     ids = dict.fromkeys(t.topic_id for t in requested if t.topic_id != ZERO_UUID)
     if not ids:
         names = dict.fromkeys(t.name for t in requested)
-        return [await _named_topic(ctx, name, auto_create, topic_ops) for name in names]
+        return [await _named_topic(ctx, name, auto_create, include_ops) for name in names]
     resp = messages.MetadataResponse
     topics = []
     for topic_id in ids:
@@ -114,9 +145,11 @@ async def _requested_topics(ctx: RequestContext, requested: list[Any], auto_crea
         if topic is None:
             topics.append(resp.MetadataResponseTopic(
                 error_code=int(ErrorCode.UNKNOWN_TOPIC_ID), name=None, topic_id=topic_id,
-                topic_authorized_operations=topic_ops))
+                topic_authorized_operations=_topic_ops(ctx, "", False)))
+        elif not ctx.authorized(AclOperation.DESCRIBE, ResourceType.TOPIC, topic.name):
+            topics.append(_unauthorized(None, topic_id))
         else:
-            topics.append(topic_entry(ctx, topic, topic_ops))
+            topics.append(topic_entry(ctx, topic, _topic_ops(ctx, topic.name, include_ops)))
     return topics
 
 
@@ -128,17 +161,19 @@ async def handle_metadata(header: Any, body: Any, ctx: RequestContext) -> Any:
     host, port = ctx.connection.advertised
 
     include_topic_ops = version >= 8 and body.include_topic_authorized_operations
-    topic_ops = TOPIC_OPERATIONS if include_topic_ops else AUTHORIZED_OPERATIONS_OMITTED
     # v0-3 always auto-create; v4+ only when the client allows it (and the broker does).
     auto_create = version < 4 or body.allow_auto_topic_creation
     wants_all = body.topics is None or (version == 0 and not body.topics)
     if wants_all:
-        topics = [topic_entry(ctx, cluster.get(name), topic_ops) for name in cluster.names()]
+        # Topics the principal may not describe are left out, as if they did not exist.
+        names = ctx.authorized_names(AclOperation.DESCRIBE, ResourceType.TOPIC, cluster.names())
+        topics = [topic_entry(ctx, cluster.get(name), _topic_ops(ctx, name, include_topic_ops))
+                  for name in cluster.names() if name in names]
     else:
         refused = _refused_before_v12(version, body.topics)
         if refused is not None:
             return refused
-        topics = await _requested_topics(ctx, body.topics, auto_create, topic_ops)
+        topics = await _requested_topics(ctx, body.topics, auto_create, include_topic_ops)
 
     include_cluster_ops = 8 <= version <= 10 and body.include_cluster_authorized_operations
     return resp(
@@ -148,6 +183,7 @@ async def handle_metadata(header: Any, body: Any, ctx: RequestContext) -> Any:
         cluster_id=broker.cluster_id,
         controller_id=broker.node_id,
         topics=topics,
-        cluster_authorized_operations=CLUSTER_OPERATIONS if include_cluster_ops
+        cluster_authorized_operations=authorized_operations(
+            ctx, ResourceType.CLUSTER, CLUSTER_RESOURCE_NAME, CLUSTER_OPERATIONS) if include_cluster_ops
         else AUTHORIZED_OPERATIONS_OMITTED,
     )

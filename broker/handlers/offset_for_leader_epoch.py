@@ -23,6 +23,7 @@ import structlog
 
 from broker.handlers import RequestContext
 from broker.handlers.list_offsets import check_leader_epoch
+from broker.security.acls import AclOperation, ResourceType
 from protocol import messages
 from protocol.errors import ErrorCode
 
@@ -57,6 +58,8 @@ async def handle_offset_for_leader_epoch(header: Any, body: Any, ctx: RequestCon
 
 def _epoch_end(ctx: RequestContext, cluster: Any, name: str, p: Any, version: int) -> Any:
     index = p.partition
+    if not ctx.authorized(AclOperation.DESCRIBE, ResourceType.TOPIC, name):
+        return _RESP.EpochEndOffset(error_code=int(ErrorCode.TOPIC_AUTHORIZATION_FAILED), partition=index)
     partition = cluster.partition(name, index)
     if partition is None:
         log.debug("offset_for_leader_epoch.rejected", topic=name, partition=index, error="UNKNOWN_TOPIC_OR_PARTITION")

@@ -17,6 +17,8 @@ appendToLocalLog, UnifiedLog.append, LogValidator; see `broker.produce_validatio
   partition in its Ongoing transaction (else INVALID_TXN_STATE); while the coordinator loads,
   NOT_ENOUGH_REPLICAS (retriable). A ``transactional_id`` on non-transactional batches is ignored, as
   Kafka ignores it.
+- With an authorizer: a ``transactional_id`` needs WRITE on it (else TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+  for the whole request) and each topic WRITE (else TOPIC_AUTHORIZATION_FAILED, before any other check).
 - acks must be -1, 0 or 1, else INVALID_REQUIRED_ACKS for every partition that passed the checks above.
   acks=0 gets no response at all; when any partition failed, the connection is closed afterwards (as
   Kafka does) so the producer notices.
@@ -68,6 +70,7 @@ from broker.produce_validation import (
     validate_header,
     validate_records,
 )
+from broker.security.acls import AclOperation, ResourceType
 from protocol import messages
 from protocol.errors import ErrorCode, KafkaError
 from protocol.records import RecordBatch, set_partition_leader_epoch
@@ -171,15 +174,23 @@ async def _append_all(ctx: RequestContext, body: Any, acks: int, version: int, n
                       transactional: bool) -> tuple[list[Any], list[_Outcome]]:
     topics = []
     appended: list[_Outcome] = []
-    # Kafka refuses the whole request when it has transactional batches but no transactional id.
-    anonymous = transactional and not body.transactional_id
+    # Kafka refuses the whole request when it has transactional batches but no transactional id, or an id
+    # the principal may not WRITE.
+    refusal = None
+    if transactional and not body.transactional_id:
+        refusal = "Transactional record batches need the producer's transactional_id in the Produce request"
+    elif body.transactional_id and not ctx.authorized(AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID,
+                                                      body.transactional_id):
+        refusal = f"Not authorized to write with transactional id {body.transactional_id!r}"
     for topic_data in body.topic_data:
         partitions = []
+        topic_denied = refusal is None and not ctx.authorized(AclOperation.WRITE, ResourceType.TOPIC, topic_data.name)
         for pdata in topic_data.partition_data:
-            if anonymous:
-                outcome = _Outcome(_error(
-                    pdata.index, ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-                    "Transactional record batches need the producer's transactional_id in the Produce request"))
+            if refusal is not None:
+                outcome = _Outcome(_error(pdata.index, ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, refusal))
+            elif topic_denied:
+                outcome = _Outcome(_error(pdata.index, ErrorCode.TOPIC_AUTHORIZATION_FAILED,
+                                          f"Not authorized to write to topic {topic_data.name!r}"))
             else:
                 outcome = await _produce_partition(ctx, topic_data.name, pdata, acks, version, now_ms,
                                                    body.transactional_id)

@@ -20,9 +20,15 @@ handleEndTxnRequest, handleTxnOffsetCommitRequest):
   transaction with the group's partition in it (INVALID_PRODUCER_EPOCH for an older epoch, as a fenced
   producer gets); member and generation are checked when given (v3+, KIP-447); the offsets become
   visible to OffsetFetch when the transaction commits.
+- with an authorizer: WRITE on the transactional id (else TRANSACTIONAL_ID_AUTHORIZATION_FAILED), WRITE
+  on the topics added (else TOPIC_AUTHORIZATION_FAILED for them, OPERATION_NOT_ATTEMPTED for the rest),
+  READ on the group of AddOffsetsToTxn and TxnOffsetCommit (GROUP_AUTHORIZATION_FAILED) and on the topics
+  committed; DescribeTransactions and ListTransactions need DESCRIBE on each id (ListTransactions leaves
+  the others out), DescribeProducers READ on the topic.
 
-Left out: transaction.version 2 (EndTxn v5, KIP-890 part 2, and TRANSACTION_ABORTABLE); authorization
-(v4+ AddPartitionsToTxn needs CLUSTER_ACTION in Kafka).
+Left out: transaction.version 2 (EndTxn v5, KIP-890 part 2, and TRANSACTION_ABORTABLE); the
+CLUSTER_ACTION Kafka requires of brokers sending v4+ verify-only AddPartitionsToTxn (here the client's own
+verify-only requests are checked as above).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Any
 from broker.cluster import OFFSETS_TOPIC
 from broker.groups.coordinator import CommitPartition
 from broker.handlers import RequestContext
+from broker.security.acls import AclOperation, ResourceType
 from broker.transactions.records import group_by_topic
 from broker.transactions.state import TxnState
 from protocol import messages
@@ -76,8 +83,14 @@ async def _add_or_verify(ctx: RequestContext, transactional_id: str, producer_id
     requested = [(name, p) for name, parts in topics for p in parts]
     unknown = {tp for tp in requested if cluster.partition(*tp) is None}
     codes: dict[tuple[str, int], ErrorCode]
+    writable = ctx.authorized_names(AclOperation.WRITE, ResourceType.TOPIC, {name for name, _ in topics})
     if not transactional_id:
         codes = dict.fromkeys(requested, ErrorCode.INVALID_REQUEST)
+    elif not ctx.authorized(AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, transactional_id):
+        codes = dict.fromkeys(requested, ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+    elif len(writable) < len({name for name, _ in topics}):
+        codes = {tp: ErrorCode.OPERATION_NOT_ATTEMPTED if tp[0] in writable else ErrorCode.TOPIC_AUTHORIZATION_FAILED
+                 for tp in requested}
     elif verify_only:
         codes = ctx.broker.transactions.verify_partitions(transactional_id, producer_id, epoch, requested)
     elif unknown:
@@ -98,6 +111,10 @@ async def _add_or_verify(ctx: RequestContext, transactional_id: str, producer_id
 async def handle_add_offsets_to_txn(header: Any, body: Any, ctx: RequestContext) -> Any:
     if not body.transactional_id:
         error = ErrorCode.INVALID_REQUEST
+    elif not ctx.authorized(AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, body.transactional_id):
+        error = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    elif not ctx.authorized(AclOperation.READ, ResourceType.GROUP, body.group_id):
+        error = ErrorCode.GROUP_AUTHORIZATION_FAILED
     else:
         error = await ctx.broker.transactions.add_offsets(body.transactional_id, body.producer_id,
                                                           body.producer_epoch, body.group_id)
@@ -111,6 +128,8 @@ async def handle_add_offsets_to_txn(header: Any, body: Any, ctx: RequestContext)
 async def handle_end_txn(header: Any, body: Any, ctx: RequestContext) -> Any:
     if not body.transactional_id:
         error = ErrorCode.INVALID_REQUEST
+    elif not ctx.authorized(AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, body.transactional_id):
+        error = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
     else:
         error = await ctx.broker.transactions.end_txn(body.transactional_id, body.producer_id, body.producer_epoch,
                                                       body.committed)
@@ -136,8 +155,16 @@ async def handle_txn_offset_commit(header: Any, body: Any, ctx: RequestContext) 
                                     offsets_partition)
         return ErrorCode.INVALID_PRODUCER_EPOCH if error is ErrorCode.PRODUCER_FENCED else error
 
+    readable = ctx.authorized_names(AclOperation.READ, ResourceType.TOPIC, {t.name for t in body.topics})
     if not body.transactional_id:
         errors = [ErrorCode.INVALID_REQUEST] * len(partitions)
+    elif not ctx.authorized(AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, body.transactional_id):
+        errors = [ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED] * len(partitions)
+    elif not ctx.authorized(AclOperation.READ, ResourceType.GROUP, body.group_id):
+        errors = [ErrorCode.GROUP_AUTHORIZATION_FAILED] * len(partitions)
+    elif any(p.topic not in readable for p in partitions):
+        errors = [ErrorCode.TOPIC_AUTHORIZATION_FAILED if p.topic not in readable else ErrorCode.OPERATION_NOT_ATTEMPTED
+                  for p in partitions]
     else:
         members = version >= FIRST_MEMBER_CHECK_VERSION
         errors = await ctx.broker.groups.commit_txn_offsets(
@@ -171,6 +198,12 @@ def handle_describe_transactions(header: Any, body: Any, ctx: RequestContext) ->
     coordinator = ctx.broker.transactions
     states = []
     for transactional_id in body.transactional_ids:
+        if not ctx.authorized(AclOperation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, transactional_id):
+            states.append(_DESCRIBE.TransactionState(
+                error_code=int(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED), transactional_id=transactional_id,
+                transaction_state="", transaction_timeout_ms=0, transaction_start_time_ms=-1, producer_id=-1,
+                producer_epoch=-1, topics=[]))
+            continue
         txn = None if coordinator.loading else coordinator.state.get(transactional_id)
         if txn is None:
             error = (ErrorCode.COORDINATOR_LOAD_IN_PROGRESS if coordinator.loading
@@ -212,6 +245,8 @@ def handle_list_transactions(header: Any, body: Any, ctx: RequestContext) -> Any
             continue
         if duration >= 0 and now - txn.start_ms <= duration:
             continue
+        if not ctx.authorized(AclOperation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, txn.transactional_id):
+            continue
         listed.append(_LIST.TransactionState(transactional_id=txn.transactional_id, producer_id=txn.producer_id,
                                              transaction_state=txn.state.display_name))
     return _LIST(throttle_time_ms=0, error_code=0, unknown_state_filters=unknown, transaction_states=listed)
@@ -224,8 +259,14 @@ def handle_describe_producers(header: Any, body: Any, ctx: RequestContext) -> An
     topics = []
     for t in body.topics:
         partitions = []
+        readable = ctx.authorized(AclOperation.READ, ResourceType.TOPIC, t.name)
         for index in t.partition_indexes:
             partition = cluster.partition(t.name, index)
+            if not readable:
+                partitions.append(_PRODUCERS.PartitionResponse(
+                    partition_index=index, error_code=int(ErrorCode.TOPIC_AUTHORIZATION_FAILED),
+                    error_message=None, active_producers=[]))
+                continue
             if partition is None:
                 partitions.append(_PRODUCERS.PartitionResponse(
                     partition_index=index, error_code=int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION),

@@ -46,6 +46,7 @@ class FakeBroker:
         self.fetch_sessions = FetchSessionCache(config.max_incremental_fetch_session_cache_slots,
                                                 config.min_incremental_fetch_session_eviction_ms)
         self.faults = FaultInjector()
+        self.acls = None  # no authorizer: every request allowed
 
 
 class Env:

@@ -260,6 +260,7 @@ class FakeBroker:
         self.cluster = ClusterState(engine, config)
         self.log_throttle = LogThrottle.from_config(config)
         self.faults = FaultInjector()
+        self.acls = None  # no authorizer: every request allowed
 
 
 def _produce_request(topic: str, batches: dict[int, bytes], acks: int = -1) -> Any:

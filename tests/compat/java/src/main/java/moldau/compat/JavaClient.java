@@ -87,6 +87,8 @@ public final class JavaClient {
                 return transactions(bootstrap, args[2], args[3], args[4]);
             case "txn-admin":
                 return txnAdmin(bootstrap, args[2], args[3]);
+            case "acls":
+                return acls(bootstrap, args[2], args[3]);
             case "produce-faults":
                 return produceFaults(bootstrap, args[2], Integer.parseInt(args[3]), Integer.parseInt(args[4]));
             default:
@@ -110,6 +112,42 @@ public final class JavaClient {
         }
         props.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         return props;
+    }
+
+    /**
+     * The ACL admin APIs: creates a LITERAL ALLOW READ on TOPIC and a PREFIXED DENY ALL on groups starting
+     * with TOPIC for PRINCIPAL, describes and deletes them by principal; reports the counts.
+     */
+    private static Map<String, Object> acls(String bootstrap, String topic, String principal) throws Exception {
+        Map<String, Object> out = new LinkedHashMap<>();
+        try (Admin admin = admin(bootstrap)) {
+            List<org.apache.kafka.common.acl.AclBinding> bindings = List.of(
+                new org.apache.kafka.common.acl.AclBinding(
+                    new org.apache.kafka.common.resource.ResourcePattern(
+                        org.apache.kafka.common.resource.ResourceType.TOPIC, topic,
+                        org.apache.kafka.common.resource.PatternType.LITERAL),
+                    new org.apache.kafka.common.acl.AccessControlEntry(principal, "*",
+                        org.apache.kafka.common.acl.AclOperation.READ,
+                        org.apache.kafka.common.acl.AclPermissionType.ALLOW)),
+                new org.apache.kafka.common.acl.AclBinding(
+                    new org.apache.kafka.common.resource.ResourcePattern(
+                        org.apache.kafka.common.resource.ResourceType.GROUP, topic,
+                        org.apache.kafka.common.resource.PatternType.PREFIXED),
+                    new org.apache.kafka.common.acl.AccessControlEntry(principal, "*",
+                        org.apache.kafka.common.acl.AclOperation.ALL,
+                        org.apache.kafka.common.acl.AclPermissionType.DENY)));
+            admin.createAcls(bindings).all().get(BOUND.toMillis(), TimeUnit.MILLISECONDS);
+            out.put("created", bindings.size());
+            org.apache.kafka.common.acl.AclBindingFilter mine = new org.apache.kafka.common.acl.AclBindingFilter(
+                org.apache.kafka.common.resource.ResourcePatternFilter.ANY,
+                new org.apache.kafka.common.acl.AccessControlEntryFilter(principal, null,
+                    org.apache.kafka.common.acl.AclOperation.ANY,
+                    org.apache.kafka.common.acl.AclPermissionType.ANY));
+            out.put("described", admin.describeAcls(mine).values().get(BOUND.toMillis(), TimeUnit.MILLISECONDS).size());
+            out.put("deleted", admin.deleteAcls(List.of(mine)).all().get(BOUND.toMillis(), TimeUnit.MILLISECONDS).size());
+            out.put("after", admin.describeAcls(mine).values().get(BOUND.toMillis(), TimeUnit.MILLISECONDS).size());
+        }
+        return out;
     }
 
     /** An idempotent acks=all producer sends COUNT keyed records with a header; reports every ack. */
