@@ -405,6 +405,14 @@ class BrokerConfig:
         "allow.everyone.if.no.acl.found", False,
         "With an authorizer: allow every request on a resource that no ACL applies to (else only super users).")
 
+    # Client quotas (issue 15)
+    quota_window_num: int = _setting(
+        "quota.window.num", 11,
+        "Client quotas: how many samples the byte and request rates are measured over. A client may burst "
+        "about (samples - 1) x window size x its quota before it is throttled.", minimum=2)
+    quota_window_size_seconds: int = _setting(
+        "quota.window.size.seconds", 1, "Client quotas: the length of one rate sample, in seconds.", minimum=1)
+
     # Not a setting: `moldau serve --add-scram` values (kafka-storage format's syntax), stored at start.
     add_scram: tuple[str, ...] = field(default=(), compare=False, repr=False)
     # Not settings: settings given for one listener (listener.name.<name>.<setting>), by their full name.

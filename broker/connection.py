@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +64,8 @@ PUMP_TURN_BYTES = 1 << 20
 class _Slot:
     """A request's place in the response order."""
 
-    __slots__ = ("api_key", "api_version", "charge", "correlation_id", "done", "request", "response", "task")
+    __slots__ = ("api_key", "api_version", "charge", "correlation_id", "done", "meter", "request", "response",
+                 "task")
 
     def __init__(self, api_key: int, api_version: int, correlation_id: int, charge: int,
                  request: Any = None) -> None:
@@ -75,6 +77,53 @@ class _Slot:
         self.done = False
         self.response: Any = None
         self.task: asyncio.Future[Any] | None = None
+        self.meter: _RequestTime | None = None  # handling time, when request quotas are on
+
+
+# Not held to request quotas: what a client needs to connect and authenticate.
+_UNMETERED_APIS = frozenset({API_VERSIONS, 17, 36})
+
+
+class _RequestTime:
+    """The event-loop time a request's handler takes: its first call plus every later step of its
+    coroutine (waiting, e.g. a Fetch's long poll, does not count, as Kafka counts thread time)."""
+
+    __slots__ = ("client_id", "elapsed_s")
+
+    def __init__(self, elapsed_s: float, client_id: str | None) -> None:
+        self.elapsed_s = elapsed_s
+        self.client_id = client_id
+
+    async def wrap(self, awaitable: Any) -> Any:
+        return await _TimedSteps(awaitable.__await__(), self)
+
+
+class _TimedSteps:
+    """Drives a coroutine's steps and adds each one's duration to a meter."""
+
+    __slots__ = ("_iterator", "_meter")
+
+    def __init__(self, iterator: Any, meter: _RequestTime) -> None:
+        self._iterator = iterator
+        self._meter = meter
+
+    def __await__(self) -> Any:
+        iterator = self._iterator
+        clock = time.perf_counter
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            started = clock()
+            try:
+                yielded = iterator.throw(error) if error is not None else iterator.send(value)
+            except StopIteration as stop:
+                self._meter.elapsed_s += clock() - started
+                return stop.value
+            self._meter.elapsed_s += clock() - started
+            try:
+                value, error = (yield yielded), None
+            except BaseException as exc:  # noqa: BLE001 - handed to the coroutine, as await would
+                value, error = None, exc
 
 
 class Connection(asyncio.Protocol):
@@ -99,6 +148,7 @@ class Connection(asyncio.Protocol):
         self._partial_admitted = False  # that frame is charged its announced size and may be read whole
         self._admitted = False
         self._throttled = False
+        self._muted = False  # a client quota's throttle time is running (KIP-219)
         self._reading_paused = False
         self._writing_paused = False
         self._pumping = False
@@ -110,6 +160,7 @@ class Connection(asyncio.Protocol):
         assert listener.advertised is not None
         self.info = ConnectionInfo(peer="?", listener=listener.name, security_protocol=listener.spec.security_protocol,
                                    advertised=listener.advertised)
+        self.info.mute = self.mute
         self._tls: TlsSession | None = None
         self._send = self._send_plain
         self.host = "?"
@@ -338,6 +389,19 @@ class Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
+    def mute(self, throttle_ms: int) -> None:
+        """Stop reading this client's requests for ``throttle_ms`` (KIP-219: a client over its quota gets
+        its answer at once, with ``throttle_time_ms``, and the broker mutes the connection meanwhile)."""
+        if throttle_ms <= 0 or self._closing or self._muted:
+            return
+        self._muted = True
+        self.update_reading()
+        self._loop.call_later(throttle_ms / 1000, self._unmute)
+
+    def _unmute(self) -> None:
+        self._muted = False
+        self.update_reading()
+
     @property
     def in_flight(self) -> int:
         return len(self._pending)
@@ -358,7 +422,7 @@ class Connection(asyncio.Protocol):
         # bytes are already charged, and finishing is how they get freed.
         finishing = self._partial_admitted and not self._pending and not self._backlog
         memory_short = not finishing and self._memory.exhausted
-        should_pause = (self._throttled or self._writing_paused or bool(self._backlog)
+        should_pause = (self._throttled or self._muted or self._writing_paused or bool(self._backlog)
                         or len(self._pending) >= self._max_in_flight or memory_short
                         or (not finishing and self._queued_bytes >= self._max_bytes))
         if memory_short:
@@ -472,11 +536,20 @@ class Connection(asyncio.Protocol):
                     return
                 delay_s = fault.delay_s
         ctx = RequestContext(self._broker, self.info, version)
+        quotas = self._broker.client_quotas_if_any
+        timed = quotas is not None and quotas.active and api_key not in _UNMETERED_APIS
+        started = time.perf_counter() if timed else 0.0
         try:
             result = entry.handler(header, body, ctx)
         except Exception as exc:  # noqa: BLE001 - logged with traceback; a handler bug costs only this connection
             self._handler_failed(slot, exc)
             return
+        if timed:
+            # request_percentage: the event-loop time this request takes, every step of its handler.
+            meter = _RequestTime(time.perf_counter() - started, header.client_id)
+            slot.meter = meter
+            if inspect.isawaitable(result):
+                result = meter.wrap(result)
         if delay_s:
             result = _delayed(result, delay_s)
         if inspect.isawaitable(result):
@@ -486,6 +559,8 @@ class Connection(asyncio.Protocol):
         else:
             slot.done = True
             slot.response = result
+            if timed:
+                self._charge_request_time(slot)
 
     def _raw_sasl_token(self, frame: bytes) -> None:
         """A SASL token sent without Kafka framing, after a v0 SaslHandshake: answered the same way, and a
@@ -566,7 +641,27 @@ class Connection(asyncio.Protocol):
             return
         slot.done = True
         slot.response = task.result()
+        if slot.meter is not None:
+            self._charge_request_time(slot)
         self._pump()
+
+    def _charge_request_time(self, slot: _Slot) -> None:
+        """Account the request's handling time to the client's request_percentage quota; over it, the
+        response says how long to back off and the connection is muted that long (KIP-219)."""
+        from broker.quotas import REQUEST_PERCENTAGE
+
+        quotas = self._broker.client_quotas_if_any
+        meter = slot.meter
+        if quotas is None or meter is None:
+            return
+        user = self.info.principal.partition(":")[2]
+        throttle_ms = quotas.record(REQUEST_PERCENTAGE, user, meter.client_id or "", meter.elapsed_s * 1000)
+        if throttle_ms <= 0:
+            return
+        response = slot.response
+        if hasattr(response, "throttle_time_ms"):
+            response.throttle_time_ms = max(response.throttle_time_ms, throttle_ms)
+        self.mute(throttle_ms)
 
     def _handler_failed(self, slot: _Slot, exc: BaseException | None) -> None:
         if isinstance(exc, CloseConnection):

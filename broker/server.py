@@ -35,6 +35,7 @@ from broker.log_throttle import LogThrottle
 if TYPE_CHECKING:
     from broker.connection import Connection
     from broker.groups.coordinator import Clock, GroupCoordinator
+    from broker.quotas import ClientQuotas
     from broker.security.authorization import AclService
     from broker.security.scram_credentials import ScramCredentialStore
     from broker.transactions.coordinator import TransactionCoordinator
@@ -44,6 +45,7 @@ log = structlog.get_logger()
 
 _STOP_GRACE_S = 2.0
 SCRAM_CREDENTIALS_FILE = "scram-credentials.json"
+CLIENT_QUOTAS_FILE = "client-quotas.json"
 
 
 class Broker:
@@ -69,6 +71,7 @@ class Broker:
         self.listeners: list[Listener] = []
         self._scram: ScramCredentialStore | None = None
         self.acls: AclService | None = None  # the authorizer, when authorizer.class.name is set
+        self._client_quotas: ClientQuotas | None = None
         self._state = "new"
         self.engine: Any = None
         self.cluster: Any = None
@@ -140,6 +143,9 @@ class Broker:
         elif self.cluster.get(OFFSETS_TOPIC) is not None:
             _ = self.groups
 
+        data_dir = self.config.data_dir
+        if data_dir is not None and (data_dir / CLIENT_QUOTAS_FILE).exists():
+            _ = self.client_quotas  # quotas set before a restart apply from the first request
         if self.config.authorizer_class_name:
             from broker.security.authorization import AclService
 
@@ -308,6 +314,29 @@ class Broker:
                     store.upsert(user, credential)
             self._scram = store
         return self._scram
+
+    @property
+    def client_quotas(self) -> ClientQuotas:
+        """Client quotas (``broker/quotas.py``), kept in ``client-quotas.json`` in the data directory (in
+        memory with memory storage); made on first use, or at start when that file exists."""
+        if self._client_quotas is None:
+            from broker.quotas import ClientQuotas
+
+            data_dir = self.config.data_dir
+            quotas = ClientQuotas(data_dir / CLIENT_QUOTAS_FILE if data_dir is not None else None,
+                                  window_num=self.config.quota_window_num,
+                                  window_size_ms=self.config.quota_window_size_seconds * 1000)
+            try:
+                quotas.load()
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            self._client_quotas = quotas
+        return self._client_quotas
+
+    @property
+    def client_quotas_if_any(self) -> ClientQuotas | None:
+        """The client quotas if they were ever made: request handling checks this, never makes them."""
+        return self._client_quotas
 
     # ------------------------------------------------------------ state
 

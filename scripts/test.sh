@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run Moldau's whole test suite on a fresh machine: makes .venv, installs the project with its test
 # extras, installs kcat (apt), node with the kafkajs packages, and a JDK with Maven to build the Java client
-# scenarios when missing, then runs pytest.
+# scenarios when missing, then runs pytest, in parallel (pytest-xdist).
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,4 +49,6 @@ if [ -f tests/compat/java/pom.xml ]; then
     fi
 fi
 
-exec "$VENV/bin/python" -m pytest "$@"
+# One pytest-xdist worker per CPU (every test uses its own topics, groups and brokers); MOLDAU_TEST_WORKERS
+# overrides the count (0 runs everything in this one process).
+exec "$VENV/bin/python" -m pytest -n "${MOLDAU_TEST_WORKERS:-auto}" "$@"

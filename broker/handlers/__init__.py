@@ -75,6 +75,7 @@ class ConnectionInfo:
     advertised: tuple[str, int] = ("localhost", 9092)  # the address of this connection's listener
     principal: str = "User:ANONYMOUS"  # who the client is (broker/security/principal.py)
     sasl: Any = None  # the connection's SaslAuthenticator on SASL listeners
+    mute: Callable[[int], None] | None = None  # stop reading for N ms (a client quota's throttle)
 
 
 @dataclass
@@ -123,6 +124,24 @@ class RequestContext:
         import structlog
 
         structlog.get_logger().info(event, peer=self.connection.peer, principal=self.connection.principal, **fields)
+
+    @property
+    def quotas_active(self) -> bool:
+        """Some client quota is configured (``broker/quotas.py``): only then is anything accounted."""
+        quotas = self.broker.client_quotas_if_any
+        return quotas is not None and quotas.active
+
+    def quota_throttle_ms(self, key: str, value: float, client_id: str | None) -> int:
+        """Account ``value`` (bytes, or ms of handling) to this client's quota ``key`` and return the
+        throttle time; the connection is muted for it (KIP-219). 0 without quotas."""
+        quotas = self.broker.client_quotas_if_any
+        if quotas is None or not quotas.active:
+            return 0
+        user = self.connection.principal.partition(":")[2]
+        throttle_ms = quotas.record(key, user, client_id or "", value)
+        if throttle_ms > 0 and self.connection.mute is not None:
+            self.connection.mute(throttle_ms)
+        return throttle_ms
 
     def partition_fault(self, topic: str, partition: int) -> ErrorCode | None:
         """The error a fault rule gives this partition's data requests (offline: NOT_LEADER_OR_FOLLOWER,
@@ -267,6 +286,8 @@ SERVED: tuple[tuple[int, int, int, str], ...] = (
     (42, 0, 2, "broker.handlers.groups:handle_delete_groups"),
     (44, 0, 1, "broker.handlers.configs:handle_incremental_alter_configs"),
     (47, 0, 0, "broker.handlers.offsets:handle_offset_delete"),
+    (48, 0, 1, "broker.handlers.client_quotas:handle_describe_client_quotas"),
+    (49, 0, 1, "broker.handlers.client_quotas:handle_alter_client_quotas"),
     (50, 0, 0, "broker.handlers.scram:handle_describe_user_scram_credentials"),
     (51, 0, 0, "broker.handlers.scram:handle_alter_user_scram_credentials"),
     (60, 0, 1, "broker.handlers.describe_cluster:handle_describe_cluster"),

@@ -23,8 +23,10 @@ Kafka behaviours implemented (``KafkaApis.handleFetchRequest``, ``ReplicaManager
   ``max_bytes``; after it both limits hold, ``max_bytes`` across the response (capped by the broker's
   ``fetch.max.bytes``, 55 MiB by default). ``aborted_transactions`` is null for read_uncommitted; for
   read_committed it lists the aborted transactions (producer id, first offset) that overlap the
-  readable range, from the log's aborted-transaction index. ``preferred_read_replica`` -1,
-  ``throttle_time_ms`` 0.
+  readable range, from the log's aborted-transaction index. ``preferred_read_replica`` -1.
+- client quotas (``consumer_byte_rate``): the response's record bytes are accounted to the client; one
+  over its quota gets ``throttle_time_ms`` and its connection is muted that long (KIP-219). Kafka instead
+  answers an over-quota fetch with no records; both hold the client to its rate.
 - long poll: with fewer than ``min_bytes`` (capped at the fetch's max bytes) and ``max_wait_ms`` > 0,
   the request registers one waiter on all its partitions; an append, truncation, deletion or log
   start move wakes it and every partition is read again, until ``min_bytes`` are there, a read
@@ -362,4 +364,22 @@ async def handle_fetch(header: Any, body: Any, ctx: RequestContext) -> Any:
     if context.kind is ContextKind.FULL and body.session_epoch == 0:
         log.debug("fetch.session_created" if session_id else "fetch.session_not_created", session_id=session_id,
                   partitions=len(results), peer=ctx.connection.peer)
-    return _response(version, error, session_id, included, _node_endpoints(ctx, included))
+    response = _response(version, error, session_id, included, _node_endpoints(ctx, included))
+    if ctx.quotas_active and not is_follower:
+        from broker.quotas import CONSUMER_BYTE_RATE
+
+        response.throttle_time_ms = ctx.quota_throttle_ms(CONSUMER_BYTE_RATE, _records_bytes(included),
+                                                          header.client_id)
+    return response
+
+
+def _records_bytes(partitions: list[tuple[PartitionRequest, Any]]) -> int:
+    """The record bytes a response carries (its chunks are bytes-like, or lists of them)."""
+    total = 0
+    for _, data in partitions:
+        records = data.records
+        if isinstance(records, list):
+            total += sum(len(chunk) for chunk in records)
+        elif records is not None:
+            total += len(records)
+    return total

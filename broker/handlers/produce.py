@@ -28,6 +28,8 @@ appendToLocalLog, UnifiedLog.append, LogValidator; see `broker.produce_validatio
 - LogAppendTime topics: the engine stamps the broker's time into the batch and the response carries it
   in ``log_append_time_ms`` (else -1). ``log_start_offset`` (v5+) is the partition's after the append, or
   -1 where Kafka has none (unknown partition, request-level errors).
+- Client quotas (``producer_byte_rate``): the request's record bytes are accounted to the client (user and
+  client id); one over its quota gets ``throttle_time_ms`` and its connection is muted that long (KIP-219).
 - Errors carry a v8+ ``error_message`` saying what was wrong (Kafka fills it only for per-record
   validation errors, together with ``record_errors``).
 - A partition made offline or given a failed disk by a fault rule (``broker/faults.py``) answers
@@ -160,6 +162,12 @@ async def handle_produce(header: Any, body: Any, ctx: RequestContext) -> Any:
     elif acks == -1 and appended:
         # Concurrently, so the file engine's group commit syncs every partition in one pass.
         await asyncio.gather(*(_flush(outcome) for outcome in appended))
+    throttle_ms = 0
+    if ctx.quotas_active:
+        from broker.quotas import PRODUCER_BYTE_RATE
+
+        size = sum(len(p.records or b"") for t in body.topic_data for p in t.partition_data)
+        throttle_ms = ctx.quota_throttle_ms(PRODUCER_BYTE_RATE, size, header.client_id)
     if acks == 0:
         failed = [(t.name, p.index, p.error_code) for t in topics for p in t.partition_responses if p.error_code]
         if failed:
@@ -167,7 +175,7 @@ async def handle_produce(header: Any, body: Any, ctx: RequestContext) -> Any:
             # producer notice (and refresh its metadata).
             raise CloseConnection(f"acks=0 produce failed for {failed}")
         return None
-    return _RESP(responses=topics, throttle_time_ms=0)
+    return _RESP(responses=topics, throttle_time_ms=throttle_ms)
 
 
 async def _append_all(ctx: RequestContext, body: Any, acks: int, version: int, now_ms: int,

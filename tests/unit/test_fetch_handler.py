@@ -47,6 +47,7 @@ class FakeBroker:
                                                 config.min_incremental_fetch_session_eviction_ms)
         self.faults = FaultInjector()
         self.acls = None  # no authorizer: every request allowed
+        self.client_quotas_if_any = None  # no client quotas
 
 
 class Env:

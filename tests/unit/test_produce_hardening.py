@@ -261,6 +261,7 @@ class FakeBroker:
         self.log_throttle = LogThrottle.from_config(config)
         self.faults = FaultInjector()
         self.acls = None  # no authorizer: every request allowed
+        self.client_quotas_if_any = None  # no client quotas
 
 
 def _produce_request(topic: str, batches: dict[int, bytes], acks: int = -1) -> Any:

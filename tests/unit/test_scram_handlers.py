@@ -37,6 +37,18 @@ from protocol.errors import ErrorCode
 from tests.compat.conftest import KafkaSocket
 from tests.unit.test_sasl_mechanisms import scram_client
 
+
+@pytest.fixture(autouse=True)
+def every_log_level() -> Any:
+    """capture_logs sees only what the bound logger lets through: an earlier test (an embedded broker) may
+    have configured structlog to drop info events, so these tests start from structlog's defaults."""
+    import structlog
+
+    saved = structlog.get_config()
+    structlog.reset_defaults()
+    yield
+    structlog.configure(**saved)
+
 DESCRIBE, ALTER, SASL_HANDSHAKE, SASL_AUTHENTICATE = 50, 51, 17, 36
 SHA256, SHA512 = 1, 2
 CODES = {"SCRAM-SHA-256": SHA256, "SCRAM-SHA-512": SHA512}

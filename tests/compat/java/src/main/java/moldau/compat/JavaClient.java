@@ -87,6 +87,8 @@ public final class JavaClient {
                 return transactions(bootstrap, args[2], args[3], args[4]);
             case "txn-admin":
                 return txnAdmin(bootstrap, args[2], args[3]);
+            case "quotas":
+                return quotas(bootstrap, args[2], args[3]);
             case "acls":
                 return acls(bootstrap, args[2], args[3]);
             case "produce-faults":
@@ -112,6 +114,46 @@ public final class JavaClient {
         }
         props.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         return props;
+    }
+
+    /**
+     * The client quota admin APIs: sets producer_byte_rate and consumer_byte_rate for USER with CLIENT_ID
+     * and a request_percentage for the default user, describes the user's quotas, then removes the first.
+     */
+    private static Map<String, Object> quotas(String bootstrap, String user, String clientId) throws Exception {
+        Map<String, Object> out = new LinkedHashMap<>();
+        org.apache.kafka.common.quota.ClientQuotaEntity entity = new org.apache.kafka.common.quota.ClientQuotaEntity(
+            Map.of(org.apache.kafka.common.quota.ClientQuotaEntity.USER, user,
+                   org.apache.kafka.common.quota.ClientQuotaEntity.CLIENT_ID, clientId));
+        java.util.HashMap<String, String> defaultUser = new java.util.HashMap<>();
+        defaultUser.put(org.apache.kafka.common.quota.ClientQuotaEntity.USER, null);
+        org.apache.kafka.common.quota.ClientQuotaEntity defaults =
+            new org.apache.kafka.common.quota.ClientQuotaEntity(defaultUser);
+        try (Admin admin = admin(bootstrap)) {
+            admin.alterClientQuotas(List.of(
+                new org.apache.kafka.common.quota.ClientQuotaAlteration(entity, List.of(
+                    new org.apache.kafka.common.quota.ClientQuotaAlteration.Op("producer_byte_rate", 1048576.0),
+                    new org.apache.kafka.common.quota.ClientQuotaAlteration.Op("consumer_byte_rate", 2097152.0))),
+                new org.apache.kafka.common.quota.ClientQuotaAlteration(defaults, List.of(
+                    new org.apache.kafka.common.quota.ClientQuotaAlteration.Op("request_percentage", 50.0)))))
+                .all().get(BOUND.toMillis(), TimeUnit.MILLISECONDS);
+            Map<org.apache.kafka.common.quota.ClientQuotaEntity, Map<String, Double>> found = admin.describeClientQuotas(
+                org.apache.kafka.common.quota.ClientQuotaFilter.contains(List.of(
+                    org.apache.kafka.common.quota.ClientQuotaFilterComponent.ofEntity(
+                        org.apache.kafka.common.quota.ClientQuotaEntity.USER, user))))
+                .entities().get(BOUND.toMillis(), TimeUnit.MILLISECONDS);
+            out.put("described", found.get(entity));
+            Map<org.apache.kafka.common.quota.ClientQuotaEntity, Map<String, Double>> all = admin.describeClientQuotas(
+                org.apache.kafka.common.quota.ClientQuotaFilter.all()).entities()
+                .get(BOUND.toMillis(), TimeUnit.MILLISECONDS);
+            out.put("defaultUser", all.get(defaults));
+            admin.alterClientQuotas(List.of(new org.apache.kafka.common.quota.ClientQuotaAlteration(entity, List.of(
+                new org.apache.kafka.common.quota.ClientQuotaAlteration.Op("producer_byte_rate", null)))))
+                .all().get(BOUND.toMillis(), TimeUnit.MILLISECONDS);
+            out.put("after", admin.describeClientQuotas(org.apache.kafka.common.quota.ClientQuotaFilter.all())
+                .entities().get(BOUND.toMillis(), TimeUnit.MILLISECONDS).get(entity));
+        }
+        return out;
     }
 
     /**
