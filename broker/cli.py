@@ -139,7 +139,7 @@ def config_from_args(args: argparse.Namespace, environ: Any = None) -> Any:
             try:
                 parse_add_scram(text)
             except ValueError as exc:
-                raise ConfigError(f"--add-scram: {exc}") from None
+                raise ConfigError(str(exc)) from None
         config = dataclasses.replace(config, add_scram=tuple(args.add_scram))
     return config
 

@@ -21,6 +21,15 @@ or body that does not decode, an unknown API key, or an unsupported version of a
 exception is an unsupported ApiVersions version, which gets a v0-format UNSUPPORTED_VERSION answer
 listing the served ranges, so the client can retry on the same connection (KIP-511).
 
+Security (``broker/security/``): on SSL and SASL_SSL listeners a ``TlsSession`` sits between the socket
+and the framing (received bytes are decrypted before frames are cut, responses encrypted as they are
+written); a failed handshake is one log line and a closed connection. On SASL listeners the connection's
+``SaslAuthenticator`` decides, per request, whether it may be served yet; anything before authentication
+other than ApiVersions and SaslHandshake closes the connection, and after a v0 SaslHandshake frames are
+bare SASL tokens. Client quotas (``broker/quotas.py``) mute a connection (stop reading it) for the
+throttle time of a request over its quota; while quotas exist each request's handling time is metered
+for ``request_percentage``.
+
 Fault injection (``broker/faults.py``): while the broker has fault rules (``faults.active``), each decoded
 request is shown to them before its handler runs; a rule may answer it with an error, hold its response
 back, close the connection when the request reaches the head of the FIFO, or leave it unanswered (its

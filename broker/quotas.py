@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 import time
 from collections import OrderedDict, deque
@@ -68,7 +67,7 @@ from typing import Any
 import structlog
 
 from protocol.errors import ErrorCode, KafkaError
-from storage.file.fs import FileSystem, fsync_path, read_file, unlink_if_exists, write_all
+from storage.file.fs import FileSystem, read_file, replace_private_file
 
 log = structlog.get_logger()
 
@@ -366,7 +365,7 @@ class ClientQuotas:
         document = {"version": _STORE_VERSION,
                     "quotas": [{"entity": dict(entity), "values": values} for entity, values in quotas.items()]}
         data = json.dumps(document, indent=2, allow_nan=False).encode("utf-8")
-        _replace_private_file(self._fs, str(self.path), data)
+        replace_private_file(self._fs, str(self.path), data)
 
 
 class _SampledRate:
@@ -538,18 +537,3 @@ def _entry_from_json(index: int, raw: Any) -> tuple[Entity, dict[str, float]]:
     except QuotaError as e:
         raise ValueError(f"quota #{index} is not valid: {e.message}") from None
     return entity, {key: value for key, value in changes.items() if value is not None}
-
-
-def _replace_private_file(fs: FileSystem, path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so a crash leaves the old or the new content, readable by the owner
-    only. A leftover tmp file is removed first: O_CREAT would keep its old mode."""
-    tmp = path + ".tmp"
-    unlink_if_exists(fs, tmp)
-    fd = fs.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
-    try:
-        write_all(fs, fd, data, 0)
-        fs.fsync(fd)
-    finally:
-        fs.close(fd)
-    fs.replace(tmp, path)
-    fsync_path(fs, os.path.dirname(path) or ".")

@@ -9,12 +9,12 @@ starting with no ACLs would silently change who may do what.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from pathlib import Path
 from typing import Any
 
 from broker.security.acls import AclBinding, AclOperation, AclPermissionType, PatternType, ResourceType
+from storage.file.fs import FileSystem, replace_private_file
 
 _STORE_VERSION = 1
 _FIELDS = ("resource_type", "resource_name", "pattern_type", "principal", "host", "operation",
@@ -56,7 +56,7 @@ class AclStore:
         document = {"version": _STORE_VERSION, "acls": [_to_json(b) for b in unique]}
         data = json.dumps(document, indent=2).encode("utf-8")
         with self._lock:
-            _replace_file(self.path, data)
+            replace_private_file(FileSystem(), str(self.path), data)
 
 
 def _to_json(binding: AclBinding) -> dict[str, str]:
@@ -88,22 +88,3 @@ def _from_json(index: int, raw: Any) -> AclBinding:
     if problem is not None:
         raise ValueError(f"ACL #{index} is not a valid ACL: {problem[1]}")
     return binding
-
-
-def _replace_file(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # a leftover tmp file keeps its old mode through O_CREAT
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

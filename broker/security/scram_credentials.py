@@ -12,7 +12,6 @@ import binascii
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 import threading
@@ -20,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from storage.file.fs import FileSystem, replace_private_file
 
 SCRAM_MECHANISMS: dict[str, str] = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
 MIN_ITERATIONS = 4096
@@ -197,22 +198,7 @@ class ScramCredentialStore:
                     "users": {name: {m: c.to_json() for m, c in sorted(creds.items())}
                               for name, creds in sorted(users.items())}}
         data = json.dumps(document, indent=2).encode("utf-8")
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)  # an existing tmp file keeps its old mode through O_CREAT
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_private_file(FileSystem(), str(self.path), data)
 
 
 def _parse_store(text: str) -> dict[str, dict[str, ScramCredential]]:

@@ -33,7 +33,9 @@ TLS_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLS
 RELOAD_CHECK_INTERVAL_S = 1.0
 # Responses smaller than a TLS record are joined before encryption: one record, not one per part.
 _RECORD_BYTES = 16384
-_READ_BYTES = 1 << 18
+# One TLS record holds at most 16 KiB of plaintext and a read returns one record: a small buffer spares
+# allocating (and, past the malloc mmap threshold, mapping) a large one per record.
+_READ_BYTES = 1 << 15
 
 
 @dataclass(frozen=True)

@@ -149,6 +149,21 @@ def fsync_path(fs: FileSystem, path: str) -> None:
         fs.close(fd)
 
 
+def replace_private_file(fs: FileSystem, path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so a crash leaves the old or the new content, readable by the owner
+    only. A leftover tmp file is removed first: O_CREAT would keep its old mode."""
+    tmp = path + ".tmp"
+    unlink_if_exists(fs, tmp)
+    fd = fs.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        write_all(fs, fd, data, 0)
+        fs.fsync(fd)
+    finally:
+        fs.close(fd)
+    fs.replace(tmp, path)
+    fsync_path(fs, os.path.dirname(path) or ".")
+
+
 def exists(fs: FileSystem, path: str) -> bool:
     try:
         fs.stat(path)

@@ -260,3 +260,21 @@ def test_fault_command_is_part_of_moldau(tmp_path: Path) -> None:
 def test_serve_ci_profile_with_log_dirs_from_the_environment_uses_files(tmp_path: Path) -> None:
     config = _config("--profile", "ci", environ={"MOLDAU_LOG_DIRS": str(tmp_path)})
     assert (config.in_memory, config.data_dir) == (False, tmp_path)
+
+
+def test_bad_security_settings_exit_2_with_one_line(tmp_path: Path) -> None:
+    """A TLS listener whose key store is missing or not a key and chain, and an --add-scram the syntax or
+    the mechanism rejects: exit 2, one line naming the problem, no traceback, no password echoed."""
+    cases = [
+        (["--set", "listeners=SSL://127.0.0.1:0", "--set", f"ssl.keystore.location={tmp_path / 'none.pem'}"],
+         "ssl.keystore.location"),
+        (["--listen", "127.0.0.1:0", "--add-scram", "SCRAM-SHA-1=[name=alice,password=hunter2]"],
+         "SCRAM-SHA-1 is not supported"),
+        (["--listen", "127.0.0.1:0", "--add-scram", "SCRAM-SHA-256=[password=hunter2]"], "name"),
+    ]
+    for args, expected in cases:  # --listen would replace the listeners setting: only where it has none
+        result = _run("serve", "--memory", *args, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("moldau: error: ") and expected in lines[0], lines
+        assert "hunter2" not in result.stderr
