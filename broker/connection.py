@@ -454,7 +454,7 @@ class Connection(asyncio.Protocol):
             self._flush()
             dispatched = 0
             while self._backlog and not self._closing and not self._writing_paused \
-                    and len(self._pending) < self._max_in_flight:
+                    and len(self._pending) < self._max_in_flight and not self._authenticating():
                 if dispatched >= PUMP_TURN_BYTES:
                     # Other connections get their turn before this one decodes more: a client that
                     # pipelines large requests cannot hold the event loop for all of them at once.
@@ -471,6 +471,12 @@ class Connection(asyncio.Protocol):
         finally:
             self._pumping = False
         self.update_reading()
+
+    def _authenticating(self) -> bool:
+        """A SASL exchange is under way with a request of it unanswered: the next frame waits, since what it
+        may be depends on the answer (as Kafka's authenticator reads one frame at a time)."""
+        sasl = self.info.sasl
+        return sasl is not None and bool(self._pending) and not sasl.established
 
     def _dispatch(self, frame: bytes) -> None:
         sasl = self.info.sasl

@@ -150,6 +150,11 @@ class SaslAuthenticator:
     def authenticated(self) -> bool:
         return self._user is not None
 
+    @property
+    def established(self) -> bool:
+        """Authenticated and not in a re-authentication: requests may be pipelined."""
+        return self._state == _AUTHENTICATED
+
     def refusal(self, api_key: int) -> str | None:
         """None when a request of ``api_key`` may be served now, else why the connection must close."""
         state = self._state

@@ -182,3 +182,14 @@ def test_moldau_scram_errors_are_one_line_with_kafkas_error_name(scram_broker: B
                         stdin="pw\n")
     assert (done.returncode, done.stderr) == (
         2, "moldau scram: error: --iterations must be between 4096 and 16384, got 99999\n")
+
+
+def test_java_admin_client_upserts_describes_and_deletes_a_credential(scram_broker: BrokerProcess) -> None:
+    """Kafka's own AdminClient (alterUserScramCredentials hashes the password itself, then sends salt and
+    salted password) against DescribeUserScramCredentials and AlterUserScramCredentials."""
+    from tests.compat.java_client import java_client
+
+    user = f"java-{uuid.uuid4().hex[:6]}"
+    out = java_client("scram-admin", scram_broker.listeners["PLAINTEXT"], user)
+    assert out["described"] == ["SCRAM-SHA-256:8192"]
+    assert user not in out["usersAfter"]

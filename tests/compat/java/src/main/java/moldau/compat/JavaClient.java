@@ -87,6 +87,8 @@ public final class JavaClient {
                 return transactions(bootstrap, args[2], args[3], args[4]);
             case "txn-admin":
                 return txnAdmin(bootstrap, args[2], args[3]);
+            case "scram-admin":
+                return scramAdmin(bootstrap, args[2]);
             case "quotas":
                 return quotas(bootstrap, args[2], args[3]);
             case "acls":
@@ -114,6 +116,34 @@ public final class JavaClient {
         }
         props.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         return props;
+    }
+
+    /**
+     * The SCRAM admin APIs: upserts USER's SCRAM-SHA-256 credential (8192 iterations), describes it, deletes
+     * it and lists the users left.
+     */
+    private static Map<String, Object> scramAdmin(String bootstrap, String user) throws Exception {
+        Map<String, Object> out = new LinkedHashMap<>();
+        try (Admin admin = admin(bootstrap)) {
+            org.apache.kafka.clients.admin.ScramCredentialInfo info = new org.apache.kafka.clients.admin.ScramCredentialInfo(
+                org.apache.kafka.clients.admin.ScramMechanism.SCRAM_SHA_256, 8192);
+            admin.alterUserScramCredentials(List.of(new org.apache.kafka.clients.admin.UserScramCredentialUpsertion(
+                user, info, "java-secret"))).all().get(BOUND.toMillis(), TimeUnit.MILLISECONDS);
+            org.apache.kafka.clients.admin.UserScramCredentialsDescription described = admin
+                .describeUserScramCredentials(List.of(user)).description(user)
+                .get(BOUND.toMillis(), TimeUnit.MILLISECONDS);
+            List<String> mechanisms = new ArrayList<>();
+            for (org.apache.kafka.clients.admin.ScramCredentialInfo c : described.credentialInfos()) {
+                mechanisms.add(c.mechanism().mechanismName() + ":" + c.iterations());
+            }
+            out.put("described", mechanisms);
+            admin.alterUserScramCredentials(List.of(new org.apache.kafka.clients.admin.UserScramCredentialDeletion(
+                user, org.apache.kafka.clients.admin.ScramMechanism.SCRAM_SHA_256)))
+                .all().get(BOUND.toMillis(), TimeUnit.MILLISECONDS);
+            out.put("usersAfter", new ArrayList<>(admin.describeUserScramCredentials().users()
+                .get(BOUND.toMillis(), TimeUnit.MILLISECONDS)));
+        }
+        return out;
     }
 
     /**
