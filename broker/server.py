@@ -1,10 +1,12 @@
 """The broker as a library object: ``Broker(config)``, ``await start()``, ``bound_address``, ``await stop()``.
 
 ``start()`` resolves the cluster id (from the data directory's meta.properties, or fresh per process for
-in-memory storage), binds the listener (port 0 picks a free port, shared by every address the host
-resolves to) and logs one ``ready`` event. ``stop()`` closes the listener and every connection, waits
-for them to finish and releases the port. Everything runs on the event loop that called ``start()``, so
-a broker can live inside a test's loop or on a background thread's loop.
+in-memory storage), sets up security (TLS contexts, SASL, the authorizer; ``broker/security/``), binds
+each listener (port 0 picks a free port, shared by every address the host resolves to) and logs one
+``ready`` event. ``stop()`` closes the listeners and every connection, waits for them to finish and
+releases the ports. Everything runs on the event loop that called ``start()``, so a broker can live
+inside a test's loop or on a background thread's loop. ``bound_address``, ``advertised_address`` and
+``bootstrap_servers`` are the first listener's; ``listener(name)`` gives any other.
 """
 
 from __future__ import annotations

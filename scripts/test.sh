@@ -49,6 +49,7 @@ if [ -f tests/compat/java/pom.xml ]; then
     fi
 fi
 
-# One pytest-xdist worker per CPU (every test uses its own topics, groups and brokers); MOLDAU_TEST_WORKERS
-# overrides the count (0 runs everything in this one process).
-exec "$VENV/bin/python" -m pytest -n "${MOLDAU_TEST_WORKERS:-auto}" "$@"
+# One pytest-xdist worker per CPU, at most 4 (every test uses its own topics, groups and brokers, and each
+# worker starts brokers, JVMs and node processes of its own); MOLDAU_TEST_WORKERS overrides the count (0 runs
+# everything in this one process).
+exec "$VENV/bin/python" -m pytest -n "${MOLDAU_TEST_WORKERS:-auto}" --maxprocesses 4 "$@"

@@ -340,14 +340,12 @@ async def handle_fetch(header: Any, body: Any, ctx: RequestContext) -> Any:
     readable: list[PartitionRequest] = []
     unknown: list[tuple[PartitionRequest, Any]] = []
     # With an authorizer: consumers need READ on each topic, followers CLUSTER_ACTION (Kafka's rules).
-    may_read: dict[str, bool] = {}
-    follower_allowed = not is_follower or ctx.authorized(AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER,
-                                                         CLUSTER_RESOURCE_NAME)
-    for req in context.partitions(resolve):
+    wanted = context.partitions(resolve)
+    denied = _denied_topics(ctx, wanted, is_follower) if broker.acls is not None else ()
+    for req in wanted:
         if req.topic is None:
             unknown.append((req, _error_data(req, ErrorCode.UNKNOWN_TOPIC_ID, [])))
-        elif not (follower_allowed if is_follower else may_read.setdefault(
-                req.topic, ctx.authorized(AclOperation.READ, ResourceType.TOPIC, req.topic))):
+        elif req.topic in denied:
             unknown.append((req, _error_data(req, ErrorCode.TOPIC_AUTHORIZATION_FAILED, [])))
         elif cluster.partition(req.topic, req.partition) is None:
             unknown.append((req, _error_data(req, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, [])))
@@ -371,6 +369,15 @@ async def handle_fetch(header: Any, body: Any, ctx: RequestContext) -> Any:
         response.throttle_time_ms = ctx.quota_throttle_ms(CONSUMER_BYTE_RATE, _records_bytes(included),
                                                           header.client_id)
     return response
+
+
+def _denied_topics(ctx: RequestContext, requests: Any, is_follower: bool) -> set[str]:
+    """The topics of ``requests`` this client may not fetch from."""
+    names = {req.topic for req in requests if req.topic is not None}
+    if is_follower:
+        allowed = ctx.authorized(AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER, CLUSTER_RESOURCE_NAME)
+        return set() if allowed else names
+    return names - ctx.authorized_names(AclOperation.READ, ResourceType.TOPIC, names)
 
 
 def _records_bytes(partitions: list[tuple[PartitionRequest, Any]]) -> int:

@@ -166,9 +166,11 @@ async def handle_metadata(header: Any, body: Any, ctx: RequestContext) -> Any:
     wants_all = body.topics is None or (version == 0 and not body.topics)
     if wants_all:
         # Topics the principal may not describe are left out, as if they did not exist.
-        names = ctx.authorized_names(AclOperation.DESCRIBE, ResourceType.TOPIC, cluster.names())
-        topics = [topic_entry(ctx, cluster.get(name), _topic_ops(ctx, name, include_topic_ops))
-                  for name in cluster.names() if name in names]
+        names = cluster.names()
+        if broker.acls is not None:
+            describable = ctx.authorized_names(AclOperation.DESCRIBE, ResourceType.TOPIC, names)
+            names = [name for name in names if name in describable]
+        topics = [topic_entry(ctx, cluster.get(name), _topic_ops(ctx, name, include_topic_ops)) for name in names]
     else:
         refused = _refused_before_v12(version, body.topics)
         if refused is not None:
