@@ -203,6 +203,20 @@ class FetchContext:
                         cached.request = replace(cached.request, topic=name)
         return [cached.request for cached in self.session.partitions.values()]
 
+    def throttled(self) -> SessionResponse:
+        """The answer to a fetch held back by a client quota (Kafka's getThrottledResponse): no partitions,
+        and nothing about the session changes except that an incremental one keeps its id; a full fetch
+        creates no session."""
+        if self.kind is ContextKind.SESSION_ERROR:
+            return SessionResponse(self.error, INVALID_SESSION_ID, [])
+        if self.kind is not ContextKind.INCREMENTAL:
+            return SessionResponse(ErrorCode.NONE, INVALID_SESSION_ID, [])
+        session = self.session
+        assert session is not None
+        if session.epoch != next_epoch(self.request_epoch):
+            return SessionResponse(ErrorCode.INVALID_FETCH_SESSION_EPOCH, session.id, [])
+        return SessionResponse(ErrorCode.NONE, session.id, [])
+
     def finish(self, results: list[tuple[PartitionRequest, Any]], now_ms: int) -> SessionResponse:
         """Create or update the session from the read ``results`` (PartitionData objects, in read order)
         and return what the response carries."""

@@ -131,16 +131,29 @@ class RequestContext:
         quotas = self.broker.client_quotas_if_any
         return quotas is not None and quotas.active
 
-    def quota_throttle_ms(self, key: str, value: float, client_id: str | None) -> int:
+    def quota_window_max(self, key: str, client_id: str | None) -> float | None:
+        """The most this client can be accounted at once under quota ``key`` without being throttled
+        (Kafka's maxValueInQuotaWindow), or None when no quota applies."""
+        quotas = self.broker.client_quotas_if_any
+        if quotas is None or not quotas.active:
+            return None
+        return quotas.max_value_in_window(key, self.connection.principal.partition(":")[2], client_id or "")
+
+    def quota_throttle_ms(self, key: str, value: float, client_id: str | None, *,
+                          unrecord_if_throttled: bool = False) -> int:
         """Account ``value`` (bytes, or ms of handling) to this client's quota ``key`` and return the
-        throttle time; the connection is muted for it (KIP-219). 0 without quotas."""
+        throttle time; the connection is muted for it (KIP-219). 0 without quotas. With
+        ``unrecord_if_throttled`` a throttled value is taken back (a throttled Fetch sends no records)."""
         quotas = self.broker.client_quotas_if_any
         if quotas is None or not quotas.active:
             return 0
         user = self.connection.principal.partition(":")[2]
         throttle_ms = quotas.record(key, user, client_id or "", value)
-        if throttle_ms > 0 and self.connection.mute is not None:
-            self.connection.mute(throttle_ms)
+        if throttle_ms > 0:
+            if unrecord_if_throttled:
+                quotas.unrecord(key, user, client_id or "", value)
+            if self.connection.mute is not None:
+                self.connection.mute(throttle_ms)
         return throttle_ms
 
     def partition_fault(self, topic: str, partition: int) -> ErrorCode | None:

@@ -24,9 +24,9 @@ Kafka behaviours implemented (``KafkaApis.handleFetchRequest``, ``ReplicaManager
   ``fetch.max.bytes``, 55 MiB by default). ``aborted_transactions`` is null for read_uncommitted; for
   read_committed it lists the aborted transactions (producer id, first offset) that overlap the
   readable range, from the log's aborted-transaction index. ``preferred_read_replica`` -1.
-- client quotas (``consumer_byte_rate``): the response's record bytes are accounted to the client; one
-  over its quota gets ``throttle_time_ms`` and its connection is muted that long (KIP-219). Kafka instead
-  answers an over-quota fetch with no records; both hold the client to its rate.
+- client quotas (``consumer_byte_rate``): the record bytes read are accounted to the client; a fetch that
+  puts it over its quota is answered, as in Kafka, with no partitions (the bytes taken back, the session
+  unchanged, a full fetch creating none), ``throttle_time_ms``, and its connection muted that long (KIP-219).
 - long poll: with fewer than ``min_bytes`` (capped at the fetch's max bytes) and ``max_wait_ms`` > 0,
   the request registers one waiter on all its partitions; an append, truncation, deletion or log
   start move wakes it and every partition is read again, until ``min_bytes`` are there, a read
@@ -353,21 +353,36 @@ async def handle_fetch(header: Any, body: Any, ctx: RequestContext) -> Any:
             readable.append(req)
 
     fetch_max_bytes = min(body.max_bytes, broker.config.fetch_max_bytes)
+    if ctx.quotas_active and not is_follower:
+        from broker.quotas import CONSUMER_BYTE_RATE
+
+        # Kafka caps a quota'd consumer's fetch at what its quota window can take, so a fetch it may
+        # receive exists.
+        window_max = ctx.quota_window_max(CONSUMER_BYTE_RATE, header.client_id)
+        if window_max is not None:
+            fetch_max_bytes = max(1, min(fetch_max_bytes, int(window_max)))
     min_bytes = min(body.min_bytes, fetch_max_bytes)
     reader = _Reader(ctx, body, is_follower, fetch_max_bytes)
     results = await _read_until_ready(reader, readable, body.max_wait_ms, min_bytes)
     results.extend(unknown)
 
-    error, session_id, included = context.finish(results, _now_ms())
+    throttle_ms = 0
+    if ctx.quotas_active and not is_follower:
+        from broker.quotas import CONSUMER_BYTE_RATE
+
+        # As Kafka: the bytes count against the client's quota; when that puts it over, the records are
+        # not sent (nor counted), the answer is empty with the throttle time and the connection is muted.
+        size = _records_bytes(results)
+        throttle_ms = ctx.quota_throttle_ms(CONSUMER_BYTE_RATE, size, header.client_id, unrecord_if_throttled=True)
+    if throttle_ms:
+        error, session_id, included = context.throttled()
+    else:
+        error, session_id, included = context.finish(results, _now_ms())
     if context.kind is ContextKind.FULL and body.session_epoch == 0:
         log.debug("fetch.session_created" if session_id else "fetch.session_not_created", session_id=session_id,
                   partitions=len(results), peer=ctx.connection.peer)
     response = _response(version, error, session_id, included, _node_endpoints(ctx, included))
-    if ctx.quotas_active and not is_follower:
-        from broker.quotas import CONSUMER_BYTE_RATE
-
-        response.throttle_time_ms = ctx.quota_throttle_ms(CONSUMER_BYTE_RATE, _records_bytes(included),
-                                                          header.client_id)
+    response.throttle_time_ms = throttle_ms
     return response
 
 

@@ -273,3 +273,20 @@ def test_next_epoch_wraps_to_one() -> None:
     assert next_epoch(0) == 1 and next_epoch(41) == 42
     assert next_epoch(2**31 - 1) == 1
     assert next_epoch(-1) == FINAL_EPOCH
+
+
+def test_a_throttled_fetch_answers_nothing_and_leaves_the_session_as_it_was() -> None:
+    """Kafka's getThrottledResponse (a client over its consumer_byte_rate): a full fetch gets no partitions
+    and creates no session; an incremental one keeps its session id, and the cached high watermarks are
+    not updated, so the next answer still reports what this one did not."""
+    cache = new_cache()
+    full = cache.new_context(V12, INVALID_SESSION_ID, INITIAL_EPOCH, [req("t", 0)], [], 0)
+    assert tuple(full.throttled()) == (ErrorCode.NONE, INVALID_SESSION_ID, [])
+    assert len(cache) == 0
+    part = req("t", 0)
+    sid = create_session(cache, [part], hw=0)
+    context = cache.new_context(V12, sid, 1, [], [], 1)
+    assert tuple(context.throttled()) == (ErrorCode.NONE, sid, [])
+    later = cache.new_context(V12, sid, 2, [], [], 2)
+    error, session_id, included = later.finish([(part, data(hw=2, records=b"xx"))], 2)
+    assert (error, session_id, [r.partition for r, _ in included]) == (ErrorCode.NONE, sid, [0])
