@@ -57,15 +57,19 @@ _THREAD_STOP_TIMEOUT_S = 30.0
 
 
 def broker_config(*, profile: str = DEFAULT_PROFILE, settings: Mapping[str, Any] | None = None,
-                  data_dir: str | os.PathLike[str] | None = None, host: str = DEFAULT_HOST, port: int = 0,
+                  data_dir: str | os.PathLike[str] | None = None, host: str | None = None, port: int | None = None,
                   kafka_version: str | None = None) -> BrokerConfig:
     """The BrokerConfig an embedded broker runs with: ``profile``, then ``settings`` (Kafka names; values
-    as text, as in a properties file, or as ints and bools), then the keyword arguments. The environment
-    is not read, so a test's broker does not change with the shell it runs in. Raises ``ConfigError``."""
+    as text, as in a properties file, or as ints and bools), then the keyword arguments. ``host`` and
+    ``port`` (default 127.0.0.1 and a free port) make one PLAINTEXT listener; without them, ``settings``
+    may give ``listeners`` instead (several, TLS, SASL: the first one's address is ``bootstrap_servers``,
+    ``broker.listener(name)`` has the others). The environment is not read, so a test's broker does not
+    change with the shell it runs in. Raises ``ConfigError``."""
     # Values as text, parsed as a properties file's would be: topic defaults such as log.retention.ms are
     # string settings, and {"log.retention.ms": 1000} must work as {"num.partitions": 3} does.
     overrides: dict[str, Any] = {name: _setting_text(value) for name, value in (settings or {}).items()}
-    overrides["listeners"] = format_address(host, port)
+    if host is not None or port is not None or "listeners" not in overrides:
+        overrides["listeners"] = format_address(DEFAULT_HOST if host is None else host, port or 0)
     if data_dir is not None:
         overrides["log.dirs"] = os.fspath(data_dir)
     if kafka_version is not None:
@@ -132,7 +136,7 @@ class EmbeddedBroker:
     docstring)."""
 
     def __init__(self, *, profile: str = DEFAULT_PROFILE, settings: Mapping[str, Any] | None = None,
-                 data_dir: str | os.PathLike[str] | None = None, host: str = DEFAULT_HOST, port: int = 0,
+                 data_dir: str | os.PathLike[str] | None = None, host: str | None = None, port: int | None = None,
                  kafka_version: str | None = None, engine: StorageEngine | None = None,
                  clock: Clock | None = None) -> None:
         self.config = broker_config(profile=profile, settings=settings, data_dir=data_dir, host=host,
@@ -183,7 +187,7 @@ class BrokerThread:
     docstring); ``engine`` and ``clock`` then belong to the broker's thread."""
 
     def __init__(self, *, profile: str = DEFAULT_PROFILE, settings: Mapping[str, Any] | None = None,
-                 data_dir: str | os.PathLike[str] | None = None, host: str = DEFAULT_HOST, port: int = 0,
+                 data_dir: str | os.PathLike[str] | None = None, host: str | None = None, port: int | None = None,
                  kafka_version: str | None = None, engine: StorageEngine | None = None,
                  clock: Clock | None = None) -> None:
         self.config = broker_config(profile=profile, settings=settings, data_dir=data_dir, host=host,

@@ -469,3 +469,22 @@ def test_a_program_that_configured_structlog_keeps_its_own_set_up() -> None:
     result = _run_program(setup)
     assert result.returncode == 0, result.stderr
     assert "APP ready" in result.stdout and "APP test.warning" in result.stdout
+
+
+def test_embedded_broker_serves_the_listeners_its_settings_name(tmp_path: Path) -> None:
+    """settings={"listeners": ...} replaces the default PLAINTEXT listener on host:port: here a SASL one,
+    which a SCRAM client logs in to."""
+    from confluent_kafka.admin import AdminClient
+
+    from broker.embedded import BrokerThread
+
+    settings = {"listeners": "PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0",
+                "listener.name.sasl_plaintext.plain.sasl.jaas.config":
+                    'org.apache.kafka.common.security.plain.PlainLoginModule required user_tess="tess-pw";'}
+    with BrokerThread(settings=settings) as kafka:
+        port = kafka.broker.listener("SASL_PLAINTEXT").bound[1]
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}", "security.protocol": "SASL_PLAINTEXT",
+                             "sasl.mechanism": "PLAIN", "sasl.username": "tess", "sasl.password": "tess-pw"})
+        brokers = admin.list_topics(timeout=10).brokers
+        assert [(b.host, b.port) for b in brokers.values()] == [("127.0.0.1", port)]
+        assert kafka.bootstrap_servers == f"127.0.0.1:{kafka.broker.listener('PLAINTEXT').bound[1]}"
