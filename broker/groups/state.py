@@ -651,7 +651,7 @@ class GroupMetadataManager:
             d.reply(req.waiter, JoinResult(ErrorCode.INCONSISTENT_GROUP_PROTOCOL))
             return
         prefix = req.group_instance_id if req.group_instance_id is not None else req.client_id
-        new_id = f"{prefix}-{self._new_uuid()}"
+        new_id = make_member_id(prefix, self._new_uuid())
         if req.group_instance_id is not None:
             existing = group.static_members.get(req.group_instance_id)
             if existing is not None:
@@ -1309,3 +1309,19 @@ def _group_from_snapshot(group_id: str, value: GroupMetadataSnapshot) -> Classic
     group.leader_id = value.leader if value.leader in group.members else group.leader_id
     group.subscribed_topics = group.compute_subscribed_topics()
     return group
+
+
+# The longest string the protocol carries (an int16 length): a member id must fit every response it goes in.
+_MAX_STRING_BYTES = 32767
+
+
+def make_member_id(prefix: str, unique: str) -> str:
+    """``prefix-uuid`` as Kafka makes member ids; a prefix (a client id or group instance id, each up to
+    32767 bytes on the wire) long enough to push the id past what a string can carry is cut, on a character
+    boundary, so JoinGroup can still answer."""
+    member_id = f"{prefix}-{unique}"
+    excess = len(member_id.encode()) - _MAX_STRING_BYTES
+    if excess > 0:
+        keep = prefix.encode()[:max(0, len(prefix.encode()) - excess)].decode(errors="ignore")
+        member_id = f"{keep}-{unique}"
+    return member_id

@@ -870,3 +870,16 @@ def test_stale_timer_firings_are_ignored() -> None:
     assert h.heartbeat(a, 1) is E.NONE
     d = h.m.on_timer(key, h.now + 1)
     assert d.replies == [] and a in h.group.members
+
+
+def test_member_ids_from_huge_client_ids_still_fit_a_protocol_string() -> None:
+    """A client id (or group instance id) near the 32767-byte string limit would make ``prefix-uuid`` too
+    long to encode in the JoinGroup answer; the prefix is cut so the id fits (found by the fuzzer)."""
+    from broker.groups.state import make_member_id
+
+    unique = "0" * 36
+    assert make_member_id("app", unique) == "app-" + unique
+    for prefix in ("x" * 32767, "é" * 16383):
+        member_id = make_member_id(prefix, unique)
+        assert len(member_id.encode()) <= 32767 and member_id.endswith("-" + unique)
+        assert prefix.startswith(member_id[: -len(unique) - 1])
