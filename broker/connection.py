@@ -331,7 +331,7 @@ class Connection(asyncio.Protocol):
             self.close("peer closed TLS")
 
     def _tls_failed(self, exc: OSError, handshaking: bool) -> None:
-        from broker.security.tls import handshake_failure_reason
+        from broker.security.tls import failure_reason
 
         tls = self._tls
         if tls is not None and self._transport is not None:
@@ -340,7 +340,7 @@ class Connection(asyncio.Protocol):
                 self._transport.write(alert)
         event = "tls.handshake_failed" if handshaking else "tls.record_failed"
         self._throttle.warning(event, self.host, peer=self.info.peer, listener=self.info.listener,
-                               reason=handshake_failure_reason(exc))
+                               reason=failure_reason(exc))
         self.close("TLS handshake failed" if handshaking else "TLS error")
 
     def _tls_established(self, tls: TlsSession) -> None:
@@ -665,18 +665,14 @@ class Connection(asyncio.Protocol):
         response says how long to back off and the connection is muted that long (KIP-219)."""
         from broker.quotas import REQUEST_PERCENTAGE
 
-        quotas = self._broker.client_quotas_if_any
         meter = slot.meter
-        if quotas is None or meter is None:
+        if meter is None:
             return
-        user = self.info.principal.partition(":")[2]
-        throttle_ms = quotas.record(REQUEST_PERCENTAGE, user, meter.client_id or "", meter.elapsed_s * 1000)
-        if throttle_ms <= 0:
-            return
+        ctx = RequestContext(self._broker, self.info, slot.api_version)
+        throttle_ms = ctx.quota_throttle_ms(REQUEST_PERCENTAGE, meter.elapsed_s * 1000, meter.client_id)
         response = slot.response
-        if hasattr(response, "throttle_time_ms"):
+        if throttle_ms > 0 and hasattr(response, "throttle_time_ms"):
             response.throttle_time_ms = max(response.throttle_time_ms, throttle_ms)
-        self.mute(throttle_ms)
 
     def _handler_failed(self, slot: _Slot, exc: BaseException | None) -> None:
         if isinstance(exc, CloseConnection):

@@ -67,7 +67,7 @@ from typing import Any
 import structlog
 
 from protocol.errors import ErrorCode, KafkaError
-from storage.file.fs import FileSystem, read_file, replace_private_file
+from storage.file.fs import FileSystem, read_file, replace_file
 
 log = structlog.get_logger()
 
@@ -365,7 +365,7 @@ class ClientQuotas:
         document = {"version": _STORE_VERSION,
                     "quotas": [{"entity": dict(entity), "values": values} for entity, values in quotas.items()]}
         data = json.dumps(document, indent=2, allow_nan=False).encode("utf-8")
-        replace_private_file(self._fs, str(self.path), data)
+        replace_file(self._fs, str(self.path), data, private=True)
 
 
 class _SampledRate:

@@ -77,6 +77,11 @@ class ConnectionInfo:
     sasl: Any = None  # the connection's SaslAuthenticator on SASL listeners
     mute: Callable[[int], None] | None = None  # stop reading for N ms (a client quota's throttle)
 
+    @property
+    def user(self) -> str:
+        """The principal's name without its type: what client quotas know a user by."""
+        return self.principal.partition(":")[2]
+
 
 @dataclass
 class RequestContext:
@@ -137,7 +142,7 @@ class RequestContext:
         quotas = self.broker.client_quotas_if_any
         if quotas is None or not quotas.active:
             return None
-        return quotas.max_value_in_window(key, self.connection.principal.partition(":")[2], client_id or "")
+        return quotas.max_value_in_window(key, self.connection.user, client_id or "")
 
     def quota_throttle_ms(self, key: str, value: float, client_id: str | None, *,
                           unrecord_if_throttled: bool = False) -> int:
@@ -147,7 +152,7 @@ class RequestContext:
         quotas = self.broker.client_quotas_if_any
         if quotas is None or not quotas.active:
             return 0
-        user = self.connection.principal.partition(":")[2]
+        user = self.connection.user
         throttle_ms = quotas.record(key, user, client_id or "", value)
         if throttle_ms > 0:
             if unrecord_if_throttled:

@@ -31,7 +31,7 @@ from typing import Any
 from broker.groups.state import JoinRequest, JoinResult, SyncRequest
 from broker.handlers import RequestContext
 from broker.handlers.metadata import AUTHORIZED_OPERATIONS_OMITTED, authorized_operations
-from broker.security.acls import CLUSTER_RESOURCE_NAME, AclOperation, ResourceType
+from broker.security.acls import CLUSTER_RESOURCE_NAME, AclOperation, ResourceType, bit_field
 from protocol import messages
 from protocol.errors import ErrorCode
 
@@ -42,8 +42,9 @@ _LIST = messages.ListGroupsResponse
 _DESCRIBE = messages.DescribeGroupsResponse
 _DELETE = messages.DeleteGroupsResponse
 
-# AclOperation READ (3), DELETE (6), DESCRIBE (8): what a group supports, reported as-is without an authorizer.
-GROUP_OPERATIONS = (1 << 3) | (1 << 6) | (1 << 8)
+# What DescribeGroups reports without an authorizer: the group operations of Kafka before 4.0 (4.0 adds
+# DESCRIBE_CONFIGS and ALTER_CONFIGS, which an authorizer's answer includes).
+GROUP_OPERATIONS = bit_field((AclOperation.READ, AclOperation.DELETE, AclOperation.DESCRIBE))
 
 
 def client_host(ctx: RequestContext) -> str:

@@ -25,7 +25,13 @@ from typing import Any
 
 from broker.cluster import validate_topic_name
 from broker.handlers import RequestContext
-from broker.security.acls import CLUSTER_RESOURCE_NAME, AclOperation, ResourceType, bit_field
+from broker.security.acls import (
+    CLUSTER_RESOURCE_NAME,
+    SUPPORTED_OPERATIONS,
+    AclOperation,
+    ResourceType,
+    bit_field,
+)
 from protocol import messages
 from protocol.errors import ErrorCode, KafkaError
 from protocol.primitives import ZERO_UUID
@@ -33,20 +39,10 @@ from protocol.primitives import ZERO_UUID
 AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
 NO_LEADER = -1
 
-# AclOperation codes (org.apache.kafka.common.acl.AclOperation) and the ones each resource supports
-# (AclEntry.supportedOperations); Kafka reports exactly these when there is no authorizer.
-_READ, _WRITE, _CREATE, _DELETE, _ALTER, _DESCRIBE = 3, 4, 5, 6, 7, 8
-_CLUSTER_ACTION, _DESCRIBE_CONFIGS, _ALTER_CONFIGS, _IDEMPOTENT_WRITE = 9, 10, 11, 12
-
-
-def _bitfield(*operations: int) -> int:
-    return sum(1 << op for op in set(operations))
-
-
-TOPIC_OPERATIONS = _bitfield(_READ, _WRITE, _CREATE, _DESCRIBE, _DELETE, _ALTER, _DESCRIBE_CONFIGS,
-                             _ALTER_CONFIGS)
-CLUSTER_OPERATIONS = _bitfield(_CREATE, _CLUSTER_ACTION, _DESCRIBE_CONFIGS, _ALTER_CONFIGS, _IDEMPOTENT_WRITE,
-                               _ALTER, _DESCRIBE)
+# The operations each resource supports (AclEntry.supportedOperations): what Kafka reports when there is
+# no authorizer.
+TOPIC_OPERATIONS = bit_field(SUPPORTED_OPERATIONS[ResourceType.TOPIC])
+CLUSTER_OPERATIONS = bit_field(SUPPORTED_OPERATIONS[ResourceType.CLUSTER])
 
 
 def authorized_operations(ctx: RequestContext, resource_type: ResourceType, name: str, everything: int) -> int:

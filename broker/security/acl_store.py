@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.security.acls import AclBinding, AclOperation, AclPermissionType, PatternType, ResourceType
-from storage.file.fs import FileSystem, replace_private_file
+from storage.file.fs import FileSystem, replace_file
 
 _STORE_VERSION = 1
 _FIELDS = ("resource_type", "resource_name", "pattern_type", "principal", "host", "operation",
@@ -56,7 +56,7 @@ class AclStore:
         document = {"version": _STORE_VERSION, "acls": [_to_json(b) for b in unique]}
         data = json.dumps(document, indent=2).encode("utf-8")
         with self._lock:
-            replace_private_file(FileSystem(), str(self.path), data)
+            replace_file(FileSystem(), str(self.path), data, private=True)
 
 
 def _to_json(binding: AclBinding) -> dict[str, str]:

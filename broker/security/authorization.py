@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from broker.config import ConfigError
 from broker.security.acl_store import AclStore
-from broker.security.acls import AclBinding, AclBindingFilter, Authorizer, parse_super_users
+from broker.security.acls import AclBinding, AclBindingFilter, Authorizer, authorizer_from_settings
 
 if TYPE_CHECKING:
     from broker.config import BrokerConfig
@@ -47,8 +47,7 @@ class AclService:
         if name not in STANDARD_AUTHORIZERS:
             raise ConfigError(f"setting 'authorizer.class.name': Moldau offers Kafka's StandardAuthorizer "
                               f"({STANDARD_AUTHORIZERS[0]}), got {name!r}")
-        authorizer = Authorizer(super_users=parse_super_users(config.super_users),
-                                allow_everyone_if_no_acl_found=config.allow_everyone_if_no_acl_found)
+        authorizer = authorizer_from_settings(config.super_users, config.allow_everyone_if_no_acl_found)
         data_dir = config.data_dir
         store = AclStore(Path(data_dir) / ACLS_FILE if data_dir is not None else None)
         try:

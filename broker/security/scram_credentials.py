@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from storage.file.fs import FileSystem, replace_private_file
+from storage.file.fs import FileSystem, replace_file
 
 SCRAM_MECHANISMS: dict[str, str] = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
 MIN_ITERATIONS = 4096
@@ -198,7 +198,7 @@ class ScramCredentialStore:
                     "users": {name: {m: c.to_json() for m, c in sorted(creds.items())}
                               for name, creds in sorted(users.items())}}
         data = json.dumps(document, indent=2).encode("utf-8")
-        replace_private_file(FileSystem(), str(self.path), data)
+        replace_file(FileSystem(), str(self.path), data, private=True)
 
 
 def _parse_store(text: str) -> dict[str, dict[str, ScramCredential]]:

@@ -81,7 +81,7 @@ def build_server_context(settings: TlsSettings) -> ssl.SSLContext:
     except (ssl.SSLError, OSError) as exc:
         raise ConfigError(f"listener {settings.listener}: cannot load the private key and certificate chain from "
                           f"ssl.keystore.location {str(settings.keystore_location)!r} (one PEM file holding "
-                          f"both; an encrypted key needs ssl.key.password): {_reason(exc)}") from None
+                          f"both; an encrypted key needs ssl.key.password): {failure_reason(exc)}") from None
     ctx.verify_mode = CLIENT_AUTH_MODES[settings.client_auth]
     if settings.truststore_location is not None:
         try:
@@ -89,13 +89,13 @@ def build_server_context(settings: TlsSettings) -> ssl.SSLContext:
         except (ssl.SSLError, OSError) as exc:
             raise ConfigError(f"listener {settings.listener}: cannot load CA certificates from "
                               f"ssl.truststore.location {str(settings.truststore_location)!r}: "
-                              f"{_reason(exc)}") from None
+                              f"{failure_reason(exc)}") from None
     if settings.truststore_certificates:
         try:
             ctx.load_verify_locations(cadata=settings.truststore_certificates)
         except (ssl.SSLError, ValueError) as exc:
             raise ConfigError(f"listener {settings.listener}: ssl.truststore.certificates is not PEM "
-                              f"certificates: {_reason(exc)}") from None
+                              f"certificates: {failure_reason(exc)}") from None
     if ctx.verify_mode != ssl.CERT_NONE and settings.truststore_location is None \
             and not settings.truststore_certificates:
         raise ConfigError(f"listener {settings.listener}: ssl.client.auth={settings.client_auth} needs a trust "
@@ -103,9 +103,11 @@ def build_server_context(settings: TlsSettings) -> ssl.SSLContext:
     return ctx
 
 
-def _reason(exc: BaseException) -> str:
+def failure_reason(exc: BaseException) -> str:
+    """A one-line reason for an ``ssl`` or file error (OpenSSL's reason code when there is one), for a
+    message or a log line without a traceback."""
     reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None)
-    return str(reason or exc)
+    return str(reason or exc) or type(exc).__name__
 
 
 class ReloadingContext:
@@ -247,9 +249,3 @@ class TlsSession:
     def cipher(self) -> str | None:
         cipher = self._obj.cipher()
         return cipher[0] if cipher else None
-
-
-def handshake_failure_reason(exc: BaseException) -> str:
-    """A one-line reason for a failed handshake, for the log (no traceback)."""
-    reason = getattr(exc, "reason", None)
-    return str(reason) if reason else (str(exc) or type(exc).__name__)

@@ -27,14 +27,13 @@ segment are readable again, never lost), a full clean (no cleaner offset).
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
 
-from storage.file.fs import FileSystem, fsync_path, read_file, write_file
+from storage.file.fs import FileSystem, read_file, replace_file
 
 RECOVERY_POINT_CHECKPOINT = "recovery-point-offset-checkpoint"
 LOG_START_OFFSET_CHECKPOINT = "log-start-offset-checkpoint"
@@ -149,7 +148,7 @@ def read_checkpoint(fs: FileSystem, path: str, log: Any) -> Checkpoint:
         for number, line, reason in checkpoint.problems:
             log.error("storage.checkpoint.corrupt_line", path=path, line=number, content=line, reason=reason)
         try:
-            write_atomic(fs, path + CORRUPT_SUFFIX, data)
+            replace_file(fs, path + CORRUPT_SUFFIX, data)
         except OSError as exc:
             log.warning("storage.checkpoint.copy_failed", path=path + CORRUPT_SUFFIX, error=str(exc))
         log.error("storage.checkpoint.corrupt", path=path, bad_lines=len(checkpoint.problems),
@@ -157,11 +156,3 @@ def read_checkpoint(fs: FileSystem, path: str, log: Any) -> Checkpoint:
                   fix="partitions without an entry fall back to a full recovery scan and their first "
                       "segment's base offset; check the copy and any DeleteRecords done on them")
     return checkpoint
-
-
-def write_atomic(fs: FileSystem, path: str, data: bytes) -> None:
-    """Blocking: replace `path` with `data` so a crash leaves either the old or the new content."""
-    temp = path + ".tmp"
-    write_file(fs, temp, data, sync=True)
-    fs.replace(temp, path)
-    fsync_path(fs, os.path.dirname(path) or ".")

@@ -40,7 +40,6 @@ from storage.file.checkpoint import (
     PartitionKey,
     format_checkpoint,
     read_checkpoint,
-    write_atomic,
 )
 from storage.file.cleaner import CLEANER_OFFSET_CHECKPOINT
 from storage.file.config import LogConfig, TopicConfigSource
@@ -55,6 +54,7 @@ from storage.file.fs import (
     makedirs,
     read_file,
     remove_tree,
+    replace_file,
     storage_error,
     unlink_if_exists,
     write_file,
@@ -411,7 +411,7 @@ class FileEngine(StorageEngine):
 
         def write() -> None:
             try:
-                write_atomic(self.fs, path, format_checkpoint(entries))
+                replace_file(self.fs, path, format_checkpoint(entries))
             except OSError as exc:
                 unlink_if_exists_quietly(self.fs, path + ".tmp")
                 raise storage_error("cannot write checkpoint", path, exc) from None
@@ -424,7 +424,7 @@ class FileEngine(StorageEngine):
                 continue
             path = self._file(name)
             try:
-                write_atomic(self.fs, path, format_checkpoint(entries))
+                replace_file(self.fs, path, format_checkpoint(entries))
             except OSError as exc:
                 unlink_if_exists_quietly(self.fs, path + ".tmp")
                 raise storage_error("cannot write checkpoint", path, exc) from None
@@ -441,7 +441,7 @@ class FileEngine(StorageEngine):
     async def save_metadata(self, data: bytes) -> None:
         path = self._file(METADATA_FILE)
         try:
-            await self.run_io(write_atomic, self.fs, path, bytes(data))
+            await self.run_io(replace_file, self.fs, path, bytes(data))
         except OSError as exc:
             unlink_if_exists_quietly(self.fs, path + ".tmp")
             raise storage_error("cannot write cluster metadata", path, exc) from None

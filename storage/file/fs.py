@@ -130,7 +130,7 @@ def read_file(fs: FileSystem, path: str) -> bytes:
 
 
 def write_file(fs: FileSystem, path: str, data: bytes, *, sync: bool = False) -> None:
-    """Create or replace the content of `path` in place (not atomic: see `checkpoint.write_atomic`)."""
+    """Create or replace the content of `path` in place (not atomic: see `replace_file`)."""
     fd = fs.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0))
     try:
         write_all(fs, fd, data, 0)
@@ -149,18 +149,20 @@ def fsync_path(fs: FileSystem, path: str) -> None:
         fs.close(fd)
 
 
-def replace_private_file(fs: FileSystem, path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so a crash leaves the old or the new content, readable by the owner
-    only. A leftover tmp file is removed first: O_CREAT would keep its old mode."""
-    tmp = path + ".tmp"
-    unlink_if_exists(fs, tmp)
-    fd = fs.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+def replace_file(fs: FileSystem, path: str, data: bytes, *, private: bool = False) -> None:
+    """Blocking: replace ``path`` with ``data`` so a crash leaves either the old or the new content;
+    ``private``: readable by the owner only. The temporary file is made afresh (a leftover one is removed
+    first), so it never keeps an older file's mode."""
+    temp = path + ".tmp"
+    unlink_if_exists(fs, temp)
+    fd = fs.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                 0o600 if private else 0o644)
     try:
         write_all(fs, fd, data, 0)
         fs.fsync(fd)
     finally:
         fs.close(fd)
-    fs.replace(tmp, path)
+    fs.replace(temp, path)
     fsync_path(fs, os.path.dirname(path) or ".")
 
 

@@ -24,8 +24,7 @@ import struct
 from collections.abc import Iterable, Sequence
 
 from protocol.records.checksum import crc32c
-from storage.file.checkpoint import write_atomic
-from storage.file.fs import FileSystem, read_file, unlink_if_exists
+from storage.file.fs import FileSystem, read_file, replace_file, unlink_if_exists
 from storage.file.segment import NAME_DIGITS, segment_name
 from storage.interface import ProducerSnapshotEntry
 
@@ -87,7 +86,7 @@ def read_snapshot(fs: FileSystem, directory: str, offset: int) -> list[ProducerS
 
 def write_snapshot(fs: FileSystem, directory: str, offset: int, data: bytes) -> None:
     """Blocking: write a snapshot atomically (temporary file, fsync, rename, directory fsync)."""
-    write_atomic(fs, snapshot_path(directory, offset), data)
+    replace_file(fs, snapshot_path(directory, offset), data)
 
 
 def delete_snapshots(fs: FileSystem, directory: str, offsets: Iterable[int]) -> None:
