@@ -49,8 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "machine's hostname when listening on 0.0.0.0)")
     serve.add_argument("--data-dir", metavar="PATH",
                        help="data directory (default $XDG_DATA_HOME/moldau or ~/.local/share/moldau)")
-    serve.add_argument("--memory", action="store_true",
+    where = serve.add_mutually_exclusive_group()
+    where.add_argument("--memory", action="store_true",
                        help="keep everything in memory; nothing is written to disk")
+    where.add_argument("--storage", metavar="URL",
+                       help="storage engine (storage.url): file:///PATH, memory://, or "
+                            "postgresql://USER:PASSWORD@HOST:PORT/DATABASE, which brokers share as a cluster")
     # No argparse choices for these two: their homes (broker.profiles, broker.version_profiles) import
     # the settings registry, which --help and --version should not pay for; the config checks them.
     serve.add_argument("--profile", default=None, metavar="NAME",
@@ -123,6 +127,8 @@ def config_from_args(args: argparse.Namespace, environ: Any = None) -> Any:
         overrides["advertised.listeners"] = args.advertised
     if args.data_dir is not None:
         overrides["log.dirs"] = args.data_dir
+    if args.storage is not None:
+        overrides["storage.url"] = args.storage
     if args.memory:
         overrides["storage.url"] = MEMORY_STORAGE_URL
     name = DEFAULT_PROFILE if args.profile is None else args.profile

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from storage.file.open_files import DEFAULT_MAX_OPEN_SEGMENT_FILES
-from storage.interface import MEMORY_MAX_BYTES_SETTING, UNBOUNDED
+from storage.interface import MEMORY_MAX_BYTES_SETTING, UNBOUNDED, is_postgres_url
 
 if TYPE_CHECKING:
     from broker.listeners import ListenerSpec
@@ -96,8 +96,9 @@ class BrokerConfig:
         synonyms=("log.dir",))
     storage_url: str | None = _setting(
         "storage.url", None,
-        "Partition storage engine: memory:// (nothing is written to disk) or file:///PATH. "
-        "Default: file:// in the data directory.")
+        "Partition storage engine: memory:// (nothing is written to disk), file:///PATH, or "
+        "postgresql://USER:PASSWORD@HOST:PORT/DATABASE (brokers sharing one database form a cluster; no data "
+        "directory). Default: file:// in the data directory.")
     socket_request_max_bytes: int = _setting(
         "socket.request.max.bytes", 104857600,
         "The largest request frame accepted; a larger size prefix closes the connection.", minimum=1)
@@ -430,6 +431,9 @@ class BrokerConfig:
         _check_security(self, specs)
         if self.storage_url is not None:
             storage_path = _storage_path(self.storage_url)
+            if is_postgres_url(self.storage_url) and self.log_dirs:
+                raise ConfigError(f"setting 'log.dirs' ({self.log_dirs}) names a data directory, but storage.url "
+                                  f"is a PostgreSQL database, which keeps everything; drop log.dirs")
             if storage_path is not None and self.log_dirs and Path(self.log_dirs).expanduser() != storage_path:
                 raise ConfigError(f"settings 'log.dirs' ({self.log_dirs}) and 'storage.url' ({self.storage_url}) "
                                   f"name different directories; give one of them")
@@ -476,9 +480,14 @@ class BrokerConfig:
         return self.storage_url == MEMORY_STORAGE_URL
 
     @property
+    def shared_storage(self) -> bool:
+        """Whether storage is a database other brokers may share (PostgreSQL): no data directory."""
+        return self.storage_url is not None and is_postgres_url(self.storage_url)
+
+    @property
     def data_dir(self) -> Path | None:
-        """The directory holding meta.properties and file storage; None for in-memory storage."""
-        if self.in_memory:
+        """The directory holding meta.properties and file storage; None for in-memory and PostgreSQL storage."""
+        if self.in_memory or self.shared_storage:
             return None
         if self.log_dirs:
             return Path(self.log_dirs).expanduser()
@@ -611,13 +620,14 @@ def format_address(host: str, port: int) -> str:
 
 
 def _storage_path(url: str) -> Path | None:
-    if url == MEMORY_STORAGE_URL:
+    if url == MEMORY_STORAGE_URL or is_postgres_url(url):
         return None
     if url.startswith("file://"):
         parts = urlsplit(url)
         if parts.netloc in ("", "localhost") and parts.path.startswith("/"):
             return Path(unquote(parts.path))
-    raise ConfigError(f"setting 'storage.url' expects memory:// or file:///ABSOLUTE/PATH, got {url!r}")
+    raise ConfigError(f"setting 'storage.url' expects memory://, file:///ABSOLUTE/PATH or "
+                      f"postgresql://USER:PASSWORD@HOST:PORT/DATABASE, got {url!r}")
 
 
 def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:

@@ -97,7 +97,7 @@ class Broker:
         self.connection_limits = ConnectionLimits(self.config, time.monotonic)
         data_dir = self.config.data_dir
         if data_dir is None:
-            self.cluster_id = generate_cluster_id()
+            self.cluster_id = generate_cluster_id()  # or the one a shared database holds (below)
         else:
             self.cluster_id = prepare_data_dir(data_dir, self.node_id).cluster_id
 
@@ -129,6 +129,8 @@ class Broker:
         failure the caller releases it all (``_release``)."""
         from broker.cluster import ClusterState
 
+        if self.config.data_dir is None:
+            self.cluster_id = await self.engine.claim_cluster_id(self.cluster_id)
         self.cluster = ClusterState(self.engine, self.config)
         from broker.fetch_sessions import FetchSessionCache
 

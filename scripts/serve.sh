@@ -4,5 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_venv.sh
-ensure_venv
+# A PostgreSQL storage URL among the arguments needs the driver (the project's postgresql extra).
+case " $* " in
+    *postgres://*|*postgresql://*) ensure_venv postgresql ;;
+    *) ensure_venv ;;
+esac
 exec "$VENV/bin/moldau" serve "$@"

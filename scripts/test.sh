@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run Moldau's whole test suite on a fresh machine: makes .venv, installs the project with its test
-# extras, installs kcat (apt), node with the kafkajs packages, and a JDK with Maven to build the Java client
-# scenarios when missing, then runs pytest, in parallel (pytest-xdist).
+# extras, installs kcat and PostgreSQL (apt), node with the kafkajs packages, and a JDK with Maven to build
+# the Java client scenarios when missing, then runs pytest, in parallel (pytest-xdist).
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,13 @@ SUDO=""
 if ! command -v kcat >/dev/null 2>&1; then
     echo "installing kcat (Debian package) for the compatibility tests" >&2
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq kcat >/dev/null
+fi
+
+# The PostgreSQL storage engine's tests start throwaway servers (tests/postgres_server.py) with initdb and
+# pg_ctl, from PATH or /usr/lib/postgresql/*/bin.
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    echo "installing PostgreSQL (Debian package postgresql) for the PostgreSQL storage tests" >&2
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq postgresql >/dev/null
 fi
 
 # kafkajs compatibility scenarios need node and the pinned npm packages in tests/compat/node.

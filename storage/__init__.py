@@ -1,1 +1,1 @@
-"""Partition storage engines behind one interface (file and in-memory)."""
+"""Partition storage engines behind one interface (file, in-memory and PostgreSQL)."""

@@ -3,8 +3,9 @@
 A `StorageEngine` owns many `PartitionLog`s, one per (topic, partition). A log is an ordered sequence of
 v2 record batches kept as raw bytes exactly as they will be served to consumers: the engine assigns
 offsets by patching each batch's base offset in place (outside the CRC) and never looks at records
-unless a lookup needs them (timestamp search). Engines are chosen by URL: ``memory://`` now;
-``file:///path`` and remote engines later. Everything that may touch a disk or a network is async.
+unless a lookup needs them (timestamp search). Engines are chosen by URL: ``memory://``,
+``file:///path`` and ``postgresql://...`` (`storage.postgres`, shared by several brokers).
+Everything that may touch a disk or a network is async.
 
 Offsets follow Kafka's names: the log start offset is the first offset still readable, the log end
 offset is the offset the next append gets, and the high watermark is the end of what consumers may
@@ -30,6 +31,12 @@ TopicConfigSource = Mapping[str, Any] | Callable[[str], Any] | None
 # its default: -1, unbounded (as Kafka's retention.bytes uses -1).
 MEMORY_MAX_BYTES_SETTING = "memory.max.bytes"
 UNBOUNDED = -1
+# The URL schemes of the PostgreSQL engine (`storage.postgres`), whose data no data directory holds.
+POSTGRES_URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(POSTGRES_URL_SCHEMES)
 
 
 def wall_clock_ms() -> int:
@@ -225,12 +232,18 @@ class StorageEngine(abc.ABC):
     async def save_metadata(self, data: bytes) -> None:
         """Replace the cluster metadata blob atomically (a crash leaves the old or the new one)."""
 
+    async def claim_cluster_id(self, candidate: str) -> str:
+        """The cluster id kept with the data, ``candidate`` when none was kept yet (engines other brokers
+        share hold one for all of them; the others keep none, their data directory's meta.properties does)."""
+        return candidate
+
     async def close(self) -> None:
         """Close every log."""
 
 
 def open_engine(url: str, *, memory_max_bytes: int = UNBOUNDED, **file_options: Any) -> StorageEngine:
-    """The engine for a storage URL: ``memory://`` or ``file:///path[?options]``.
+    """The engine for a storage URL: ``memory://``, ``file:///path[?options]`` or
+    ``postgresql://user:password@host:port/database[?options]``.
 
     ``memory_max_bytes`` bounds what the memory engine holds (``memory.max.bytes``); ``file_options``
     are defaults for the file engine's options (the URL's own options win). Each engine ignores the
@@ -243,4 +256,9 @@ def open_engine(url: str, *, memory_max_bytes: int = UNBOUNDED, **file_options: 
         from storage.file import FileEngine
 
         return FileEngine.from_url(url, **file_options)
-    raise ValueError(f"unknown storage URL {url!r}: expected memory:// or file:///path")
+    if is_postgres_url(url):
+        from storage.postgres import PostgresEngine
+
+        return PostgresEngine.from_url(url)
+    raise ValueError(f"unknown storage URL {url!r}: expected memory://, file:///path or "
+                     f"postgresql://user:password@host:port/database")

@@ -1,4 +1,5 @@
-"""Durability of the file engine against process crashes, through real clients and a real broker process.
+"""Durability of the file and PostgreSQL engines against process crashes, through real clients and a real
+broker process.
 
 Kafka's promise for ``acks=all``: once a produce is acknowledged, the record stays at the offset it was
 acknowledged with, whatever happens to the broker process afterwards. Here a producer (confluent-kafka,
@@ -69,8 +70,9 @@ class RestartableBroker:
         self.bootstrap = self.proc.bootstrap
 
     def _start(self, listen: list[str]) -> BrokerProcess:
-        proc = BrokerProcess(["--data-dir", str(self.data_dir), *self.extra_args, *listen], self.tmp_path,
-                             memory=False)
+        # A broker on a database (--storage postgresql://...) keeps no data directory.
+        where = [] if "--storage" in self.extra_args else ["--data-dir", str(self.data_dir)]
+        proc = BrokerProcess([*where, *self.extra_args, *listen], self.tmp_path, memory=False)
         self.history.append(proc)
         return proc
 
@@ -95,6 +97,10 @@ class RestartableBroker:
                     raise
                 self.history.pop()
                 time.sleep(0.1)
+
+    @property
+    def on_postgres(self) -> bool:
+        return "--storage" in self.extra_args
 
     def records(self, event: str) -> list[dict[str, Any]]:
         """Log records named ``event`` from every process this object started, oldest first."""
@@ -459,16 +465,26 @@ def test_confluent_acks_all_records_survive_repeated_kill_9(
     assert broker.stop() == 0
 
 
+@pytest.fixture(params=["file", "postgresql"])
+def storage_args(request: pytest.FixtureRequest) -> list[str]:
+    """The storage engines whose durability the kill tests check: the data directory, and a PostgreSQL
+    database (a new one per test on the throwaway server)."""
+    if request.param == "file":
+        return []
+    return ["--storage", request.getfixturevalue("postgres_url")]
+
+
 @pytest.mark.timeout(180)
 def test_kafka_python_idempotent_records_survive_repeated_kill_9(
-        restartable: Callable[..., RestartableBroker]) -> None:
+        restartable: Callable[..., RestartableBroker], storage_args: list[str]) -> None:
     """Kafka: an acknowledged record from the default (idempotent, acks=all) kafka-python producer is
     never lost and never written twice, even when its retry straddles a restart (the broker rebuilds
-    producer state from the batch headers at the tail of each log)."""
-    broker = restartable()
+    producer state from the batch headers at the tail of each log), whether the log is in files or in
+    PostgreSQL."""
+    broker = restartable(*storage_args)
     topic, producer, verdict = produce_through_kills(broker, KafkaPythonProducer, random.Random(0xFEED))
     bounds = session_boundaries(broker, topic)
-    assert all(len(b) == KILLS for b in bounds.values()), (
+    assert broker.on_postgres or all(len(b) == KILLS for b in bounds.values()), (
         f"expected one storage.log.recovered line per partition per restart ({KILLS}), got "
         f"{ {p: len(b) for p, b in bounds.items()} }")
     print(verdict.summary(producer), f"producer ids used: {sorted(producer.producer_ids)}")
@@ -567,12 +583,13 @@ def test_torn_tail_of_active_segment_is_truncated_and_logged(
 
 
 def test_producer_id_from_before_a_restart_is_never_handed_out_again(
-        restartable: Callable[..., RestartableBroker], raw_socket: Callable[[BrokerProcess], KafkaSocket]) -> None:
+        restartable: Callable[..., RestartableBroker], raw_socket: Callable[[BrokerProcess], KafkaSocket],
+        storage_args: list[str]) -> None:
     """Kafka: producer ids are unique for the cluster's lifetime (the controller persists the allocated
     blocks), so two idempotent producers never share one. Producer A gets its id, writes, the broker is
     SIGKILLed and restarted; producer B asks for an id; A and B then write alternately. Every batch
     acknowledged to either must be in the log."""
-    broker = restartable()
+    broker = restartable(*storage_args)
     topic = unique_topic("durable-pid")
     create_topic(broker.bootstrap, topic, partitions=1)
     now = int(time.time() * 1000)
@@ -610,12 +627,13 @@ def test_producer_id_from_before_a_restart_is_never_handed_out_again(
 
 
 def test_idempotent_retry_after_a_restart_is_not_written_twice(
-        restartable: Callable[..., RestartableBroker], raw_socket: Callable[[BrokerProcess], KafkaSocket]) -> None:
+        restartable: Callable[..., RestartableBroker], raw_socket: Callable[[BrokerProcess], KafkaSocket],
+        storage_args: list[str]) -> None:
     """Kafka: recovery rebuilds each partition's producer state (from its snapshot and the batch headers
     after it), so an idempotent batch retried after a broker restart, because its acknowledgement was
     lost, is answered with its original offset and not appended again. This is what the kafka-python
     kill -9 test counts as duplicates across a restart."""
-    broker = restartable()
+    broker = restartable(*storage_args)
     topic = unique_topic("durable-retry")
     create_topic(broker.bootstrap, topic, partitions=1)
     client = ProduceClient(raw_socket(broker.proc))

@@ -108,7 +108,7 @@ def test_unknown_name_without_close_match_has_no_suggestion() -> None:
     ("listeners", "FOO://localhost:9093", r"listener FOO has no security protocol"),
     ("listeners", "localhost:70000", r"port must be 0-65535"),
     ("advertised.listeners", "myhost:0", r"'advertised.listeners' needs a host and a non-zero port"),
-    ("storage.url", "s3://bucket", r"'storage.url' expects memory:// or file:///"),
+    ("storage.url", "s3://bucket", r"'storage.url' expects memory://, file:///ABSOLUTE/PATH or postgresql://"),
 ])
 def test_values_are_type_checked_with_the_setting_named(name: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

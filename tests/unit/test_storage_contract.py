@@ -1,6 +1,7 @@
 """The storage engine contract: every engine behind `storage.interface` must pass these tests.
 
-Engines are listed in ENGINES; the file engine joins when it lands.
+Engines are listed in ENGINES, each as the URL of a fresh, empty store for one test (the PostgreSQL
+engine's is a new database on the throwaway server of ``tests.postgres_server``).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from protocol.records import (
 )
 from storage.interface import OffsetOutOfRange, StorageEngine, open_engine
 
-ENGINES: dict[str, Callable[[Any], str]] = {
-    "memory": lambda tmp: "memory://",
-    "file": lambda tmp: (tmp / "data").as_uri(),
+ENGINES: dict[str, Callable[[pytest.FixtureRequest, Any], str]] = {
+    "memory": lambda request, tmp: "memory://",
+    "file": lambda request, tmp: (tmp / "data").as_uri(),
+    "postgresql": lambda request, tmp: request.getfixturevalue("postgres_url"),
 }
 
 
@@ -34,7 +36,7 @@ def run(coro: Any) -> Any:
 
 @pytest.fixture(params=sorted(ENGINES))
 def engine(request: pytest.FixtureRequest, tmp_path: Any) -> StorageEngine:
-    return open_engine(ENGINES[request.param](tmp_path))
+    return open_engine(ENGINES[request.param](request, tmp_path))
 
 
 def batch(n: int, ts: int = 1000, compression: int = Compression.NONE, key: bytes | None = b"k") -> bytearray:

@@ -15,7 +15,7 @@ from tests.unit.test_txn_tracker import data, marker
 
 @pytest.fixture(params=sorted(ENGINES))
 def engine(request: pytest.FixtureRequest, tmp_path: Any) -> StorageEngine:
-    return open_engine(ENGINES[request.param](tmp_path))
+    return open_engine(ENGINES[request.param](request, tmp_path))
 
 
 async def state_of(log: PartitionLog) -> tuple[Any, ...]:
