@@ -1,18 +1,25 @@
-"""Cluster state of this single-node broker: topics, their ids, partitions, logs and config overrides.
+"""Cluster state: topics, their ids, partitions, logs and config overrides.
 
 Every handler that touches topics goes through `ClusterState`: creation (explicit, or automatic when
 ``auto.create.topics.enable`` is on), deletion, partition increases, lookups by name and by topic id,
 and effective topic configs. Partition logs come from the storage engine; appends to one partition
 are serialised by its lock and wake any Fetch waiting on it.
+
+The metadata (topics, ids, partition counts, overrides, producer-id blocks) is one blob the engine
+saves. On storage other brokers share (PostgreSQL), every change runs in `mutation`: under the
+engine's cluster-wide metadata lock, on top of the latest blob (`sync` loads what other brokers
+changed), and is saved before it is answered; `sync` also runs whenever another broker announces a
+change (`broker.membership`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +131,15 @@ class ClusterState:
 
     # ------------------------------------------------------------ mutations
 
+    @contextlib.asynccontextmanager
+    async def mutation(self) -> AsyncIterator[None]:
+        """One metadata change at a time: this broker's, and on shared storage every broker's, each on
+        top of the latest saved metadata. The caller persists before leaving."""
+        async with self._mutations, self.engine.metadata_lock():
+            if self.engine.shared:
+                await self._sync_locked()
+            yield
+
     def check_partitions_to_create(self, count: int) -> None:
         """Refuse an operation that would create more partitions than ``controller.max.records.per.batch``
         (POLICY_VIOLATION, as Kafka's controller): opening that many logs would hold the event loop and
@@ -157,7 +173,7 @@ class ClusterState:
         """Create a topic (partitions default to ``num.partitions``); raises KafkaError on any rule broken."""
         partitions = self.config.num_partitions if num_partitions in (None, -1) else num_partitions
         rf = self.config.default_replication_factor if replication_factor in (None, -1) else replication_factor
-        async with self._mutations:
+        async with self.mutation():
             parsed = self.check_new_topic(name, partitions, rf, configs)
             topic = Topic(name, topic_id or uuid.uuid4(), parsed)
             await self._add_partitions(topic, partitions)
@@ -235,13 +251,16 @@ class ClusterState:
         """A producer id never handed out before, even across restarts (a new block is persisted first)."""
         ids = self.producers.ids
         while ids.needs_block():
-            end = ids.next_block_end()
-            ids.reserved(end)
-            try:
-                await self.persist()
-            except BaseException:
-                ids.reserved_until = min(ids.reserved_until, end - ids.block_size)
-                raise
+            async with self.mutation():  # on shared storage: after every other broker's blocks
+                if not ids.needs_block():
+                    break
+                end = ids.next_block_end()
+                ids.reserved(end)
+                try:
+                    await self.persist()
+                except BaseException:
+                    ids.reserved_until = min(ids.reserved_until, end - ids.block_size)
+                    raise
         return ids.allocate()
 
     async def producer_state(self, partition: Partition) -> Any:
@@ -268,6 +287,59 @@ class ClusterState:
                      producers=seeded)
         return state
 
+    def forget_producer_state(self, partition: Partition) -> None:
+        """Drop a partition's idempotent-producer state; the next produce rebuilds it from the log (a
+        partition this broker takes over from another, which may have appended meanwhile)."""
+        self.producers.forget((partition.topic.topic_id, partition.index))
+
+    async def sync(self) -> None:
+        """Take in what other brokers sharing the storage changed (see `_sync_locked`)."""
+        async with self._mutations:
+            await self._sync_locked()
+
+    async def _sync_locked(self) -> None:
+        """Make the topics here those of the saved metadata: new topics appear (logs opened), topics
+        deleted elsewhere go (logs closed here, their data already deleted), partition counts grow,
+        overrides and producer-id blocks follow."""
+        raw = await self.engine.load_metadata()
+        if raw is None:
+            return
+        data = json.loads(raw)
+        reserved = int(data.get("producer_ids_reserved_until", 0))
+        if reserved > self.producers.ids.reserved_until:
+            # Another broker reserved blocks since this one did: hand out ids only above them.
+            self.producers.ids.restore(reserved)
+        saved: set[uuid.UUID] = set()
+        for entry in data["topics"]:
+            topic_id = uuid.UUID(entry["topic_id"])
+            saved.add(topic_id)
+            topic = self.by_id.get(topic_id)
+            if topic is None:
+                stale = self.topics.get(entry["name"])  # deleted and created again elsewhere
+                if stale is not None:
+                    await self._forget_topic(stale)
+                topic = Topic(entry["name"], topic_id, dict(entry["configs"]))
+                await self._add_partitions(topic, int(entry["partitions"]))
+                self.topics[topic.name] = topic
+                self.by_id[topic_id] = topic
+                log.info("topic.synced", topic=topic.name, topic_id=str(topic_id), partitions=len(topic.partitions))
+                continue
+            topic.configs = dict(entry["configs"])
+            if int(entry["partitions"]) > len(topic.partitions):
+                await self._add_partitions(topic, int(entry["partitions"]))
+        for topic in [t for t in self.topics.values() if t.topic_id not in saved]:
+            await self._forget_topic(topic)
+
+    async def _forget_topic(self, topic: Topic) -> None:
+        """A topic another broker deleted: gone from here, its logs closed (the data is already gone)."""
+        self.topics.pop(topic.name, None)
+        self.by_id.pop(topic.topic_id, None)
+        for partition in topic.partitions:
+            await self.engine.forget_log(topic.name, partition.index)
+            self.producers.forget((topic.topic_id, partition.index))
+            self.waiters.wake(topic.name, partition.index)
+        log.info("topic.deleted_elsewhere", topic=topic.name, topic_id=str(topic.topic_id))
+
     async def persist(self) -> None:
         """Save topics, ids, partition counts and config overrides (atomic replace in the engine)."""
         data = {"version": self.METADATA_VERSION,
@@ -277,7 +349,7 @@ class ClusterState:
         await self.engine.save_metadata(json.dumps(data, indent=1, sort_keys=True).encode())
 
     async def create_partitions(self, name: str, total: int, validate_only: bool = False) -> Topic:
-        async with self._mutations:
+        async with self.mutation():
             return await self._create_partitions(name, total, validate_only)
 
     async def _create_partitions(self, name: str, total: int, validate_only: bool) -> Topic:
@@ -299,7 +371,7 @@ class ClusterState:
         return topic
 
     async def delete_topic(self, name: str) -> Topic:
-        async with self._mutations:
+        async with self.mutation():
             return await self._delete_topic(name)
 
     async def _delete_topic(self, name: str) -> Topic:

@@ -90,6 +90,14 @@ class BrokerConfig:
         "Listener names and their security protocols, as NAME:PROTOCOL pairs separated by commas.")
     node_id: int = _setting("node.id", 1, "This broker's node id.", synonyms=("broker.id",), minimum=0)
     broker_rack: str | None = _setting("broker.rack", None, "The rack of this broker, reported in Metadata.")
+    broker_session_timeout_ms: int = _setting(
+        "broker.session.timeout.ms", 9000,
+        "With PostgreSQL storage: how long a broker stays registered without a heartbeat (its lease); a "
+        "broker whose database session ends is dropped at once.", minimum=1000)
+    broker_heartbeat_interval_ms: int = _setting(
+        "broker.heartbeat.interval.ms", 2000,
+        "With PostgreSQL storage: how often a broker renews its lease and re-reads the live brokers.",
+        minimum=50)
     log_dirs: str | None = _setting(
         "log.dirs", None,
         "The data directory (one). Default: $XDG_DATA_HOME/moldau, else ~/.local/share/moldau.",

@@ -550,6 +550,15 @@ class Connection(asyncio.Protocol):
                     self._apply_fault(slot, fault)
                     return
                 delay_s = fault.delay_s
+        membership = self._broker.membership
+        if membership is not None and membership.shared:
+            refused = membership.refusal(api_key, body)
+            if refused is not None:
+                # A coordinator API on a broker of a shared cluster that is not the coordinator: answered
+                # NOT_COORDINATOR (list APIs: empty), in the API's own shape, without its handler.
+                slot.done = True
+                slot.response = error_response(api_key, version, body, int(refused))
+                return
         ctx = RequestContext(self._broker, self.info, version)
         quotas = self._broker.client_quotas_if_any
         timed = quotas is not None and quotas.active and api_key not in _UNMETERED_APIS

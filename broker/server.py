@@ -33,6 +33,7 @@ from broker.faults import FaultInjector
 from broker.handlers import HandlerRegistry
 from broker.listeners import Listener, parse_advertised
 from broker.log_throttle import LogThrottle
+from storage.interface import redacted_url
 
 if TYPE_CHECKING:
     from broker.connection import Connection
@@ -81,6 +82,7 @@ class Broker:
         self.fetch_sessions: Any = None
         self._groups: GroupCoordinator | None = None
         self._transactions: TransactionCoordinator | None = None
+        self.membership: Any = None  # broker.membership: this node alone, or one of a shared cluster
         self._log_flush_task: asyncio.Task[None] | None = None
         self.request_memory = RequestMemory(self.config.queued_max_request_bytes)
         self.log_throttle = LogThrottle.from_config(self.config)
@@ -120,7 +122,7 @@ class Broker:
         log.info("ready", host=host, port=port, advertised=format_address(*self.advertised_address),
                  listeners=[f"{lis.name}://{format_address(*lis.bound)}" for lis in self.listeners if lis.bound],
                  cluster_id=self.cluster_id, node_id=self.node_id,
-                 storage=self.storage_url, data_dir=str(data_dir) if data_dir else None,
+                 storage=redacted_url(self.storage_url), data_dir=str(data_dir) if data_dir else None,
                  version=__version__, pid=os.getpid(),
                  start_ms=round((time.perf_counter() - started) * 1000, 1))
 
@@ -128,10 +130,12 @@ class Broker:
         """Everything of start() after storage is open: cluster state, coordinator, security, listeners. On
         failure the caller releases it all (``_release``)."""
         from broker.cluster import ClusterState
+        from broker.membership import membership_for
 
         if self.config.data_dir is None:
             self.cluster_id = await self.engine.claim_cluster_id(self.cluster_id)
         self.cluster = ClusterState(self.engine, self.config)
+        self.membership = membership_for(self)
         from broker.fetch_sessions import FetchSessionCache
 
         self.fetch_sessions = FetchSessionCache(self.config.max_incremental_fetch_session_cache_slots,
@@ -140,12 +144,9 @@ class Broker:
         # A coordinator with a topic to load starts before the listener opens, so its load begins at once and
         # no request finds it missing; one with nothing to load (always so in memory) is made on first use,
         # which spares every broker that never sees a group or a transaction its import and start-up.
-        from broker.cluster import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC
-
-        if self.cluster.get(TRANSACTION_STATE_TOPIC) is not None:
-            _ = self.transactions
-        elif self.cluster.get(OFFSETS_TOPIC) is not None:
-            _ = self.groups
+        # In a shared cluster only the coordinating broker runs them (broker.membership decides).
+        if not self.membership.shared:
+            self._start_loaded_coordinators()
 
         data_dir = self.config.data_dir
         if data_dir is not None and (data_dir / CLIENT_QUOTAS_FILE).exists():
@@ -167,21 +168,30 @@ class Broker:
         loop = asyncio.get_running_loop()
         from broker.connection import Connection
 
-        for listener in self.listeners:
-            sockets = _bind(listener.spec.host, listener.spec.port)
-            # Known before the first accept: a connection's Metadata answers with its listener's address.
-            listener.bound = sockets[0].getsockname()[:2]
-            listener.advertised = advertised.get(
-                listener.name, (advertised_host_for(listener.spec.host), listener.bound[1]))
-            try:
+        bound: list[tuple[Listener, list[socket.socket]]] = []
+        try:
+            for listener in self.listeners:
+                sockets = _bind(listener.spec.host, listener.spec.port)
+                bound.append((listener, sockets))
+                # Known before the first accept: a connection's Metadata answers with its listener's address.
+                listener.bound = sockets[0].getsockname()[:2]
+                listener.advertised = advertised.get(
+                    listener.name, (advertised_host_for(listener.spec.host), listener.bound[1]))
+            # Bound, not yet serving: a broker of a shared cluster registers (and learns its node id and the
+            # other brokers) before its first request.
+            await self.membership.start()
+            while bound:
+                listener, sockets = bound[0]
                 for sock in sockets:
                     server = await loop.create_server(lambda lis=listener: Connection(self, lis),  # type: ignore[misc]
                                                       sock=sock, backlog=128)
                     self._servers.append(server)
-            except BaseException:
+                bound.pop(0)
+        except BaseException:
+            for _, sockets in bound:
                 for sock in sockets:
                     sock.close()
-                raise
+            raise
 
     async def stop(self) -> None:
         """Stop accepting, close every connection (in-flight requests are dropped), release the port."""
@@ -221,6 +231,8 @@ class Broker:
                 await asyncio.gather(task, return_exceptions=True)
         self._retention_task = self._log_flush_task = None
         self.log_throttle.flush(everything=True)
+        if self.membership is not None:
+            await self.membership.stop()  # leaves the shared cluster: its partitions move at once
         if self._transactions is not None:
             await self._transactions.stop()
         if self._groups is not None:
@@ -251,8 +263,11 @@ class Broker:
         while True:
             await asyncio.sleep(interval)
             now_ms = int(time.time() * 1000)
+            membership = self.membership
             for topic in list(self.cluster.topics.values()):
                 for partition in topic.partitions:
+                    if membership.shared and membership.leader(topic.name, partition.index) != self.node_id:
+                        continue  # in a shared cluster the leader applies retention (its view of the log)
                     # Producers idle past producer.id.expiration.ms leave the log's producer state
                     # (and its snapshots), as in Kafka; open transactions keep theirs.
                     partition.log.expire_producers(now_ms, PRODUCER_ID_EXPIRATION_MS)
@@ -275,6 +290,26 @@ class Broker:
                         self.cluster.waiters.wake(topic.name, partition.index)
 
     # ------------------------------------------------------------ coordinators
+
+    async def reset_coordinators(self) -> None:
+        """Stop the group and transaction coordinators (this broker stops coordinating, or starts to and
+        must load their state afresh); they are made again, loading from their topics, on next use."""
+        transactions, groups = self._transactions, self._groups
+        self._transactions = self._groups = None
+        if transactions is not None:
+            await transactions.stop()
+        if groups is not None:
+            await groups.stop()
+        self._start_loaded_coordinators()
+
+    def _start_loaded_coordinators(self) -> None:
+        """Start the coordinators whose topics exist, so their load begins at once."""
+        from broker.cluster import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC
+
+        if self.cluster.get(TRANSACTION_STATE_TOPIC) is not None:
+            _ = self.transactions
+        elif self.cluster.get(OFFSETS_TOPIC) is not None:
+            _ = self.groups
 
     @property
     def groups(self) -> GroupCoordinator:

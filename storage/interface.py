@@ -18,6 +18,7 @@ data, and per-producer state for DescribeProducers.
 from __future__ import annotations
 
 import abc
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,17 @@ POSTGRES_URL_SCHEMES = ("postgresql://", "postgres://")
 
 def is_postgres_url(url: str) -> bool:
     return url.startswith(POSTGRES_URL_SCHEMES)
+
+
+def redacted_url(url: str) -> str:
+    """A storage URL without its password, for logs and messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def wall_clock_ms() -> int:
@@ -195,6 +207,10 @@ class PartitionLog(abc.ABC):
     async def flush(self) -> None:
         """Make every appended batch durable (no-op for engines without durability)."""
 
+    async def refresh(self) -> None:
+        """Catch up with what other brokers sharing the storage appended or removed (engines nobody
+        shares: nothing to do)."""
+
     async def apply_retention(self, now_ms: int | None = None) -> Any:
         """Delete what ``retention.ms`` / ``retention.bytes`` no longer keep (engines without retention:
         nothing). The broker calls it every ``log.retention.check.interval.ms``."""
@@ -208,6 +224,9 @@ class StorageEngine(abc.ABC):
     """Creates, opens and deletes partition logs."""
 
     url: str
+    # Whether other brokers may share this storage (their changes then come through `refresh`,
+    # `forget_log` and reloads of the metadata blob under `metadata_lock`).
+    shared: bool = False
 
     @abc.abstractmethod
     async def open_log(self, topic: str, partition: int, config: TopicConfigSource = None) -> PartitionLog:
@@ -231,6 +250,16 @@ class StorageEngine(abc.ABC):
 
     async def save_metadata(self, data: bytes) -> None:
         """Replace the cluster metadata blob atomically (a crash leaves the old or the new one)."""
+
+    async def forget_log(self, topic: str, partition: int) -> None:
+        """Close a partition's log here without deleting its data: another broker sharing the storage
+        deleted it. Only shared engines are asked."""
+        raise NotImplementedError(f"{type(self).__name__} is not shared by other brokers")
+
+    def metadata_lock(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held while the cluster metadata blob is read, changed and saved: across every broker sharing
+        the storage (for the others, this broker's own lock is enough: a no-op)."""
+        return contextlib.nullcontext()
 
     async def claim_cluster_id(self, candidate: str) -> str:
         """The cluster id kept with the data, ``candidate`` when none was kept yet (engines other brokers

@@ -16,10 +16,11 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from protocol.errors import ErrorCode
+
 if TYPE_CHECKING:
     from broker.security.acls import AclOperation, ResourceType
     from broker.server import Broker
-    from protocol.errors import ErrorCode
 
 Handler = Callable[[Any, Any, "RequestContext"], Any | Awaitable[Any] | None]
 
@@ -162,8 +163,12 @@ class RequestContext:
         return throttle_ms
 
     def partition_fault(self, topic: str, partition: int) -> ErrorCode | None:
-        """The error a fault rule gives this partition's data requests (offline: NOT_LEADER_OR_FOLLOWER,
-        failed disk: KAFKA_STORAGE_ERROR), or None; one attribute check while no rule is set."""
+        """Why this broker does not serve the partition's data requests, or None: another broker of a
+        shared cluster leads it (NOT_LEADER_OR_FOLLOWER), or a fault rule (offline: NOT_LEADER_OR_FOLLOWER,
+        failed disk: KAFKA_STORAGE_ERROR); two attribute checks for a broker alone without rules."""
+        membership = self.broker.membership
+        if membership is not None and membership.shared and not membership.leads(topic, partition):
+            return ErrorCode.NOT_LEADER_OR_FOLLOWER
         faults = self.broker.faults
         return faults.partition_error(topic, partition) if faults.active else None
 

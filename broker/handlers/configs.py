@@ -395,6 +395,12 @@ def _alter_incremental(ctx: RequestContext, resource: Any, validate_only: bool) 
 
 
 async def _alter_all(ctx: RequestContext, body: Any, response: Any, alter: Any, api: str) -> Any:
+    # One metadata change (on shared storage: applied to the latest metadata, under the cluster's lock).
+    async with ctx.broker.cluster.mutation():
+        return await _alter_each(ctx, body, response, alter, api)
+
+
+async def _alter_each(ctx: RequestContext, body: Any, response: Any, alter: Any, api: str) -> Any:
     counts = Counter((r.resource_type, r.resource_name) for r in body.resources)
     results = []
     for resource in body.resources:

@@ -42,12 +42,12 @@ def handle_describe_cluster(header: Any, body: Any, ctx: RequestContext) -> Any:
         return response(throttle_time_ms=0, error_code=int(code),
                         error_message=f"The request was sent to an endpoint of type BROKER, but we wanted an "
                                       f"endpoint of type {_ENDPOINT_NAMES[endpoint]}")
-    host, port = ctx.connection.advertised
+    membership = broker.membership
     return response(
         throttle_time_ms=0, error_code=0, error_message=None, endpoint_type=ENDPOINT_BROKER,
-        cluster_id=broker.cluster_id, controller_id=broker.node_id,
-        brokers=[response.DescribeClusterBroker(broker_id=broker.node_id, host=host, port=port,
-                                                rack=broker.config.broker_rack)],
+        cluster_id=broker.cluster_id, controller_id=membership.controller_id,
+        brokers=[response.DescribeClusterBroker(broker_id=n.node_id, host=n.host, port=n.port, rack=n.rack)
+                 for n in membership.nodes(ctx.connection.listener, ctx.connection.advertised)],
         cluster_authorized_operations=authorized_operations(
             ctx, ResourceType.CLUSTER, CLUSTER_RESOURCE_NAME, CLUSTER_OPERATIONS)
         if body.include_cluster_authorized_operations else AUTHORIZED_OPERATIONS_OMITTED)

@@ -25,6 +25,16 @@ from protocol.errors import ErrorCode
 
 GROUP, TRANSACTION = 0, 1
 _RESP = messages.FindCoordinatorResponse
+_UNAVAILABLE = "The coordinator is not reachable through this listener"
+
+
+def _unavailable(ctx: RequestContext, body: Any) -> Any:
+    code = int(ErrorCode.COORDINATOR_NOT_AVAILABLE)
+    if ctx.api_version >= 4:
+        return _RESP(throttle_time_ms=0, coordinators=[
+            _RESP.Coordinator(key=key, node_id=-1, host="", port=-1, error_code=code, error_message=_UNAVAILABLE)
+            for key in body.coordinator_keys])
+    return _RESP(throttle_time_ms=0, error_code=code, error_message=_UNAVAILABLE, node_id=-1, host="", port=-1)
 
 
 def _check(ctx: RequestContext, key: str, key_type: int) -> tuple[ErrorCode, str] | None:
@@ -42,9 +52,11 @@ def _check(ctx: RequestContext, key: str, key_type: int) -> tuple[ErrorCode, str
 
 
 def handle_find_coordinator(header: Any, body: Any, ctx: RequestContext) -> Any:
-    broker = ctx.broker
-    host, port = ctx.connection.advertised
-    node = broker.node_id
+    membership = ctx.broker.membership
+    coordinator = membership.node(membership.coordinator_id, ctx.connection.listener, ctx.connection.advertised)
+    if coordinator is None:  # the coordinator has no endpoint on this listener
+        return _unavailable(ctx, body)
+    node, host, port = coordinator.node_id, coordinator.host, coordinator.port
     key_type = body.key_type if ctx.api_version >= 1 else GROUP
     if ctx.api_version >= 4:
         coordinators = []

@@ -1,4 +1,5 @@
-"""Metadata (key 3), versions 0-12: this broker as the only node and controller, and the topics asked for.
+"""Metadata (key 3), versions 0-12: the live brokers, the controller and the topics asked for, each
+partition led by the broker `broker.membership` names (this one, unless brokers share PostgreSQL storage).
 
 Kafka behaviours implemented:
 - v0: an empty topic list means "all topics"; v1+: null means all, empty means none;
@@ -68,13 +69,16 @@ def _unauthorized(name: str | None, topic_id: Any = ZERO_UUID) -> Any:
 
 def topic_entry(ctx: RequestContext, topic: Any, topic_ops: int) -> Any:
     resp = messages.MetadataResponse
-    node = ctx.broker.node_id
+    leader = ctx.broker.membership.leader
+    partitions = []
+    for p in topic.partitions:
+        node = leader(topic.name, p.index)
+        partitions.append(resp.MetadataResponsePartition(
+            error_code=0, partition_index=p.index, leader_id=node, leader_epoch=p.leader_epoch,
+            replica_nodes=[node], isr_nodes=[node], offline_replicas=[]))
     entry = resp.MetadataResponseTopic(
         error_code=0, name=topic.name, topic_id=topic.topic_id, is_internal=topic.is_internal,
-        topic_authorized_operations=topic_ops,
-        partitions=[resp.MetadataResponsePartition(
-            error_code=0, partition_index=p.index, leader_id=node, leader_epoch=p.leader_epoch,
-            replica_nodes=[node], isr_nodes=[node], offline_replicas=[]) for p in topic.partitions])
+        topic_authorized_operations=topic_ops, partitions=partitions)
     faults = ctx.broker.faults
     if faults.active:
         for p in entry.partitions:
@@ -82,8 +86,8 @@ def topic_entry(ctx: RequestContext, topic: Any, topic_ops: int) -> Any:
                 # Kafka's answer for a partition whose leader is gone (KRaftMetadataCache): no leader,
                 # LEADER_NOT_AVAILABLE, the replica listed as offline.
                 p.error_code = int(ErrorCode.LEADER_NOT_AVAILABLE)
+                p.offline_replicas = [p.leader_id]
                 p.leader_id = NO_LEADER
-                p.offline_replicas = [node]
     return entry
 
 
@@ -94,6 +98,9 @@ async def _named_topic(ctx: RequestContext, name: str, auto_create: bool, includ
         return _unauthorized(name)
     topic_ops = _topic_ops(ctx, name, include_ops)
     topic = cluster.get(name)
+    if topic is None and ctx.broker.membership.shared:
+        await cluster.sync()  # created through another broker a moment ago: known here at once
+        topic = cluster.get(name)
     if topic is None:
         try:
             validate_topic_name(name)
@@ -136,6 +143,8 @@ async def _requested_topics(ctx: RequestContext, requested: list[Any], auto_crea
         return [await _named_topic(ctx, name, auto_create, include_ops) for name in names]
     resp = messages.MetadataResponse
     topics = []
+    if ctx.broker.membership.shared and any(cluster.get_by_id(topic_id) is None for topic_id in ids):
+        await cluster.sync()
     for topic_id in ids:
         topic = cluster.get_by_id(topic_id)
         if topic is None:
@@ -174,12 +183,13 @@ async def handle_metadata(header: Any, body: Any, ctx: RequestContext) -> Any:
         topics = await _requested_topics(ctx, body.topics, auto_create, include_topic_ops)
 
     include_cluster_ops = 8 <= version <= 10 and body.include_cluster_authorized_operations
+    membership = broker.membership
     return resp(
         throttle_time_ms=0,
-        brokers=[resp.MetadataResponseBroker(node_id=broker.node_id, host=host, port=port,
-                                             rack=broker.config.broker_rack)],
+        brokers=[resp.MetadataResponseBroker(node_id=n.node_id, host=n.host, port=n.port, rack=n.rack)
+                 for n in membership.nodes(ctx.connection.listener, (host, port))],
         cluster_id=broker.cluster_id,
-        controller_id=broker.node_id,
+        controller_id=membership.controller_id,
         topics=topics,
         cluster_authorized_operations=authorized_operations(
             ctx, ResourceType.CLUSTER, CLUSTER_RESOURCE_NAME, CLUSTER_OPERATIONS) if include_cluster_ops

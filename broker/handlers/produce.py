@@ -333,7 +333,12 @@ async def _append(ctx: RequestContext, partition: Any, batch: RecordBatch, recor
 def _verify_transaction(ctx: RequestContext, batch: RecordBatch, partition: Any, transactional_id: str | None,
                         tp: str) -> None:
     """A transactional batch must belong to its transactional id's current producer and epoch and to a
-    partition added to its Ongoing transaction (KIP-890's verification, made locally)."""
+    partition added to its Ongoing transaction (KIP-890's verification, made locally). In a shared cluster
+    a leader that is not the transaction coordinator has nobody local to ask and does not verify, as
+    Kafka before 3.6 (transaction.partition.verification.enable=false)."""
+    membership = ctx.broker.membership
+    if membership.shared and not membership.coordinating:
+        return
     error = ctx.broker.transactions.verify(transactional_id, batch.producer_id, batch.producer_epoch,
                                            partition.topic.name, partition.index)
     if error is ErrorCode.NONE:

@@ -45,6 +45,7 @@ from storage.interface import (
     StorageEngine,
     TimestampOffset,
     TopicConfigSource,
+    redacted_url,
     wall_clock_ms,
 )
 from storage.postgres.schema import migrate
@@ -81,6 +82,12 @@ added AS (
                $11::integer[], $12::smallint[], $13::integer[], $14::bytea[]) AS b
     RETURNING 1)
 SELECT count(*) FROM added"""
+# The same, telling the other brokers (LISTEN moldau_appends) the log's new end offset: the payload is
+# "partition:end:topic" ($15 partition, $16 topic).
+_APPEND_AND_NOTIFY = _APPEND.replace(
+    "SELECT count(*) FROM added",
+    "SELECT n, CASE WHEN n > 0 THEN pg_notify('moldau_appends', $15::text || ':' || $3::text || ':' || $16) END "
+    "FROM (SELECT count(*) AS n FROM added) AS counted")
 
 # The batches from the one holding $2 (offsets are dense, so it is the last one starting at or below
 # it) whose base offset is below $3, while their running size stays within $5 (or the first one, when
@@ -107,23 +114,15 @@ class DatabaseUnavailable(KafkaError):
 
     def __init__(self, where: str, exc: BaseException) -> None:
         super().__init__(ErrorCode.KAFKA_STORAGE_ERROR,
-                         f"PostgreSQL storage at {where} is unavailable: {type(exc).__name__}: {exc}")
-
-
-def redacted(url: str) -> str:
-    """The URL without its password, for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+                         f"PostgreSQL storage at {where} failed: {type(exc).__name__}: {exc}")
 
 
 def _database_errors() -> tuple[type[BaseException], ...]:
     import asyncpg
+    from asyncpg.exceptions import InternalClientError
 
-    return (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+    # InternalClientError: a pooled connection left mid-operation by a server that went away.
+    return (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, InternalClientError)
 
 
 def _feed(txns: TransactionTracker, aborted: AbortedTxnList, rows: Iterable[Any]) -> None:
@@ -246,8 +245,10 @@ class PostgresLog(PartitionLog):
         first = self._end
         columns, next_offset = self._columns(buf, batches, first, log_append_time, now)
         size = sum(columns[8])
+        statement, extra = (_APPEND_AND_NOTIFY, (str(self.partition), self.topic)) if self._engine.notify_appends \
+            else (_APPEND, ())
         async with self._engine.connection() as conn:
-            if not await conn.fetchval(_APPEND, self.log_id, first, next_offset, size, *columns):
+            if not await conn.fetchval(statement, self.log_id, first, next_offset, size, *columns, *extra):
                 # Another broker appended since this one last looked (or deleted the partition): hold
                 # the log's row lock, learn what was appended, and append after it.
                 async with conn.transaction():
@@ -255,7 +256,7 @@ class PostgresLog(PartitionLog):
                     await self.refresh(conn)
                     first = self._end
                     columns, next_offset = self._columns(buf, batches, first, log_append_time, now)
-                    if not await conn.fetchval(_APPEND, self.log_id, first, next_offset, size, *columns):
+                    if not await conn.fetchval(statement, self.log_id, first, next_offset, size, *columns, *extra):
                         raise AssertionError(f"append to {self._where} at {first} failed under its row lock")
         self._end = next_offset
         self._size += size
@@ -453,14 +454,19 @@ class PostgresLog(PartitionLog):
 class PostgresEngine(StorageEngine):
     """Partition logs and cluster metadata in one PostgreSQL database (see the module docstring)."""
 
+    shared = True
+
     def __init__(self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE,
                  command_timeout: float = DEFAULT_COMMAND_TIMEOUT_S,
                  clock: Callable[[], int] = wall_clock_ms) -> None:
-        self.url = redacted(url)
+        self.url = redacted_url(url)
         self.clock = clock
-        self._dsn = url
+        self.dsn = url
+        self.command_timeout = command_timeout
+        # Set by the broker once it is part of a cluster: appends then notify the other brokers.
+        self.notify_appends = False
         self._pool_size = pool_size
-        self._command_timeout = command_timeout
+        self._cluster: Any = None
         self._pool: Any = None
         self._connecting = asyncio.Lock()
         self._logs: dict[tuple[str, int], PostgresLog] = {}
@@ -482,7 +488,7 @@ class PostgresEngine(StorageEngine):
             if COMMAND_TIMEOUT_OPTION in mine:
                 settings["command_timeout"] = float(mine[COMMAND_TIMEOUT_OPTION])
         except ValueError as exc:
-            raise ValueError(f"bad option in storage URL {redacted(url)!r}: {exc}") from None
+            raise ValueError(f"bad option in storage URL {redacted_url(url)!r}: {exc}") from None
         dsn = urlunsplit(parts._replace(query=urlencode(rest)))
         return cls(dsn, **{**defaults, **settings})
 
@@ -499,8 +505,8 @@ class PostgresEngine(StorageEngine):
                     raise RuntimeError("storage.url is a PostgreSQL URL but the asyncpg driver is not "
                                        "installed: pip install 'moldau[postgresql]'") from None
                 try:
-                    pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._pool_size,
-                                                     command_timeout=self._command_timeout)
+                    pool = await asyncpg.create_pool(self.dsn, min_size=0, max_size=self._pool_size,
+                                                     command_timeout=self.command_timeout)
                     async with pool.acquire() as conn:
                         await migrate(conn)
                         rows = await conn.fetch("SELECT topic, partition FROM moldau_logs")
@@ -516,10 +522,20 @@ class PostgresEngine(StorageEngine):
         """A pooled connection; database failures inside come out as `DatabaseUnavailable`."""
         pool = await self._ready()
         try:
-            async with pool.acquire(timeout=self._command_timeout) as conn:
+            async with pool.acquire(timeout=self.command_timeout) as conn:
                 yield conn
         except _database_errors() as exc:
             raise DatabaseUnavailable(self.url, exc) from exc
+
+    @property
+    def cluster(self) -> Any:
+        """This broker's side of the registry of brokers sharing the database
+        (`storage.postgres.cluster.PostgresCluster`)."""
+        if self._cluster is None:
+            from storage.postgres.cluster import PostgresCluster
+
+            self._cluster = PostgresCluster(self)
+        return self._cluster
 
     # ------------------------------------------------------------ logs
 
@@ -549,8 +565,17 @@ class PostgresEngine(StorageEngine):
         if plog is not None:
             await plog.close()
 
+    async def forget_log(self, topic: str, partition: int) -> None:
+        self._known.discard((topic, partition))
+        plog = self._logs.pop((topic, partition), None)
+        if plog is not None:
+            await plog.close()
+
     def partitions(self) -> list[tuple[str, int]]:
         return sorted(self._known)
+
+    def metadata_lock(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.cluster.metadata_lock()
 
     # ------------------------------------------------------------ cluster metadata
 
@@ -559,9 +584,11 @@ class PostgresEngine(StorageEngine):
             return await conn.fetchval("SELECT data FROM moldau_metadata WHERE name = $1", METADATA_NAME)
 
     async def save_metadata(self, data: bytes) -> None:
-        async with self.connection() as conn:
+        """Replace the metadata blob and tell the other brokers (LISTEN moldau_metadata) on commit."""
+        async with self.connection() as conn, conn.transaction():
             await conn.execute("INSERT INTO moldau_metadata (name, data) VALUES ($1, $2) ON CONFLICT (name) "
                                "DO UPDATE SET data = EXCLUDED.data", METADATA_NAME, bytes(data))
+            await conn.execute("SELECT pg_notify('moldau_metadata', '')")
 
     async def claim_cluster_id(self, candidate: str) -> str:
         async with self.connection() as conn:
@@ -574,6 +601,8 @@ class PostgresEngine(StorageEngine):
         for plog in self._logs.values():
             await plog.close()
         self._logs.clear()
+        if self._cluster is not None:
+            await self._cluster.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()

@@ -19,7 +19,13 @@ Version 1:
     lookups use, and the header fields the producer state needs (producer id, epoch, last sequence,
     attributes), so that state is rebuilt without reading the batches themselves.
 ``moldau_metadata``
-    named blobs of cluster state (``cluster``: topics, ids, configs, producer-id blocks).
+    named blobs of cluster state (``cluster``: topics, ids, configs, producer-id blocks; ``cluster.id``).
+
+Version 2:
+
+``moldau_brokers``
+    one row per registered broker (`storage.postgres.cluster`): node id, incarnation, rack, advertised
+    endpoints by listener (JSON), and the end of its lease.
 """
 
 from __future__ import annotations
@@ -59,6 +65,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (log_id, base_offset))""",
         "ALTER TABLE moldau_batches ALTER COLUMN data SET STORAGE EXTERNAL",
         "CREATE TABLE moldau_metadata (name text PRIMARY KEY, data bytea NOT NULL)",
+    ),
+    (  # 2: broker registrations (storage.postgres.cluster)
+        """CREATE TABLE moldau_brokers (
+            node_id integer PRIMARY KEY,
+            incarnation uuid NOT NULL,
+            rack text,
+            endpoints text NOT NULL,
+            lease_expires_at timestamptz NOT NULL)""",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

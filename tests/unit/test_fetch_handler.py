@@ -22,6 +22,7 @@ from broker.fetch_sessions import FetchSessionCache
 from broker.handlers import ConnectionInfo, RequestContext
 from broker.handlers.fetch import handle_fetch
 from broker.log_throttle import LogThrottle
+from broker.membership import SingleNode
 from protocol import codec, messages
 from protocol.errors import ErrorCode
 from protocol.records import Record, build_batch, iter_batches, iter_records
@@ -48,6 +49,7 @@ class FakeBroker:
         self.faults = FaultInjector()
         self.acls = None  # no authorizer: every request allowed
         self.client_quotas_if_any = None  # no client quotas
+        self.membership = SingleNode(self)  # a broker alone: leads every partition
 
 
 class Env:

@@ -12,9 +12,8 @@ import asyncpg
 import pytest
 
 from protocol.errors import ErrorCode
-from storage.interface import open_engine
+from storage.interface import open_engine, redacted_url
 from storage.postgres import DatabaseUnavailable, PostgresEngine
-from storage.postgres.engine import redacted
 from storage.postgres.schema import SCHEMA_VERSION, SchemaTooNewError, migrate
 from tests.postgres_server import PostgresServer, free_port
 from tests.unit.test_storage_contract import batch, offsets_of, run
@@ -149,6 +148,6 @@ def test_url_options_and_redaction() -> None:
                                      "&sslmode=disable")
     assert engine.url == "postgresql://u:***@db.example:5433/k?sslmode=disable"
     assert repr(engine).startswith("PostgresEngine(postgresql://u:***@")
-    assert redacted("postgresql://u@h/d") == "postgresql://u@h/d"
+    assert redacted_url("postgresql://u@h/d") == "postgresql://u@h/d"
     with pytest.raises(ValueError, match="bad option"):
         PostgresEngine.from_url("postgresql://u:pw@h/d?pool_size=many")

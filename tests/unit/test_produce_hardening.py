@@ -21,6 +21,7 @@ from broker.faults import FaultInjector
 from broker.handlers import ConnectionInfo, RequestContext
 from broker.handlers.produce import handle_produce
 from broker.log_throttle import LogThrottle
+from broker.membership import SingleNode
 from broker.produce_validation import (
     BatchRejected,
     TopicRules,
@@ -262,6 +263,7 @@ class FakeBroker:
         self.faults = FaultInjector()
         self.acls = None  # no authorizer: every request allowed
         self.client_quotas_if_any = None  # no client quotas
+        self.membership = SingleNode(self)  # a broker alone: leads every partition
 
 
 def _produce_request(topic: str, batches: dict[int, bytes], acks: int = -1) -> Any:
