@@ -20,7 +20,8 @@ coordinates everything.
   ``__transaction_state`` when it takes over. Elsewhere their APIs answer NOT_COORDINATOR (ListGroups and
   ListTransactions: an empty list), as Kafka's brokers do for coordinators they are not.
 - Other brokers' changes arrive as database notifications: cluster metadata (topics, configs: reloaded),
-  appends (a log this broker serves catches up, waking the fetches waiting on it), registrations.
+  appends (a log this broker serves catches up, waking the fetches waiting on it), registrations, and
+  the shared documents (SCRAM credentials, ACLs, client quotas: `broker.documents`, reloaded).
 """
 
 from __future__ import annotations
@@ -123,7 +124,8 @@ class SharedCluster:
         self._live: dict[int, Any] = {}  # node id -> storage.postgres.cluster.RegisteredBroker
         self._leaders: dict[tuple[str, int], int] = {}  # a cache, cleared when the live set changes
         self._taking_over: set[tuple[str, int]] = set()
-        self._led: set[tuple[str, int]] = set()  # partitions this broker has taken over
+        # Partitions this broker has come to lead from another broker and not yet caught up with.
+        self._stale: set[tuple[str, int]] = set()
         self._coordinating = False
         self._heartbeat: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -170,11 +172,11 @@ class SharedCluster:
         return leader
 
     def leads(self, topic: str, partition: int) -> bool:
-        key = (topic, partition)
         if self.leader(topic, partition) != self.node_id:
             return False
-        if key not in self._led:
-            self._take_over([key])
+        key = (topic, partition)
+        if key in self._stale:
+            self._take_over([key])  # under way already, unless a failed one needs another try
             return False
         return True
 
@@ -208,7 +210,12 @@ class SharedCluster:
     async def start(self) -> None:
         """Register (the broker's listeners are bound, not yet serving), learn the live brokers, and start
         the heartbeat."""
-        from storage.postgres.cluster import APPENDS_CHANNEL, BROKERS_CHANNEL, METADATA_CHANNEL
+        from storage.postgres.cluster import (
+            APPENDS_CHANNEL,
+            BROKERS_CHANNEL,
+            DOCUMENTS_CHANNEL,
+            METADATA_CHANNEL,
+        )
 
         broker = self._broker
         endpoints = {lis.name: lis.advertised for lis in broker.listeners if lis.advertised is not None}
@@ -218,8 +225,13 @@ class SharedCluster:
         self._registry.on(METADATA_CHANNEL, lambda _: self._sync_due.set())
         self._registry.on(APPENDS_CHANNEL, self._appended)
         self._registry.on(BROKERS_CHANNEL, lambda _: self._spawn(self._look_quietly()))
+        self._registry.on(DOCUMENTS_CHANNEL, lambda name: self._spawn(self._reload_document(name)))
         broker.engine.notify_appends = True
         await self._look()
+        # Before serving: catch up with what other brokers appended to this broker's partitions since
+        # they were opened (later appends are announced).
+        await self._catch_up([(t.name, p.index) for t in broker.cluster.topics.values() for p in t.partitions
+                              if self.leader(t.name, p.index) == self.node_id])
         self._heartbeat = asyncio.create_task(self._beat(), name="moldau-heartbeat")
         self._syncer = asyncio.create_task(self._sync_loop(), name="moldau-metadata-sync")
 
@@ -258,8 +270,9 @@ class SharedCluster:
         node_id = await self._registry.register(wanted, endpoints, broker.config.broker_rack, self._lease_ms)
         if node_id != broker.node_id:
             log.warning("cluster.node_id_changed", old=broker.node_id, new=node_id)
+            before = self._live_ids()
             broker.node_id = node_id
-            self._view_changed()
+            self._view_changed(before)
 
     async def _look(self) -> None:
         """Re-read the live brokers; on a change, recompute leadership and the coordinator."""
@@ -269,12 +282,18 @@ class SharedCluster:
     async def _look_locked(self) -> None:
         live = {b.node_id: b for b in await self._registry.live() if b.node_id != self.node_id}
         if set(live) != set(self._live) or any(live[n] != self._live[n] for n in live):
-            before = sorted(self._live_ids())
+            before = self._live_ids()
             self._live = live
             log.info("cluster.membership_changed", node_id=self.node_id, live=sorted(self._live_ids()),
-                     before=before)
-            self._view_changed()
+                     before=sorted(before))
+            self._view_changed(before)
         await self._update_coordinator()
+
+    async def _reload_document(self, name: str) -> None:
+        try:
+            await self._broker.reload_document(name)
+        except Exception as exc:  # noqa: BLE001 - the store keeps its last content; logged
+            log.warning("cluster.document_reload_failed", document=name, error=f"{type(exc).__name__}: {exc}")
 
     async def _look_quietly(self) -> None:
         try:
@@ -282,16 +301,18 @@ class SharedCluster:
         except Exception as exc:  # noqa: BLE001 - a failed look is retried by the heartbeat
             log.warning("cluster.look_failed", node_id=self.node_id, error=f"{type(exc).__name__}: {exc}")
 
-    def _view_changed(self) -> None:
+    def _view_changed(self, before: set[int]) -> None:
+        """The live set changed from ``before``: the partitions this broker now leads and another led
+        are served only after a catch-up (that broker may have appended until it saw the change)."""
         self._leaders.clear()
-        # Partitions led before are served again only after a fresh takeover (another broker may have
-        # appended while they were elsewhere).
-        self._led = {key for key in self._led if self.leader(*key) == self.node_id}
         cluster = self._broker.cluster
-        if cluster is not None:
-            mine = [(t.name, p.index) for t in cluster.topics.values() for p in t.partitions
-                    if self.leader(t.name, p.index) == self.node_id and (t.name, p.index) not in self._led]
-            self._take_over(mine)
+        if cluster is None:
+            return
+        me = self.node_id
+        gained = [(t.name, p.index) for t in cluster.topics.values() for p in t.partitions
+                  if self.leader(t.name, p.index) == me and choose_leader(t.name, p.index, before) != me]
+        self._stale.update(gained)
+        self._take_over(gained)
 
     # ------------------------------------------------------------ taking partitions over
 
@@ -311,8 +332,7 @@ class SharedCluster:
                 async with partition.lock:
                     await partition.log.refresh()
                     cluster.forget_producer_state(partition)
-                if self.leader(*key) == self.node_id:
-                    self._led.add(key)
+                self._stale.discard(key)
                 cluster.waiters.wake(*key)
             except asyncio.CancelledError:
                 raise
@@ -365,7 +385,7 @@ class SharedCluster:
                 await asyncio.sleep(self._interval_s)
                 self._sync_due.set()
                 continue
-            self._view_changed()
+            self._leaders.clear()  # topics came or went: their leaders are computed afresh
 
     # ------------------------------------------------------------ coordinators
 

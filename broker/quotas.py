@@ -66,8 +66,9 @@ from typing import Any
 
 import structlog
 
+from broker.documents import Document, as_document
 from protocol.errors import ErrorCode, KafkaError
-from storage.file.fs import FileSystem, read_file, replace_file
+from storage.file.fs import FileSystem
 
 log = structlog.get_logger()
 
@@ -120,7 +121,7 @@ class QuotaError(KafkaError):
 class ClientQuotas:
     """The configured client quotas and the per-metric rates they are enforced with."""
 
-    def __init__(self, path: Path | None, *, window_num: int = DEFAULT_WINDOW_NUM,
+    def __init__(self, path: Path | Document | None, *, window_num: int = DEFAULT_WINDOW_NUM,
                  window_size_ms: int = DEFAULT_WINDOW_SIZE_MS, clock: Callable[[], float] = time.monotonic,
                  max_metrics: int = DEFAULT_MAX_METRICS, fs: FileSystem | None = None) -> None:
         if window_num < 1 or window_size_ms < 1:
@@ -128,12 +129,12 @@ class ClientQuotas:
                              f"got {window_num} and {window_size_ms}")
         if max_metrics < 1:
             raise ValueError(f"max_metrics must be at least 1, got {max_metrics}")
-        self.path = path
+        self._fs = fs if fs is not None else FileSystem()
+        self.path = as_document(path, self._fs)
         self._window_num = window_num
         self._window_ms = float(window_size_ms)
         self._clock = clock
         self._max_metrics = max_metrics
-        self._fs = fs if fs is not None else FileSystem()
         # The quotas and the resolutions made from them are swapped together as one tuple, so a lookup
         # racing an alter (which may run in a worker thread for its fsync) never caches a stale answer.
         self._state: tuple[dict[Entity, dict[str, float]], dict[tuple[str, str, str], Resolution | None]] = ({}, {})
@@ -147,15 +148,15 @@ class ClientQuotas:
     # --- configuration ---------------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Read the quota file if there is one (no path or no file: no quotas)."""
+        """Read the quota document if there is one (none: no quotas)."""
         if self.path is None:
             return
         try:
-            data = read_file(self._fs, str(self.path))
-        except FileNotFoundError:
-            return
+            data = self.path.read()
         except OSError as e:
             raise ValueError(f"client quota file {self.path} cannot be read: {e.__class__.__name__}") from None
+        if data is None:
+            return
         try:
             quotas = _parse_store(data.decode("utf-8"))
         except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
@@ -365,7 +366,7 @@ class ClientQuotas:
         document = {"version": _STORE_VERSION,
                     "quotas": [{"entity": dict(entity), "values": values} for entity, values in quotas.items()]}
         data = json.dumps(document, indent=2, allow_nan=False).encode("utf-8")
-        replace_file(self._fs, str(self.path), data, private=True)
+        self.path.write(data)
 
 
 class _SampledRate:

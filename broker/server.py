@@ -83,6 +83,7 @@ class Broker:
         self._groups: GroupCoordinator | None = None
         self._transactions: TransactionCoordinator | None = None
         self.membership: Any = None  # broker.membership: this node alone, or one of a shared cluster
+        self._shared_documents: dict[str, Any] = {}  # name -> broker.documents.SharedDocument
         self._log_flush_task: asyncio.Task[None] | None = None
         self.request_memory = RequestMemory(self.config.queued_max_request_bytes)
         self.log_throttle = LogThrottle.from_config(self.config)
@@ -148,13 +149,18 @@ class Broker:
         if not self.membership.shared:
             self._start_loaded_coordinators()
 
-        data_dir = self.config.data_dir
-        if data_dir is not None and (data_dir / CLIENT_QUOTAS_FILE).exists():
+        if self.membership.shared:
+            await self._load_shared_documents()
+        document = self._document(CLIENT_QUOTAS_FILE)
+        if document is not None and document.read() is not None:
             _ = self.client_quotas  # quotas set before a restart apply from the first request
+        if self.membership.shared and self.config.add_scram:
+            # --add-scram writes the shared credentials: from a worker thread, as every shared write.
+            await asyncio.to_thread(lambda: self.scram_credentials)
         if self.config.authorizer_class_name:
-            from broker.security.authorization import AclService
+            from broker.security.authorization import ACLS_FILE, AclService
 
-            self.acls = AclService.from_config(self.config)
+            self.acls = AclService.from_config(self.config, self._document(ACLS_FILE))
         specs = self.config.listener_specs
         if any(spec.uses_tls or spec.uses_sasl for spec in specs):
             from broker.security.setup import secure_listeners
@@ -334,6 +340,43 @@ class Broker:
             self._transactions.start()
         return self._transactions
 
+    # ------------------------------------------------------------ documents (SCRAM, ACLs, quotas)
+
+    async def _load_shared_documents(self) -> None:
+        from broker.documents import SharedDocument
+        from broker.security.authorization import ACLS_FILE
+
+        for name in (SCRAM_CREDENTIALS_FILE, CLIENT_QUOTAS_FILE, ACLS_FILE):
+            self._shared_documents[name] = SharedDocument(self.engine, name, await self.engine.load_document(name))
+
+    def _document(self, name: str) -> Any:
+        """Where a store keeps its document (`broker.documents`): the cluster's shared one, a file in the
+        data directory, or None (memory only)."""
+        if name in self._shared_documents:
+            return self._shared_documents[name]
+        data_dir = self.config.data_dir
+        if data_dir is None:
+            return None
+        from broker.documents import FileDocument
+
+        return FileDocument(data_dir / name)
+
+    async def reload_document(self, name: str) -> None:
+        """Another broker of the cluster changed a shared document: read it again and let its store know."""
+        from broker.security.authorization import ACLS_FILE
+
+        document = self._shared_documents.get(name)
+        if document is None:
+            return
+        document.data = await self.engine.load_document(name)
+        if name == SCRAM_CREDENTIALS_FILE and self._scram is not None:
+            self._scram.load()
+        elif name == CLIENT_QUOTAS_FILE:
+            self.client_quotas.load()
+        elif name == ACLS_FILE and self.acls is not None:
+            await self.acls.reload()
+        log.info("cluster.document_reloaded", document=name)
+
     @property
     def scram_credentials(self) -> ScramCredentialStore:
         """SCRAM users (``broker/security/scram_credentials.py``): a file in the data directory, or memory
@@ -341,8 +384,7 @@ class Broker:
         if self._scram is None:
             from broker.security.scram_credentials import ScramCredentialStore, parse_add_scram
 
-            data_dir = self.config.data_dir
-            store = ScramCredentialStore(data_dir / SCRAM_CREDENTIALS_FILE if data_dir is not None else None)
+            store = ScramCredentialStore(self._document(SCRAM_CREDENTIALS_FILE))
             try:
                 store.load()
             except ValueError as exc:
@@ -361,8 +403,7 @@ class Broker:
         if self._client_quotas is None:
             from broker.quotas import ClientQuotas
 
-            data_dir = self.config.data_dir
-            quotas = ClientQuotas(data_dir / CLIENT_QUOTAS_FILE if data_dir is not None else None,
+            quotas = ClientQuotas(self._document(CLIENT_QUOTAS_FILE),
                                   window_num=self.config.quota_window_num,
                                   window_size_ms=self.config.quota_window_size_seconds * 1000)
             try:

@@ -44,7 +44,9 @@ def free_port() -> int:
 class PostgresServer:
     """One running throwaway server (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        """``durable`` keeps PostgreSQL's own crash safety (fsync): what benchmarks measure."""
+        self._durable = durable
         initdb, pg_ctl = find_binary("initdb"), find_binary("pg_ctl")
         if initdb is None or pg_ctl is None:
             raise RuntimeError("PostgreSQL's initdb and pg_ctl were not found (on PATH or in "
@@ -71,7 +73,9 @@ class PostgresServer:
     def start(self) -> None:
         """Start (or restart after `stop`) the server on its port."""
         options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
-                   "-c fsync=off -c full_page_writes=off -c max_connections=300")
+                   "-c max_connections=300")
+        if not self._durable:
+            options += " -c fsync=off -c full_page_writes=off"
         self._run([self._pg_ctl, "-D", str(self.data), "-l", str(self.directory / "server.log"),
                    "-o", options, "-w", "-t", str(START_TIMEOUT_S), "start"])
 

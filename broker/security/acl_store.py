@@ -13,8 +13,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from broker.documents import Document, as_document
 from broker.security.acls import AclBinding, AclOperation, AclPermissionType, PatternType, ResourceType
-from storage.file.fs import FileSystem, replace_file
 
 _STORE_VERSION = 1
 _FIELDS = ("resource_type", "resource_name", "pattern_type", "principal", "host", "operation",
@@ -25,8 +25,8 @@ class AclStore:
     """ACL bindings persisted as JSON at `path`, or kept nowhere when `path` is None (memory only: the
     authorizer holds them, ``load`` returns [] and ``save`` does nothing)."""
 
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
+    def __init__(self, path: Path | Document | None) -> None:
+        self.path = as_document(path)
         # Saves may come from worker threads; two at once would share the tmp file.
         self._lock = threading.Lock()
 
@@ -34,13 +34,14 @@ class AclStore:
         return f"AclStore(path={self.path!r})"
 
     def load(self) -> list[AclBinding]:
-        """The stored bindings in file order; [] when there is no file (or no path)."""
+        """The stored bindings in document order; [] when there is no document."""
         if self.path is None:
             return []
         try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return []
+            data = self.path.read()
+            if data is None:
+                return []
+            text = data.decode("utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise ValueError(f"ACL file {self.path} cannot be read: {e.__class__.__name__}") from None
         try:
@@ -49,14 +50,14 @@ class AclStore:
             raise ValueError(f"ACL file {self.path} is corrupt: {e}") from None
 
     def save(self, bindings: list[AclBinding]) -> None:
-        """Replace the file's contents with `bindings` (duplicates dropped, order kept)."""
+        """Replace the document's contents with `bindings` (duplicates dropped, order kept)."""
         if self.path is None:
             return
         unique = list(dict.fromkeys(bindings))
         document = {"version": _STORE_VERSION, "acls": [_to_json(b) for b in unique]}
         data = json.dumps(document, indent=2).encode("utf-8")
         with self._lock:
-            replace_file(FileSystem(), str(self.path), data, private=True)
+            self.path.write(data)
 
 
 def _to_json(binding: AclBinding) -> dict[str, str]:

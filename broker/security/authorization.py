@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from broker.config import ConfigError
+from broker.documents import Document, FileDocument
 from broker.security.acl_store import AclStore
 from broker.security.acls import AclBinding, AclBindingFilter, Authorizer, authorizer_from_settings
 
@@ -39,8 +40,9 @@ class AclService:
         self._lock = asyncio.Lock()
 
     @classmethod
-    def from_config(cls, config: BrokerConfig) -> AclService | None:
-        """The service the settings ask for, its ACLs loaded; None when authorization is off."""
+    def from_config(cls, config: BrokerConfig, document: Document | None = None) -> AclService | None:
+        """The service the settings ask for, its ACLs loaded; None when authorization is off. ACLs are kept
+        in ``document`` when given (a cluster's shared one), else in ``acls.json`` in the data directory."""
         name = (config.authorizer_class_name or "").strip()
         if not name:
             return None
@@ -49,7 +51,9 @@ class AclService:
                               f"({STANDARD_AUTHORIZERS[0]}), got {name!r}")
         authorizer = authorizer_from_settings(config.super_users, config.allow_everyone_if_no_acl_found)
         data_dir = config.data_dir
-        store = AclStore(Path(data_dir) / ACLS_FILE if data_dir is not None else None)
+        if document is None and data_dir is not None:
+            document = FileDocument(Path(data_dir) / ACLS_FILE)
+        store = AclStore(document)
         try:
             bindings = store.load()
         except ValueError as exc:
@@ -72,6 +76,16 @@ class AclService:
             if any(removed):
                 await self._save()
             return removed
+
+    async def reload(self) -> None:
+        """Take the stored ACLs again: another broker sharing them changed them."""
+        async with self._lock:
+            bindings = self._store.load()
+            fresh = Authorizer(super_users=self.authorizer.super_users,
+                               allow_everyone_if_no_acl_found=self.authorizer.allow_everyone_if_no_acl_found)
+            for binding in bindings:
+                fresh.add(binding)
+            self.authorizer = fresh
 
     async def _save(self) -> None:
         await asyncio.to_thread(self._store.save, self.authorizer.bindings())

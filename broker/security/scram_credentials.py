@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from storage.file.fs import FileSystem, replace_file
+from broker.documents import Document, as_document
 
 SCRAM_MECHANISMS: dict[str, str] = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
 MIN_ITERATIONS = 4096
@@ -126,11 +126,11 @@ def _b64decode(value: str) -> bytes:
 
 
 class ScramCredentialStore:
-    """User name + mechanism -> credential; persisted as one JSON file when given a path (atomic replace:
-    write tmp, fsync, rename, fsync dir), or in memory only when path is None."""
+    """User name + mechanism -> credential; persisted as one JSON document (`broker.documents`: a file
+    replaced atomically, or a row of a shared database), or in memory only when there is none."""
 
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
+    def __init__(self, path: Path | Document | None) -> None:
+        self.path = as_document(path)
         self._users: dict[str, dict[str, ScramCredential]] = {}
         # Changes may come from worker threads (blocking file writes); one lock keeps file and memory equal.
         self._lock = threading.Lock()
@@ -139,14 +139,15 @@ class ScramCredentialStore:
         return f"ScramCredentialStore(path={self.path!r}, users={len(self._users)})"
 
     def load(self) -> None:
-        """Read the file if present. A corrupt file raises ValueError naming it: starting with no users
-        would silently lock everyone out (or let an attacker-shortened file pass unnoticed)."""
+        """Read the stored document if present. A corrupt one raises ValueError naming it: starting with no
+        users would silently lock everyone out (or let an attacker-shortened file pass unnoticed)."""
         if self.path is None:
             return
         try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return
+            data = self.path.read()
+            if data is None:
+                return
+            text = data.decode("utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise ValueError(f"SCRAM credential file {self.path} cannot be read: {e.__class__.__name__}") from None
         try:
@@ -198,7 +199,7 @@ class ScramCredentialStore:
                     "users": {name: {m: c.to_json() for m, c in sorted(creds.items())}
                               for name, creds in sorted(users.items())}}
         data = json.dumps(document, indent=2).encode("utf-8")
-        replace_file(FileSystem(), str(self.path), data, private=True)
+        self.path.write(data)
 
 
 def _parse_store(text: str) -> dict[str, dict[str, ScramCredential]]:

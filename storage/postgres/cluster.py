@@ -15,7 +15,8 @@ the cluster metadata, and what changed.
   connection, so that it is released when that broker dies; `lost_locks` says when the connection (and
   so every lock on it) was lost since the lock was taken.
 - Notifications (LISTEN/NOTIFY): ``moldau_metadata`` after a metadata change, ``moldau_appends`` after an
-  append (``partition:end_offset:topic``), ``moldau_brokers`` after a registration or a departure.
+  append (``partition:end_offset:topic``), ``moldau_brokers`` after a registration or a departure,
+  ``moldau_documents`` after a shared document (SCRAM credentials, ACLs, quotas) changed (its name).
 
 Lease times are the database's clock, so brokers' clocks need not agree.
 """
@@ -43,6 +44,7 @@ BROKER_LOCK_OFFSET = 2  # brokers' own locks: node id plus this, clear of the tw
 METADATA_CHANNEL = "moldau_metadata"
 APPENDS_CHANNEL = "moldau_appends"
 BROKERS_CHANNEL = "moldau_brokers"
+DOCUMENTS_CHANNEL = "moldau_documents"
 
 FIRST_AUTO_NODE_ID = 1
 
@@ -188,7 +190,7 @@ class PostgresCluster:
                     if loop.time() >= deadline:
                         raise NodeIdInUse(f"node.id {self.node_id}: another session holds its lock")
                     await asyncio.sleep(0.1)
-            for channel in (METADATA_CHANNEL, APPENDS_CHANNEL, BROKERS_CHANNEL):
+            for channel in (METADATA_CHANNEL, APPENDS_CHANNEL, BROKERS_CHANNEL, DOCUMENTS_CHANNEL):
                 await conn.add_listener(channel, self._notified)
         except BaseException:
             await conn.close()

@@ -580,15 +580,27 @@ class PostgresEngine(StorageEngine):
     # ------------------------------------------------------------ cluster metadata
 
     async def load_metadata(self) -> bytes | None:
-        async with self.connection() as conn:
-            return await conn.fetchval("SELECT data FROM moldau_metadata WHERE name = $1", METADATA_NAME)
+        return await self.load_document(METADATA_NAME)
 
     async def save_metadata(self, data: bytes) -> None:
         """Replace the metadata blob and tell the other brokers (LISTEN moldau_metadata) on commit."""
+        await self._save_named(METADATA_NAME, data, "moldau_metadata", "")
+
+    async def load_document(self, name: str) -> bytes | None:
+        """A named document every broker shares (``moldau_metadata``), or None."""
+        async with self.connection() as conn:
+            data = await conn.fetchval("SELECT data FROM moldau_metadata WHERE name = $1", name)
+        return None if data is None else bytes(data)
+
+    async def save_document(self, name: str, data: bytes) -> None:
+        """Replace a shared document and tell the other brokers (LISTEN moldau_documents: its name)."""
+        await self._save_named(name, data, "moldau_documents", name)
+
+    async def _save_named(self, name: str, data: bytes, channel: str, payload: str) -> None:
         async with self.connection() as conn, conn.transaction():
             await conn.execute("INSERT INTO moldau_metadata (name, data) VALUES ($1, $2) ON CONFLICT (name) "
-                               "DO UPDATE SET data = EXCLUDED.data", METADATA_NAME, bytes(data))
-            await conn.execute("SELECT pg_notify('moldau_metadata', '')")
+                               "DO UPDATE SET data = EXCLUDED.data", name, bytes(data))
+            await conn.execute("SELECT pg_notify($1, $2)", channel, payload)
 
     async def claim_cluster_id(self, candidate: str) -> str:
         async with self.connection() as conn:

@@ -11,7 +11,8 @@ second. Checked with confluent-kafka, kafka-python and Apache Kafka's Java clien
 - a broker killed with ``kill -9`` during idempotent acks=all production loses no acknowledged record
   and duplicates none: its partitions and the coordinator move to the others;
 - the database stopped and started under load: producers see retriable errors, then finish; no broker
-  crashes.
+  crashes;
+- a SCRAM user and an ACL created through one broker hold on the other at once.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from protocol import messages
 from tests.compat.clients import consume, create_topic, unique
@@ -89,10 +90,10 @@ class Cluster:
 def cluster(tmp_path: Path, postgres_url: str) -> Iterator[Callable[[int], Cluster]]:
     made: list[Cluster] = []
 
-    def make(size: int = 3, url: str | None = None) -> Cluster:
+    def make(size: int = 3, url: str | None = None, extra: tuple[str, ...] = ()) -> Cluster:
         c = Cluster(tmp_path, url or postgres_url)
         for _ in range(size):
-            c.start()
+            c.start(*extra)
         c.wait_formed()
         made.append(c)
         return c
@@ -316,3 +317,50 @@ def _read_all(bootstrap: str, topic: str, partitions: int, count: int) -> list[b
     finally:
         consumer.close()
     return out
+
+
+def test_scram_users_and_acls_set_through_one_broker_hold_on_every_broker(cluster: Callable[..., Cluster]) -> None:
+    """Two brokers with a PLAINTEXT and a SASL_PLAINTEXT listener and an authorizer: a SCRAM user created
+    with confluent-kafka's AdminClient through the first is known to the second (announced through the
+    database), logs in there, is refused a write until an ACL created through the first allows it, and
+    then writes."""
+    from confluent_kafka.admin import (
+        AclBinding,
+        AclOperation,
+        AclPermissionType,
+        ResourcePatternType,
+        ResourceType,
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialUpsertion,
+    )
+
+    from tests.compat.test_scram_admin import produce_as
+
+    c = cluster(2, extra=("--set", "listeners=PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0",
+                          "--set", "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                          "--set", "super.users=User:ANONYMOUS"))
+    first, second = c.brokers
+    user, topic, password = unique("scram-user"), unique("secured"), "pw-" + unique("secret")
+    client = AdminClient({"bootstrap.servers": first.listeners["PLAINTEXT"]})
+    for future in client.create_topics([NewTopic(topic, 1, 1)]).values():
+        future.result(20)
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096)
+    assert client.alter_user_scram_credentials(
+        [UserScramCredentialUpsertion(user, info, password.encode())])[user].result(20) is None
+
+    other = AdminClient({"bootstrap.servers": second.listeners["PLAINTEXT"]})
+
+    def known_at_second() -> Any:
+        known = other.describe_user_scram_credentials().result(20)
+        return user in known or Pending(sorted(known))
+
+    wait_until(known_at_second, 10, "the second broker to know the user created through the first")
+    refused = produce_as(second, "SCRAM-SHA-256", user, password, topic)
+    assert refused and "authoriz" in str(refused[0]).lower(), f"expected an authorization failure, got {refused}"
+    binding = AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, f"User:{user}", "*",
+                         AclOperation.WRITE, AclPermissionType.ALLOW)
+    for future in client.create_acls([binding]).values():
+        assert future.result(20) is None
+    assert wait_until(lambda: produce_as(second, "SCRAM-SHA-256", user, password, topic) == [], 20,
+                      "the ACL made through the first broker to let the user write through the second")

@@ -49,6 +49,21 @@ def test_data_metadata_and_producer_state_outlive_the_engine(postgres_url: str) 
     run(go())
 
 
+def test_shared_documents_round_trip_and_are_written_only_off_the_event_loop(postgres_url: str) -> None:
+    from broker.documents import SharedDocument
+
+    async def go() -> None:
+        engine = PostgresEngine.from_url(postgres_url)
+        assert await engine.load_document("acls.json") is None
+        document = SharedDocument(engine, "acls.json", None)
+        with pytest.raises(RuntimeError, match="worker thread"):
+            document.write(b"{}")
+        await asyncio.to_thread(document.write, b'{"version": 1, "acls": []}')
+        assert await engine.load_document("acls.json") == b'{"version": 1, "acls": []}' == document.read()
+        await engine.close()
+    run(go())
+
+
 def test_engines_sharing_a_partition_keep_offsets_dense_and_ordered(postgres_url: str) -> None:
     """Two brokers appending to one partition at once: every append gets its own offsets, none is lost,
     and each learns the other's batches (producer state included) before appending after them."""
