@@ -70,11 +70,12 @@ class InternalTopic:
 
 
 async def replay_partition(partition: Any, on_record: Callable[[RecordBatch, Any], None],
-                           on_control: Callable[[RecordBatch], None]) -> int:
-    """Read one partition from its log start to its log end, in order: ``on_record(batch, record)`` for
-    each record of a data batch, ``on_control(batch)`` for each control batch. Returns how many records."""
+                           on_control: Callable[[RecordBatch], None], start: int | None = None) -> int:
+    """Read one partition from its log start (or ``start``) to its log end, in order: ``on_record(batch,
+    record)`` for each record of a data batch, ``on_control(batch)`` for each control batch. Returns how
+    many records."""
     plog = partition.log
-    offset = plog.log_start_offset
+    offset = plog.log_start_offset if start is None else max(start, plog.log_start_offset)
     end = plog.log_end_offset
     count = 0
     while offset < end:

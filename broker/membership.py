@@ -15,10 +15,14 @@ coordinates everything.
 - A partition this broker has just come to lead is taken over before it is served: its log catches up
   with what other brokers appended and its idempotent-producer state is rebuilt from the log; until then
   its data requests answer NOT_LEADER_OR_FOLLOWER (clients refresh metadata and retry).
-- Groups and transactions are coordinated by one live broker at a time, the one with the smallest node
-  id, holding the coordinator lock in the database; it loads their state from ``__consumer_offsets`` and
-  ``__transaction_state`` when it takes over. Elsewhere their APIs answer NOT_COORDINATOR (ListGroups and
-  ListTransactions: an empty list), as Kafka's brokers do for coordinators they are not.
+- Coordinators, as in Kafka: the groups of a ``__consumer_offsets`` partition are coordinated by that
+  partition's leader, the transactional ids of a ``__transaction_state`` partition by its leader. A
+  broker coordinates a partition once it holds the partition's coordinator lock in the database (so
+  exactly one live broker does, even while views differ) and has loaded its state from the log; a group
+  or transaction request for a partition it does not coordinate answers NOT_COORDINATOR, and each
+  broker's ListGroups and ListTransactions list its own. COMMIT and ABORT markers that another broker's
+  transaction coordinator writes to an owned ``__consumer_offsets`` partition are taken in as they are
+  announced.
 - Other brokers' changes arrive as database notifications: cluster metadata (topics, configs: reloaded),
   appends (a log this broker serves catches up, waking the fetches waiting on it), registrations, and
   the shared documents (SCRAM credentials, ACLs, client quotas: `broker.documents`, reloaded).
@@ -38,12 +42,35 @@ from protocol.errors import ErrorCode
 
 log = structlog.get_logger()
 
-# The APIs a group or transaction coordinator answers; another broker answers them NOT_COORDINATOR.
-GROUP_COORDINATOR_APIS = frozenset({8, 9, 11, 12, 13, 14, 15, 42, 47})  # OffsetCommit ... OffsetDelete
-TXN_COORDINATOR_APIS = frozenset({24, 25, 26, 28, 65})  # AddPartitionsToTxn ... DescribeTransactions
-INIT_PRODUCER_ID = 22
-LIST_GROUPS = 16
-LIST_TRANSACTIONS = 66
+# The APIs a group or transaction coordinator answers, by API key; another broker answers them
+# NOT_COORDINATOR. TxnOffsetCommit goes to the group's coordinator, as in Kafka.
+GROUP_COORDINATOR_APIS = frozenset({8, 9, 11, 12, 13, 14, 15, 28, 42, 47})
+TXN_COORDINATOR_APIS = frozenset({22, 24, 25, 26, 65})  # InitProducerId: only with a transactional id
+DESCRIBE_GROUPS, DELETE_GROUPS, OFFSET_FETCH = 15, 42, 9
+ADD_PARTITIONS_TO_TXN, DESCRIBE_TRANSACTIONS = 24, 65
+
+
+def group_ids(api_key: int, body: Any) -> list[str]:
+    """The group ids a group coordinator request names."""
+    if api_key == DESCRIBE_GROUPS:
+        return list(body.groups or ())
+    if api_key == DELETE_GROUPS:
+        return list(body.groups_names or ())
+    if api_key == OFFSET_FETCH and getattr(body, "groups", None):
+        return [g.group_id for g in body.groups]
+    return [body.group_id]
+
+
+def transactional_ids(api_key: int, body: Any) -> list[str]:
+    """The transactional ids a transaction coordinator request names (none: not a coordinator request)."""
+    if api_key == DESCRIBE_TRANSACTIONS:
+        return list(body.transactional_ids or ())
+    if api_key == ADD_PARTITIONS_TO_TXN and getattr(body, "transactions", None):
+        return [t.transactional_id for t in body.transactions]
+    if api_key == ADD_PARTITIONS_TO_TXN:
+        return [body.v3_and_below_transactional_id]
+    found = getattr(body, "transactional_id", None)
+    return [] if found is None else [found]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +121,14 @@ class SingleNode:
     def controller_id(self) -> int:
         return self.node_id
 
-    @property
-    def coordinator_id(self) -> int:
+    def coordinator_of(self, key_type: int, key: str) -> int:
         return self.node_id
 
-    coordinating = True
+    def owned(self, topic: str) -> frozenset[int] | None:
+        return None  # every coordinator partition
+
+    def owns_transactional_id(self, transactional_id: str) -> bool:
+        return True
 
     def refusal(self, api_key: int, body: Any) -> ErrorCode | None:
         return None
@@ -107,6 +137,9 @@ class SingleNode:
         return None
 
     async def stop(self) -> None:
+        return None
+
+    async def leave(self) -> None:
         return None
 
 
@@ -126,7 +159,7 @@ class SharedCluster:
         self._taking_over: set[tuple[str, int]] = set()
         # Partitions this broker has come to lead from another broker and not yet caught up with.
         self._stale: set[tuple[str, int]] = set()
-        self._coordinating = False
+        self._owned: dict[str, frozenset[int]] = {}  # internal topic -> partitions coordinated here
         self._heartbeat: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sync_due = asyncio.Event()
@@ -184,26 +217,55 @@ class SharedCluster:
     def controller_id(self) -> int:
         return min(self._live_ids())
 
-    @property
-    def coordinator_id(self) -> int:
-        return min(self._live_ids())
+    # ------------------------------------------------------------ coordinators
+
+    def _coordinator_partitions(self, topic: str) -> int:
+        """How many partitions an internal topic has, or will have when its coordinator creates it."""
+        from broker.cluster import OFFSETS_TOPIC
+
+        existing = self._broker.cluster.get(topic)
+        if existing is not None and existing.partitions:
+            return len(existing.partitions)
+        config = self._broker.config
+        return config.offsets_topic_num_partitions if topic == OFFSETS_TOPIC \
+            else config.transaction_state_log_num_partitions
+
+    def _partition_of(self, topic: str, key: str) -> int:
+        from broker.groups.persistence import partition_for
+
+        return partition_for(key, self._coordinator_partitions(topic))
+
+    def coordinator_of(self, key_type: int, key: str) -> int:
+        """FindCoordinator: the broker leading the key's internal partition (0 group, 1 transaction)."""
+        from broker.cluster import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC
+
+        topic = OFFSETS_TOPIC if key_type == 0 else TRANSACTION_STATE_TOPIC
+        return self.leader(topic, self._partition_of(topic, key))
+
+    def owned(self, topic: str) -> frozenset[int]:
+        """The partitions of an internal topic this broker coordinates."""
+        return self._owned.get(topic, frozenset())
+
+    def owns_transactional_id(self, transactional_id: str) -> bool:
+        from broker.cluster import TRANSACTION_STATE_TOPIC
+
+        return self._partition_of(TRANSACTION_STATE_TOPIC, transactional_id) in self.owned(TRANSACTION_STATE_TOPIC)
 
     def refusal(self, api_key: int, body: Any) -> ErrorCode | None:
-        """How this broker answers a request without its handler: NOT_COORDINATOR for a coordinator API
-        when it is not the coordinator, NONE (an empty answer) for ListGroups and ListTransactions."""
-        if self._coordinating:
+        """NOT_COORDINATOR for a group or transaction request naming a group or transactional id whose
+        partition this broker does not coordinate."""
+        from broker.cluster import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC
+
+        if api_key in GROUP_COORDINATOR_APIS:
+            topic, keys = OFFSETS_TOPIC, group_ids(api_key, body)
+        elif api_key in TXN_COORDINATOR_APIS:
+            topic, keys = TRANSACTION_STATE_TOPIC, transactional_ids(api_key, body)
+        else:
             return None
-        if api_key in GROUP_COORDINATOR_APIS or api_key in TXN_COORDINATOR_APIS:
-            return ErrorCode.NOT_COORDINATOR
-        if api_key in (LIST_GROUPS, LIST_TRANSACTIONS):
-            return ErrorCode.NONE
-        if api_key == INIT_PRODUCER_ID and getattr(body, "transactional_id", None):
+        owned = self.owned(topic)
+        if any(self._partition_of(topic, key) not in owned for key in keys if key is not None):
             return ErrorCode.NOT_COORDINATOR
         return None
-
-    @property
-    def coordinating(self) -> bool:
-        return self._coordinating
 
     # ------------------------------------------------------------ lifecycle
 
@@ -240,7 +302,11 @@ class SharedCluster:
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        await self._stop_coordinating()
+        self._owned = {}  # the broker stops its coordinators next, then leaves (`leave`)
+
+    async def leave(self) -> None:
+        """Deregister, releasing the coordinator locks: after the coordinators stopped, so the next owners
+        load everything they wrote."""
         await self._registry.leave()
 
     def _spawn(self, coro: Any) -> None:
@@ -357,11 +423,16 @@ class SharedCluster:
             return  # not served here, or this broker's own append
 
         async def catch_up() -> None:
+            from broker.cluster import OFFSETS_TOPIC
+
             try:
                 async with partition.lock:
+                    before = partition.log.log_end_offset
                     await partition.log.refresh()
                     # Its producers' last batches may be among the appends: rebuild their state from the log.
                     cluster.forget_producer_state(partition)
+                    if topic == OFFSETS_TOPIC and index in self.owned(OFFSETS_TOPIC):
+                        await self._broker.groups.follow(partition, before)  # markers for its groups
             except Exception as exc:  # noqa: BLE001 - the next append notification catches up again
                 log.warning("cluster.catch_up_failed", topic=partition.topic.name, partition=partition.index,
                             error=f"{type(exc).__name__}: {exc}")
@@ -387,44 +458,44 @@ class SharedCluster:
                 continue
             self._leaders.clear()  # topics came or went: their leaders are computed afresh
 
-    # ------------------------------------------------------------ coordinators
+    # ------------------------------------------------------------ coordinator ownership
 
     async def _update_coordinator(self) -> None:
-        should = self.coordinator_id == self.node_id
-        if self._coordinating and not self._registry.holds_coordinator_lock:
-            log.warning("cluster.coordinator_lock_lost", node_id=self.node_id)
-            await self._stop_coordinating()
-        if should and not self._coordinating:
-            await self._start_coordinating()
-        elif not should and self._coordinating:
-            await self._stop_coordinating()
+        """Coordinate the internal partitions this broker leads and no others: take their locks (one
+        held elsewhere is tried again next beat), let go of the rest, and when the set changes load the
+        coordinators afresh from the logs (caught up first)."""
+        from broker.cluster import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC
+        from storage.postgres.cluster import GROUP_COORDINATOR_LOCKS, TXN_COORDINATOR_LOCKS
 
-    async def _start_coordinating(self) -> None:
-        if not await self._registry.try_coordinator_lock():
-            return  # the previous coordinator has not let go yet: next beat
-        from broker.cluster import INTERNAL_TOPICS
-
-        broker = self._broker
-        try:
-            await broker.cluster.sync()
-            for name in INTERNAL_TOPICS:
-                topic = broker.cluster.get(name)
-                for partition in topic.partitions if topic is not None else ():
-                    await partition.log.refresh()
-            await broker.reset_coordinators()
-        except Exception:
-            await self._registry.release_coordinator_lock()
-            raise
-        self._coordinating = True
-        log.info("cluster.coordinating", node_id=self.node_id)
-
-    async def _stop_coordinating(self) -> None:
-        if not self._coordinating:
+        registry = self._registry
+        owned: dict[str, frozenset[int]] = {}
+        for topic, base in ((OFFSETS_TOPIC, GROUP_COORDINATOR_LOCKS), (TRANSACTION_STATE_TOPIC, TXN_COORDINATOR_LOCKS)):
+            count = self._coordinator_partitions(topic)
+            wanted = {p for p in range(count) if self.leader(topic, p) == self.node_id}
+            held = {key - base for key in registry.held_locks if base <= key < base + count}
+            for p in held - wanted:
+                await registry.release_lock(base + p)
+            got = set()
+            for p in sorted(wanted):
+                if await registry.try_lock(base + p):
+                    got.add(p)
+            owned[topic] = frozenset(got)
+        if owned == self._owned:
             return
-        self._coordinating = False
+        gained = {topic: owned[topic] - self._owned.get(topic, frozenset()) for topic in owned}
+        self._owned = {}  # nothing is coordinated while the coordinators reload
+        cluster = self._broker.cluster
+        await cluster.sync()
+        for topic, partitions in gained.items():
+            existing = cluster.get(topic)
+            for p in sorted(partitions):
+                if existing is not None and p < len(existing.partitions):
+                    async with existing.partitions[p].lock:
+                        await existing.partitions[p].log.refresh()
+        self._owned = owned
         await self._broker.reset_coordinators()
-        await self._registry.release_coordinator_lock()
-        log.info("cluster.coordinator_moved", node_id=self.node_id, coordinator=self.coordinator_id)
+        log.info("cluster.coordinating", node_id=self.node_id, group_partitions=sorted(owned[OFFSETS_TOPIC]),
+                 transaction_partitions=sorted(owned[TRANSACTION_STATE_TOPIC]))
 
 
 def membership_for(broker: Any) -> SingleNode | SharedCluster:

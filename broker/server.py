@@ -145,7 +145,7 @@ class Broker:
         # A coordinator with a topic to load starts before the listener opens, so its load begins at once and
         # no request finds it missing; one with nothing to load (always so in memory) is made on first use,
         # which spares every broker that never sees a group or a transaction its import and start-up.
-        # In a shared cluster only the coordinating broker runs them (broker.membership decides).
+        # In a shared cluster they start once broker.membership knows which partitions they coordinate here.
         if not self.membership.shared:
             self._start_loaded_coordinators()
 
@@ -238,11 +238,13 @@ class Broker:
         self._retention_task = self._log_flush_task = None
         self.log_throttle.flush(everything=True)
         if self.membership is not None:
-            await self.membership.stop()  # leaves the shared cluster: its partitions move at once
+            await self.membership.stop()
         if self._transactions is not None:
             await self._transactions.stop()
         if self._groups is not None:
             await self._groups.stop()
+        if self.membership is not None:
+            await self.membership.leave()  # out of the shared cluster: its partitions move at once
         if self.engine is not None:
             await self.engine.close()
 
@@ -317,15 +319,21 @@ class Broker:
         elif self.cluster.get(OFFSETS_TOPIC) is not None:
             _ = self.groups
 
+    def _owned(self, topic: str) -> frozenset[int] | None:
+        """The partitions of an internal topic whose coordinator this broker is (None: all of them)."""
+        return None if self.membership is None else self.membership.owned(topic)
+
     @property
     def groups(self) -> GroupCoordinator:
         """The group coordinator, made and started on first use (see ``_start_on_storage``)."""
         if self._groups is None:
             if self.cluster is None:
                 raise RuntimeError("broker not started")
+            from broker.cluster import OFFSETS_TOPIC
             from broker.groups.coordinator import GroupCoordinator
 
-            self._groups = GroupCoordinator(self.cluster, self.config, self.clock)
+            self._groups = GroupCoordinator(self.cluster, self.config, self.clock,
+                                            partitions=self._owned(OFFSETS_TOPIC))
             self._groups.start()
         return self._groups
 
@@ -334,9 +342,11 @@ class Broker:
         """The transaction coordinator, made and started on first use (see ``_start_on_storage``)."""
         if self._transactions is None:
             groups = self.groups
+            from broker.cluster import TRANSACTION_STATE_TOPIC
             from broker.transactions.coordinator import TransactionCoordinator
 
-            self._transactions = TransactionCoordinator(self.cluster, self.config, groups, self.clock)
+            self._transactions = TransactionCoordinator(self.cluster, self.config, groups, self.clock,
+                                                        partitions=self._owned(TRANSACTION_STATE_TOPIC))
             self._transactions.start()
         return self._transactions
 
@@ -362,17 +372,23 @@ class Broker:
         return FileDocument(data_dir / name)
 
     async def reload_document(self, name: str) -> None:
-        """Another broker of the cluster changed a shared document: read it again and let its store know."""
+        """Another broker of the cluster changed a shared document: read it again and let its store know.
+        The stores' own locks are taken in a worker thread: one of them may be held by a write of this
+        broker, waiting for the event loop to finish it."""
         from broker.security.authorization import ACLS_FILE
 
         document = self._shared_documents.get(name)
         if document is None:
             return
-        document.data = await self.engine.load_document(name)
+        data = await self.engine.load_document(name)
+        if data == document.data:
+            return  # this broker's own write, or no change
+        document.data = data
         if name == SCRAM_CREDENTIALS_FILE and self._scram is not None:
-            self._scram.load()
+            await asyncio.to_thread(self._scram.load)
         elif name == CLIENT_QUOTAS_FILE:
-            self.client_quotas.load()
+            quotas = self.client_quotas
+            await asyncio.to_thread(quotas.load)
         elif name == ACLS_FILE and self.acls is not None:
             await self.acls.reload()
         log.info("cluster.document_reloaded", document=name)

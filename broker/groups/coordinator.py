@@ -27,7 +27,7 @@ import dataclasses
 import heapq
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -149,11 +149,13 @@ class CommitPartition:
 
 
 class GroupCoordinator:
-    """The group coordinator of this broker (every group: a single node coordinates them all)."""
+    """The group coordinator of this broker: of every group, or in a shared cluster of the groups of the
+    ``__consumer_offsets`` partitions it owns (``partitions``; `broker.membership` routes requests)."""
 
     def __init__(self, cluster: Any, config: Any, clock: Clock | None = None,
-                 new_uuid: Callable[[], str] | None = None) -> None:
+                 new_uuid: Callable[[], str] | None = None, partitions: Collection[int] | None = None) -> None:
         self.cluster = cluster
+        self.partitions = None if partitions is None else frozenset(partitions)
         self.config = config
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.state = GroupMetadataManager(GroupConfig.from_broker_config(config), new_uuid)
@@ -606,7 +608,8 @@ class GroupCoordinator:
         records = 0
         try:
             for partition in list(topic.partitions):
-                records += await self._load_partition(partition)
+                if self.partitions is None or partition.index in self.partitions:
+                    records += await self._load_partition(partition)
         except asyncio.CancelledError:
             raise
         except Exception:  # serve what was read rather than refusing every group forever
@@ -616,7 +619,12 @@ class GroupCoordinator:
         log.info("groups.loaded", groups=len(self.state.groups), records=records,
                  ms=round((time.perf_counter() - started) * 1000, 1))
 
-    async def _load_partition(self, partition: Any) -> int:
+    async def follow(self, partition: Any, start: int) -> int:
+        """Take in what another broker appended to an owned partition from ``start`` on (in a shared
+        cluster: a transaction coordinator's COMMIT or ABORT markers); the caller holds its lock."""
+        return await self._load_partition(partition, start)
+
+    async def _load_partition(self, partition: Any, start: int | None = None) -> int:
         index = partition.index
 
         def on_record(batch: Any, record: Any) -> None:
@@ -627,7 +635,7 @@ class GroupCoordinator:
             if kind in (ControlType.COMMIT, ControlType.ABORT):
                 self.complete_transaction(index, batch.producer_id, kind == ControlType.COMMIT)
 
-        return await replay_partition(partition, on_record, on_control)
+        return await replay_partition(partition, on_record, on_control, start)
 
     def _replay(self, index: int, record: Any, txn_producer: int | None = None) -> None:
         try:

@@ -28,15 +28,6 @@ _RESP = messages.FindCoordinatorResponse
 _UNAVAILABLE = "The coordinator is not reachable through this listener"
 
 
-def _unavailable(ctx: RequestContext, body: Any) -> Any:
-    code = int(ErrorCode.COORDINATOR_NOT_AVAILABLE)
-    if ctx.api_version >= 4:
-        return _RESP(throttle_time_ms=0, coordinators=[
-            _RESP.Coordinator(key=key, node_id=-1, host="", port=-1, error_code=code, error_message=_UNAVAILABLE)
-            for key in body.coordinator_keys])
-    return _RESP(throttle_time_ms=0, error_code=code, error_message=_UNAVAILABLE, node_id=-1, host="", port=-1)
-
-
 def _check(ctx: RequestContext, key: str, key_type: int) -> tuple[ErrorCode, str] | None:
     if key_type not in (GROUP, TRANSACTION):
         return ErrorCode.INVALID_REQUEST, f"Unknown coordinator key type {key_type}: use 0 (group) or 1 (transaction)"
@@ -51,26 +42,36 @@ def _check(ctx: RequestContext, key: str, key_type: int) -> tuple[ErrorCode, str
     return None
 
 
-def handle_find_coordinator(header: Any, body: Any, ctx: RequestContext) -> Any:
+def _coordinator(ctx: RequestContext, key_type: int, key: str) -> Any:
+    """The broker coordinating ``key`` (this one, unless brokers share PostgreSQL storage), as seen
+    through this connection's listener; None when it has no endpoint there."""
     membership = ctx.broker.membership
-    coordinator = membership.node(membership.coordinator_id, ctx.connection.listener, ctx.connection.advertised)
-    if coordinator is None:  # the coordinator has no endpoint on this listener
-        return _unavailable(ctx, body)
-    node, host, port = coordinator.node_id, coordinator.host, coordinator.port
+    node_id = membership.coordinator_of(key_type, key)
+    return membership.node(node_id, ctx.connection.listener, ctx.connection.advertised)
+
+
+def handle_find_coordinator(header: Any, body: Any, ctx: RequestContext) -> Any:
     key_type = body.key_type if ctx.api_version >= 1 else GROUP
     if ctx.api_version >= 4:
         coordinators = []
         for key in body.coordinator_keys:
             error = _check(ctx, key, key_type)
+            found = _coordinator(ctx, key_type, key) if error is None else None
+            if error is None and found is None:
+                error = ErrorCode.COORDINATOR_NOT_AVAILABLE, _UNAVAILABLE
             if error is None:
-                coordinators.append(_RESP.Coordinator(key=key, node_id=node, host=host, port=port, error_code=0,
-                                                      error_message=None))
+                coordinators.append(_RESP.Coordinator(key=key, node_id=found.node_id, host=found.host,
+                                                      port=found.port, error_code=0, error_message=None))
             else:
                 coordinators.append(_RESP.Coordinator(key=key, node_id=-1, host="", port=-1,
                                                       error_code=int(error[0]), error_message=error[1]))
         return _RESP(throttle_time_ms=0, coordinators=coordinators)
     error = _check(ctx, body.key, key_type)
+    found = _coordinator(ctx, key_type, body.key) if error is None else None
+    if error is None and found is None:
+        error = ErrorCode.COORDINATOR_NOT_AVAILABLE, _UNAVAILABLE
     if error is not None:
         return _RESP(throttle_time_ms=0, error_code=int(error[0]), error_message=error[1], node_id=-1, host="",
                      port=-1)
-    return _RESP(throttle_time_ms=0, error_code=0, error_message=None, node_id=node, host=host, port=port)
+    return _RESP(throttle_time_ms=0, error_code=0, error_message=None, node_id=found.node_id, host=found.host,
+                 port=found.port)

@@ -334,10 +334,9 @@ def _verify_transaction(ctx: RequestContext, batch: RecordBatch, partition: Any,
                         tp: str) -> None:
     """A transactional batch must belong to its transactional id's current producer and epoch and to a
     partition added to its Ongoing transaction (KIP-890's verification, made locally). In a shared cluster
-    a leader that is not the transaction coordinator has nobody local to ask and does not verify, as
+    a leader that is not the id's transaction coordinator has nobody local to ask and does not verify, as
     Kafka before 3.6 (transaction.partition.verification.enable=false)."""
-    membership = ctx.broker.membership
-    if membership.shared and not membership.coordinating:
+    if transactional_id is not None and not ctx.broker.membership.owns_transactional_id(transactional_id):
         return
     error = ctx.broker.transactions.verify(transactional_id, batch.producer_id, batch.producer_epoch,
                                            partition.topic.name, partition.index)

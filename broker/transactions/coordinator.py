@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import structlog
@@ -67,10 +67,14 @@ _STORAGE_ERRORS = (OSError, KafkaError)
 
 
 class TransactionCoordinator:
-    """The transaction coordinator of this broker (every transactional id: a single node owns them all)."""
+    """The transaction coordinator of this broker: of every transactional id, or in a shared cluster of
+    those of the ``__transaction_state`` partitions it owns (`broker.membership` routes requests)."""
 
-    def __init__(self, cluster: Any, config: Any, groups: Any, clock: Clock | None = None) -> None:
+    def __init__(self, cluster: Any, config: Any, groups: Any, clock: Clock | None = None,
+                 partitions: Collection[int] | None = None) -> None:
+        """``partitions``: in a shared cluster, the ``__transaction_state`` partitions this broker owns."""
         self.cluster = cluster
+        self.partitions = None if partitions is None else frozenset(partitions)
         self.config = config
         self.groups = groups
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -363,7 +367,8 @@ class TransactionCoordinator:
         records = 0
         try:
             for partition in list(topic.partitions):
-                records += await self._load_partition(partition)
+                if self.partitions is None or partition.index in self.partitions:
+                    records += await self._load_partition(partition)
         except asyncio.CancelledError:
             raise
         except Exception:  # serve what was read rather than refusing every transaction forever

@@ -11,9 +11,10 @@ the cluster metadata, and what changed.
   broker without a configured node id gets the smallest free one.
 - `metadata_lock`: held while one broker changes the cluster metadata blob, so changes from several
   brokers apply one after another, each on top of the last.
-- The coordinator lock: held by the one broker coordinating groups and transactions, on the listening
-  connection, so that it is released when that broker dies; `lost_locks` says when the connection (and
-  so every lock on it) was lost since the lock was taken.
+- Coordinator locks, one per partition of ``__consumer_offsets`` and of ``__transaction_state``: held by
+  the broker coordinating the groups or transactions of that partition, on the listening connection, so
+  that they are released when that broker dies; `held_locks` forgets them when that connection (and so
+  every lock on it) was lost.
 - Notifications (LISTEN/NOTIFY): ``moldau_metadata`` after a metadata change, ``moldau_appends`` after an
   append (``partition:end_offset:topic``), ``moldau_brokers`` after a registration or a departure,
   ``moldau_documents`` after a shared document (SCRAM credentials, ACLs, quotas) changed (its name).
@@ -38,8 +39,9 @@ log = structlog.get_logger()
 # Advisory lock keys (two int4 keys: class, object). The class is "mold" in ASCII.
 LOCK_CLASS = 0x6D6F6C64
 METADATA_LOCK = 0  # object key of the metadata lock
-COORDINATOR_LOCK = 1  # held by the broker coordinating groups and transactions
-BROKER_LOCK_OFFSET = 2  # brokers' own locks: node id plus this, clear of the two above
+BROKER_LOCK_OFFSET = 2  # brokers' own locks: node id plus this (node ids stay below the ranges below)
+GROUP_COORDINATOR_LOCKS = 1 << 24  # plus the __consumer_offsets partition: its group coordinator's lock
+TXN_COORDINATOR_LOCKS = 2 << 24  # plus the __transaction_state partition: its transaction coordinator's
 
 METADATA_CHANNEL = "moldau_metadata"
 APPENDS_CHANNEL = "moldau_appends"
@@ -75,7 +77,8 @@ class PostgresCluster:
         self.node_id: int | None = None
         self.incarnation = uuid.uuid4()
         self.sessions = 0  # listening connections opened so far: a new one has none of the old one's locks
-        self._coordinator_session: int | None = None
+        self._locks: set[int] = set()  # coordinator locks taken on the listening connection...
+        self._locks_session = 0  # ...of this session
         self._using_listener = asyncio.Lock()  # one statement at a time on the listening connection
 
     # ------------------------------------------------------------ registration
@@ -228,31 +231,39 @@ class PostgresCluster:
                 with contextlib.suppress(Exception):
                     await conn.execute("SELECT pg_advisory_unlock($1, $2)", LOCK_CLASS, METADATA_LOCK)
 
-    # ------------------------------------------------------------ the coordinator lock
+    # ------------------------------------------------------------ coordinator locks
 
-    async def try_coordinator_lock(self) -> bool:
-        """Take the coordinator lock if nobody holds it; returns whether this broker now does."""
+    @property
+    def held_locks(self) -> frozenset[int]:
+        """The coordinator locks this broker holds: none once the connection they were taken on is gone."""
+        conn = self._listener
+        if self._locks_session != self.sessions or conn is None or conn.is_closed():
+            self._locks.clear()
+        return frozenset(self._locks)
+
+    async def try_lock(self, key: int) -> bool:
+        """Take a coordinator lock if nobody holds it; returns whether this broker now does."""
         async with self._using_listener:
             conn = self._listener
             if conn is None or conn.is_closed():
                 return False
-            if await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", LOCK_CLASS, COORDINATOR_LOCK):
-                self._coordinator_session = self.sessions
+            if self._locks_session != self.sessions:
+                self._locks.clear()
+                self._locks_session = self.sessions
+            if key in self._locks:
+                return True
+            if await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", LOCK_CLASS, key):
+                self._locks.add(key)
                 return True
             return False
 
-    @property
-    def holds_coordinator_lock(self) -> bool:
-        """Whether the lock taken is still held: its connection is the one open now."""
-        conn = self._listener
-        return (self._coordinator_session == self.sessions and conn is not None and not conn.is_closed())
-
-    async def release_coordinator_lock(self) -> None:
-        held, self._coordinator_session = self.holds_coordinator_lock, None
-        if held:
-            async with self._using_listener:
-                with contextlib.suppress(Exception):
-                    await self._listener.execute("SELECT pg_advisory_unlock($1, $2)", LOCK_CLASS, COORDINATOR_LOCK)
+    async def release_lock(self, key: int) -> None:
+        if key not in self.held_locks:
+            return
+        self._locks.discard(key)
+        async with self._using_listener:
+            with contextlib.suppress(Exception):
+                await self._listener.execute("SELECT pg_advisory_unlock($1, $2)", LOCK_CLASS, key)
 
     async def close(self) -> None:
         await self.leave()

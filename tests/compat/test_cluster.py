@@ -114,12 +114,13 @@ def leaders(bootstrap: str, topic: str) -> dict[int, int]:
 
 def test_brokers_list_each_other_and_spread_leadership(cluster: Callable[[int], Cluster]) -> None:
     """Every broker lists the three, the same controller, and the same leader for each partition; the
-    leaders of a 12-partition topic include every broker."""
+    leaders of a 30-partition topic include every broker (a broker leading none of 30 by chance: about
+    one topic in 60,000)."""
     c = cluster(3)
     ids = {b.ready["node_id"] for b in c.brokers}
     assert len(ids) == 3, f"node ids handed out: {ids}"
     topic = unique("spread")
-    create_topic(c.brokers[0].bootstrap, topic, 12)
+    create_topic(c.brokers[0].bootstrap, topic, 30)
     views = [leaders(b.bootstrap, topic) for b in c.brokers]
     assert views[0] == views[1] == views[2], views
     assert set(views[0].values()) == ids, f"leaders {views[0]} do not cover {ids}"
@@ -364,3 +365,107 @@ def test_scram_users_and_acls_set_through_one_broker_hold_on_every_broker(cluste
         assert future.result(20) is None
     assert wait_until(lambda: produce_as(second, "SCRAM-SHA-256", user, password, topic) == [], 20,
                       "the ACL made through the first broker to let the user write through the second")
+
+
+def find_coordinator(proc: BrokerProcess, key: str, key_type: int) -> int:
+    sock = KafkaSocket(proc.host, proc.port)
+    try:
+        response = sock.request(10, 3, 1, messages.FindCoordinatorRequest(key=key, key_type=key_type))
+    finally:
+        sock.close()
+    assert response.error_code == 0, response
+    return response.node_id
+
+
+def test_groups_and_transactions_are_coordinated_across_the_brokers(cluster: Callable[..., Cluster]) -> None:
+    """Each broker coordinates the groups and transactional ids of the internal partitions it leads:
+    every broker names the same coordinator for a key, the coordinators of 40 keys include every broker,
+    and a transactional producer's committed and aborted transactions read back as Kafka's
+    read_committed consumers see them."""
+    c = cluster(3)
+    ids = {b.ready["node_id"] for b in c.brokers}
+    for key_type in (0, 1):
+        keys = [unique(f"key-{key_type}") for _ in range(40)]
+        answers = [[find_coordinator(b, key, key_type) for key in keys] for b in c.brokers]
+        assert answers[0] == answers[1] == answers[2]
+        assert set(answers[0]) == ids, f"coordinators {Counter(answers[0])} do not cover {ids}"
+
+    topic = unique("txn-cluster")
+    create_topic(c.brokers[0].bootstrap, topic, 3)
+    producer = Producer({"bootstrap.servers": c.bootstrap, "transactional.id": unique("txn-id"), **FAST_CLIENT})
+    producer.init_transactions(30)
+    for outcome in ("commit", "abort", "commit"):
+        producer.begin_transaction()
+        for i in range(30):
+            producer.produce(topic, f"{outcome}-{i}".encode(), partition=i % 3)
+        if outcome == "commit":
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+    consumer = Consumer({"bootstrap.servers": c.brokers[2].bootstrap, "group.id": unique("txn-read"),
+                         "isolation.level": "read_committed", "enable.auto.commit": False, **FAST_CLIENT})
+    got: list[bytes] = []
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(3)])
+        deadline = time.monotonic() + READ_TIMEOUT_S
+        while len(got) < 60 and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is not None and not msg.error():
+                got.append(msg.value())
+    finally:
+        consumer.close()
+    want = Counter([f"commit-{i}".encode() for i in range(30)] * 2)
+    assert Counter(got) == want, f"read_committed got {len(got)} records: {sorted(set(got))[:10]}..."
+
+
+def test_a_groups_committed_offsets_outlive_its_coordinator(cluster: Callable[..., Cluster]) -> None:
+    """A group commits through its coordinator, which is then killed with SIGKILL: the broker that takes
+    the group's partition over loads it from the log, and the group's next member starts at the
+    committed offsets (it reads only what was produced after them)."""
+    c = cluster(3)
+    topic, group = unique("coord-kill"), unique("coord-kill-group")
+    create_topic(c.brokers[0].bootstrap, topic, 6)
+    producer = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", **FAST_CLIENT})
+    for i in range(300):
+        producer.produce(topic, f"old-{i}".encode(), partition=i % 6)
+    assert producer.flush(30) == 0
+
+    member = Consumer({"bootstrap.servers": c.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+                       "enable.auto.commit": False, **FAST_CLIENT})
+    seen = 0
+    try:
+        member.subscribe([topic])
+        deadline = time.monotonic() + READ_TIMEOUT_S
+        while seen < 300 and time.monotonic() < deadline:
+            msg = member.poll(0.2)
+            if msg is not None and not msg.error():
+                seen += 1
+        assert seen == 300
+        member.commit(asynchronous=False)
+    finally:
+        member.close()
+
+    coordinator = find_coordinator(c.brokers[0], group, 0)
+    victim = next(b for b in c.brokers if b.ready["node_id"] == coordinator)
+    victim.proc.kill()
+    victim.stop()
+    c.wait_formed()
+    for i in range(60):
+        producer.produce(topic, f"new-{i}".encode(), partition=i % 6)
+    assert producer.flush(30) == 0
+
+    member = Consumer({"bootstrap.servers": c.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+                       "enable.auto.commit": False, **FAST_CLIENT})
+    got: list[bytes] = []
+    try:
+        member.subscribe([topic])
+        deadline = time.monotonic() + READ_TIMEOUT_S
+        while len(got) < 60 and time.monotonic() < deadline:
+            msg = member.poll(0.2)
+            if msg is not None and not msg.error():
+                got.append(msg.value())
+        extra = member.poll(1.0)  # nothing more: the old records stay behind the committed offsets
+    finally:
+        member.close()
+    assert sorted(got) == sorted(f"new-{i}".encode() for i in range(60)), f"after failover read {got[:5]}..."
+    assert extra is None or extra.error() is not None, f"read {extra.value()!r} past the committed offsets"
