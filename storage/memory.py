@@ -42,21 +42,20 @@ import structlog
 
 from protocol.errors import ErrorCode, KafkaError
 from protocol.records import RecordBatch, iter_batches, set_base_offset, set_log_append_time
-from storage.aborted_txns import AbortedTxnList, in_fetch_order
+from storage.aborted_txns import AbortedTxnList
 from storage.interface import (
     MEMORY_MAX_BYTES_SETTING,
     UNBOUNDED,
-    AbortedTxn,
     AppendResult,
     OffsetOutOfRange,
     PartitionLog,
-    ProducerSnapshotEntry,
     ReadResult,
     StorageEngine,
     TimestampOffset,
     TopicConfigSource,
     wall_clock_ms,
 )
+from storage.log_transactions import TransactionState
 from storage.record_lookup import first_at_or_after, offset_of_timestamp
 from storage.transactions import TransactionTracker
 
@@ -108,7 +107,7 @@ class MemoryBudget:
         self.held -= size
 
 
-class MemoryLog(PartitionLog):
+class MemoryLog(TransactionState, PartitionLog):
     def __init__(self, topic: str, partition: int, config: TopicConfigSource = None,
                  budget: MemoryBudget | None = None, clock: Callable[[], int] = wall_clock_ms) -> None:
         self.topic = topic
@@ -133,29 +132,6 @@ class MemoryLog(PartitionLog):
     @property
     def log_start_offset(self) -> int:
         return self._start
-
-    @property
-    def last_stable_offset(self) -> int:
-        return self._txns.last_stable_offset(self._start, self.high_watermark)
-
-    async def aborted_transactions(self, start_offset: int, end_offset: int) -> list[AbortedTxn]:
-        found: list[AbortedTxn] = []
-        self._aborted.collect(max(start_offset, self._start), end_offset, found)
-        return in_fetch_order(found)
-
-    def ongoing_transactions(self) -> dict[int, tuple[int, int]]:
-        return self._txns.ongoing()
-
-    def producer_entries(self) -> list[ProducerSnapshotEntry]:
-        return self._txns.entries()
-
-    def forget_producer(self, producer_id: int) -> bool:
-        self._txns_before.forget(producer_id)
-        return self._txns.forget(producer_id)
-
-    def expire_producers(self, now_ms: int, expiration_ms: int) -> int:
-        self._txns_before.expire(now_ms, expiration_ms)
-        return self._txns.expire(now_ms, expiration_ms)
 
     @property
     def log_end_offset(self) -> int:
@@ -322,9 +298,7 @@ class MemoryLog(PartitionLog):
         """Drop every batch and refuse further appends (the partition was deleted or the engine closed)."""
         self._closed = True
         self._drop(slice(None))
-        self._txns = TransactionTracker()
-        self._txns_before = TransactionTracker()
-        self._aborted = AbortedTxnList()
+        self._reset_transactions()
 
 
 class _BatchInfos(Sequence[Any]):

@@ -33,14 +33,12 @@ import structlog
 
 from protocol.errors import ErrorCode, KafkaError
 from protocol.records import RecordBatch, iter_batches, set_base_offset, set_log_append_time
-from storage.aborted_txns import AbortedTxnList, in_fetch_order
+from storage.aborted_txns import AbortedTxnList
 from storage.file.producer_snapshot import decode_snapshot, encode_snapshot
 from storage.interface import (
-    AbortedTxn,
     AppendResult,
     OffsetOutOfRange,
     PartitionLog,
-    ProducerSnapshotEntry,
     ReadResult,
     StorageEngine,
     TimestampOffset,
@@ -48,6 +46,7 @@ from storage.interface import (
     redacted_url,
     wall_clock_ms,
 )
+from storage.log_transactions import TransactionState
 from storage.postgres.schema import migrate
 from storage.record_lookup import first_at_or_after, offset_of_timestamp
 from storage.transactions import TransactionTracker
@@ -138,7 +137,7 @@ def _feed(txns: TransactionTracker, aborted: AbortedTxnList, rows: Iterable[Any]
                           row["last_sequence"], max_ts, bool(row["attributes"] & TRANSACTIONAL_FLAG))
 
 
-class PostgresLog(PartitionLog):
+class PostgresLog(TransactionState, PartitionLog):
     """One partition's log in the database; offsets, size and producer state are cached here and
     refreshed from the database whenever another broker is seen to have changed the log."""
 
@@ -171,29 +170,6 @@ class PostgresLog(PartitionLog):
     @property
     def size_bytes(self) -> int:
         return self._size
-
-    @property
-    def last_stable_offset(self) -> int:
-        return self._txns.last_stable_offset(self._start, self.high_watermark)
-
-    async def aborted_transactions(self, start_offset: int, end_offset: int) -> list[AbortedTxn]:
-        found: list[AbortedTxn] = []
-        self._aborted.collect(max(start_offset, self._start), end_offset, found)
-        return in_fetch_order(found)
-
-    def ongoing_transactions(self) -> dict[int, tuple[int, int]]:
-        return self._txns.ongoing()
-
-    def producer_entries(self) -> list[ProducerSnapshotEntry]:
-        return self._txns.entries()
-
-    def forget_producer(self, producer_id: int) -> bool:
-        self._txns_before.forget(producer_id)
-        return self._txns.forget(producer_id)
-
-    def expire_producers(self, now_ms: int, expiration_ms: int) -> int:
-        self._txns_before.expire(now_ms, expiration_ms)
-        return self._txns.expire(now_ms, expiration_ms)
 
     @property
     def _where(self) -> str:
@@ -446,9 +422,7 @@ class PostgresLog(PartitionLog):
     async def close(self) -> None:
         """Forget the cached state; the data stays in the database (`PostgresEngine.delete_log` deletes)."""
         self._closed = True
-        self._txns = TransactionTracker()
-        self._txns_before = TransactionTracker()
-        self._aborted = AbortedTxnList()
+        self._reset_transactions()
 
 
 class PostgresEngine(StorageEngine):
