@@ -273,6 +273,7 @@ class ClusterState:
         if self.producers.known(key):
             return self.producers.partition(key, tp)
         plog = partition.log
+        await plog.refresh()  # shared storage: what other brokers (or an append whose outcome was lost) wrote
         state = self.producers.partition(key, tp, on_forget=plog.forget_producer)
         start = max(plog.log_start_offset, plog.log_end_offset - PRODUCER_STATE_REBUILD_OFFSETS)
         if plog.log_end_offset > start:

@@ -321,6 +321,11 @@ async def _append(ctx: RequestContext, partition: Any, batch: RecordBatch, recor
         except OSError as exc:
             log.error("produce.append_failed", topic=partition.topic.name, partition=index, error=str(exc))
             raise KafkaError(ErrorCode.KAFKA_STORAGE_ERROR, f"Could not append to {tp}: {exc}") from None
+        except KafkaError:
+            # A failed statement may still have committed (a database gone mid-commit): the producer
+            # state is rebuilt from the log before the next batch, so its retry is found a duplicate.
+            ctx.broker.cluster.forget_producer_state(partition)
+            raise
         if state is not None:
             max_timestamp = append_time if append_time is not None else batch.max_timestamp
             state.record(producer_id, batch.producer_epoch, batch.base_sequence, batch.last_sequence,
