@@ -12,7 +12,10 @@ protocol. Two payloads: highly compressible (a few KiB on the wire, 16 MiB to de
 second), so memory stays bounded. Prints the median of the runs and the loaded/unloaded ratio; the
 target is a p99 ratio within 2x (the broker must not validate a large batch on its event loop). The
 loader, the broker and the measured producer share the machine's cores: on a small machine the figures
-measure that contention too, so the header line says how many cores there were.
+measure that contention too, so the header line says how many cores there were, and each run is followed
+by a reference measurement: the same loader frames, at the rate the broker took them, sent to a sink
+process that only reads each frame into a reused buffer and answers it. The sink's loaded p99 is what the
+machine itself costs the small producer at that traffic; `--no-reference` skips it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import socket
 import statistics
+import struct
 import sys
 import time
 import uuid
@@ -33,7 +38,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_broker import MIB, BrokerProc
 
-from protocol import messages
+from protocol import codec, messages
 from protocol.records import Compression, Record, build_batch
 from tests.compat.conftest import KafkaSocket
 from tests.compat.test_durability import create_topic
@@ -68,13 +73,14 @@ class Loader:
     stopped. A process, not a thread: the loader's own Python work (building 16 MiB requests) must not
     hold the interpreter lock of the process whose latency is measured."""
 
-    def __init__(self, host: str, port: int, topic: str, kind: str) -> None:
+    def __init__(self, host: str, port: int, topic: str, kind: str, rate: float | None = None) -> None:
+        """`rate`: batches per second to pace at; None sends back to back."""
         context = multiprocessing.get_context("spawn")
         self._sent = context.Value("q", 0)
         self._failed = context.Value("q", 0)
         self._stop = context.Event()
-        self._process = context.Process(target=_load, args=(host, port, topic, kind, self._sent, self._failed,
-                                                            self._stop), daemon=True)
+        self._process = context.Process(target=_load, args=(host, port, topic, kind, rate, self._sent,
+                                                            self._failed, self._stop), daemon=True)
 
     @property
     def sent(self) -> int:
@@ -98,18 +104,21 @@ class Loader:
             self._process.kill()
 
 
-def _load(host: str, port: int, topic: str, kind: str, sent: Any, failed: Any, stop: Any) -> None:
+def _load(host: str, port: int, topic: str, kind: str, rate: float | None, sent: Any, failed: Any,
+          stop: Any) -> None:
     """The loader process's loop: one request encoded once, sent again and again on one connection."""
-    from protocol import codec
-
     produce = messages.ProduceRequest
     request = produce(acks=1, timeout_ms=30000, topic_data=[produce.TopicProduceData(
         name=topic, partition_data=[produce.PartitionProduceData(index=0, records=big_batch(kind))])])
     encoded = codec.encode_request(PRODUCE, PRODUCE_VERSION, 1, "slow-client-loader", request)
     frame = encoded if isinstance(encoded, bytes) else b"".join(bytes(part) for part in encoded)
     sock = KafkaSocket(host, port, timeout=120)
+    next_send = time.monotonic()
     try:
         while not stop.is_set():
+            if rate:
+                next_send += 1 / rate
+                stop.wait(max(0.0, next_send - time.monotonic()))  # pacing, not synchronisation
             sock.sock.sendall(frame)
             response = sock.read_response(PRODUCE, PRODUCE_VERSION, 1)
             code = response.responses[0].partition_responses[0].error_code
@@ -120,6 +129,44 @@ def _load(host: str, port: int, topic: str, kind: str, sent: Any, failed: Any, s
                 sent.value += 1
     finally:
         sock.close()
+
+
+class Sink:
+    """A process that takes Produce requests on one connection, reads each frame into a reused buffer and
+    answers it with a fixed success: the least a receiver can do with the loader's bytes."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._ports = context.Queue()
+        self._process = context.Process(target=_sink, args=(self._ports,), daemon=True)
+
+    def __enter__(self) -> int:
+        self._process.start()
+        return int(self._ports.get(timeout=60))
+
+    def __exit__(self, *exc: object) -> None:
+        self._process.kill()
+        self._process.join(60)
+
+
+def _sink(ports: Any) -> None:
+    produce = messages.ProduceResponse
+    answer = produce(responses=[produce.TopicProduceResponse(name="sink", partition_responses=[
+        produce.PartitionProduceResponse(index=0, error_code=0, base_offset=0)])])
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        ports.put(server.getsockname()[1])
+        conn, _ = server.accept()
+    buffer = memoryview(bytearray(MAX_MESSAGE_BYTES + MIB))
+    with conn:
+        while True:
+            if conn.recv_into(buffer[:4], 4, socket.MSG_WAITALL) < 4:
+                return
+            (size,) = struct.unpack_from(">i", buffer)
+            if conn.recv_into(buffer[:size], size, socket.MSG_WAITALL) < size:
+                return
+            (correlation_id,) = struct.unpack_from(">i", buffer, 4)  # after api_key and api_version
+            conn.sendall(b"".join(bytes(part) for part in codec.encode_response(
+                PRODUCE, PRODUCE_VERSION, correlation_id, answer)))
 
 
 def small_latencies(bootstrap: str, topic: str, samples: int) -> list[float]:
@@ -157,6 +204,7 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=1000, help="small records per measurement")
     parser.add_argument("--storage", choices=("memory", "file"), default="memory")
     parser.add_argument("--payload", choices=("compressible", "random", "both"), default="both")
+    parser.add_argument("--no-reference", action="store_true", help="skip the sink reference measurement")
     args = parser.parse_args()
     broker = BrokerProc(args.storage, ["--set", f"message.max.bytes={MAX_MESSAGE_BYTES}",
                                        "--set", f"log.retention.check.interval.ms={RETENTION_CHECK_MS}"])
@@ -173,18 +221,28 @@ def main() -> int:
         for kind in kinds:
             wire_bytes = len(big_batch(kind))
             rows: dict[str, list[float]] = {"p50 unloaded": [], "p99 unloaded": [], "p50 loaded": [], "p99 loaded": []}
+            if not args.no_reference:
+                rows.update({"p50 sink": [], "p99 sink": []})
             batches, loaded_s = 0, 0.0
             for _ in range(args.runs):
                 unloaded = small_latencies(broker.bootstrap, small_topic, args.samples)
                 with Loader(broker.host, broker.port, big_topic, kind) as loader:
                     started, before = time.perf_counter(), loader.sent
                     loaded = small_latencies(broker.bootstrap, small_topic, args.samples)
-                    loaded_s += time.perf_counter() - started
-                    batches += loader.sent - before
+                    elapsed = time.perf_counter() - started
+                    run_batches = loader.sent - before
+                loaded_s += elapsed
+                batches += run_batches
                 rows["p50 unloaded"].append(p(unloaded, 0.5))
                 rows["p99 unloaded"].append(p(unloaded, 0.99))
                 rows["p50 loaded"].append(p(loaded, 0.5))
                 rows["p99 loaded"].append(p(loaded, 0.99))
+                if not args.no_reference:
+                    with Sink() as sink_port, Loader("127.0.0.1", sink_port, big_topic, kind,
+                                                     rate=max(run_batches, 1) / elapsed):
+                        reference = small_latencies(broker.bootstrap, small_topic, args.samples)
+                    rows["p50 sink"].append(p(reference, 0.5))
+                    rows["p99 sink"].append(p(reference, 0.99))
             med = {k: statistics.median(v) * 1000 for k, v in rows.items()}
             print(f"\n{kind} payload ({wire_bytes / 1024:.0f} KiB on the wire per batch; {batches} batches "
                   f"accepted in {loaded_s:.1f}s of loaded measurement, {batches / loaded_s:.1f}/s)")
@@ -194,6 +252,9 @@ def main() -> int:
             ratio99 = med["p99 loaded"] / med["p99 unloaded"]
             print(f"  ratio loaded/unloaded: p50 {ratio50:.1f}x, p99 {ratio99:.1f}x "
                   f"({'within' if ratio99 <= 2 else 'ABOVE'} the 2x target)")
+            if not args.no_reference:
+                print(f"  same traffic into the sink: p99 {med['p99 sink'] / med['p99 unloaded']:.1f}x unloaded; "
+                      f"the broker's loaded p99 is {med['p99 loaded'] / med['p99 sink']:.1f}x the sink's")
     finally:
         broker.stop()
     return 0

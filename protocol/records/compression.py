@@ -13,6 +13,7 @@ codec does not pay.
 from __future__ import annotations
 
 import struct
+import threading
 import zlib
 from collections.abc import Callable
 from enum import IntEnum
@@ -47,6 +48,24 @@ def compress(codec: int, data: Buffer, level: int | None = None) -> bytes:
 def decompress(codec: int, data: Buffer, max_size: int = DEFAULT_MAX_DECOMPRESSED_SIZE) -> bytes | bytearray:
     """Decompress `data`, raising `DecompressionBombError` if it would exceed `max_size` bytes."""
     return _codec(codec)[1](data, max_size)
+
+
+def decompress_transient(codec: int, data: Buffer, max_size: int = DEFAULT_MAX_DECOMPRESSED_SIZE) -> Buffer:
+    """`decompress` for a caller that reads the output and lets go of it before its thread calls again:
+    a large zstd output lands in a buffer the calling thread keeps and reuses, so the result is only
+    valid until this thread's next call.
+
+    A fresh multi-MiB output costs a page fault per page to fill and, when freed, an munmap that holds
+    the GIL for about a millisecond per 16 MiB, stalling the event loop each time a worker validates a
+    large batch; a reused buffer pays neither. The thread keeps the largest output it decompressed this
+    way (at most `max_size`)."""
+    if codec == Compression.ZSTD:
+        view = memoryview(data).cast("B")
+        out = _zstd_into_scratch(view, max_size)
+        if out is not None:
+            return out
+        return _zstd_decompress(view, max_size)
+    return decompress(codec, data, max_size)
 
 
 def _codec(codec: int) -> tuple[Callable[[Buffer, int | None], bytes], Callable[[Buffer, int], bytes | bytearray]]:
@@ -261,6 +280,41 @@ def _zstd_one_shot(view: memoryview, max_size: int) -> bytes | None:
     if declared >= 0 and len(out) != declared:
         return None
     return out
+
+
+# Outputs below this come from the heap (glibc's mmap threshold as `moldau serve` sets it) and cost no
+# munmap: only larger ones use the thread's reused buffer.
+_SCRATCH_MIN_BYTES = 1024 * 1024
+_scratch = threading.local()
+
+
+def _zstd_into_scratch(view: memoryview, max_size: int) -> memoryview | None:
+    """A single standard frame declaring a large content size, decoded into this thread's reused buffer
+    (cramjam releases the GIL for the whole call); None for anything else, which the ordinary decoder
+    then handles and, if damaged, names."""
+    import zstandard
+
+    if _zstd_frame_end(view) != len(view):
+        return None
+    try:
+        declared = zstandard.frame_content_size(view)
+    except zstandard.ZstdError:
+        return None
+    if declared < _SCRATCH_MIN_BYTES:
+        return None
+    if declared > max_size:
+        raise DecompressionBombError("zstd", max_size)
+    import cramjam
+
+    buffer: bytearray | None = getattr(_scratch, "zstd", None)
+    if buffer is None or len(buffer) < declared:
+        _scratch.zstd = None  # the old buffer goes before the new one is made
+        buffer = _scratch.zstd = bytearray(declared)
+    try:
+        written = cramjam.zstd.decompress_into(view, buffer)
+    except cramjam.DecompressionError:
+        return None
+    return memoryview(buffer)[:written] if written == declared else None
 
 
 def _zstd_frame_end(view: memoryview) -> int | None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 from protocol.records.batch import RecordBatch, TimestampType
-from protocol.records.compression import DEFAULT_MAX_DECOMPRESSED_SIZE, decompress
+from protocol.records.compression import DEFAULT_MAX_DECOMPRESSED_SIZE, decompress, decompress_transient
 from protocol.records.errors import CorruptRecordError, InvalidRecordError
 from protocol.records.varint import (
     INT64_MIN,
@@ -101,7 +101,8 @@ def check_record_framing(batch: RecordBatch, max_size: int = DEFAULT_MAX_DECOMPR
         return -1
     data = batch.records_payload
     if batch.compression:
-        data = decompress(batch.compression, data, max_size)  # bytes: indexing them is the cheapest
+        # Read here and dropped on return: a large output may live in this thread's reused buffer.
+        data = decompress_transient(batch.compression, data, max_size)
     end = len(data)
     check_record_count(count, end)
     pos = 0

@@ -28,6 +28,7 @@ from protocol.records import (
     compression,
     decompress,
 )
+from protocol.records.compression import decompress_transient
 
 CODECS = list(Compression)
 COMPRESSING = [c for c in Compression if c != Compression.NONE]
@@ -194,6 +195,42 @@ def test_zstd_one_call_path_refuses_a_declared_size_over_the_limit_without_decod
     assert compression._zstd_one_shot(memoryview(unsized), 1 << 20) is None
     with pytest.raises(DecompressionBombError):
         decompress(Compression.ZSTD, unsized, max_size=1 << 20)
+
+
+LARGE = bytes(range(256)) * (8 << 12)  # 8 MiB: past the size where a thread's reused buffer serves zstd
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=lambda c: c.name)
+def test_transient_decompression_gives_what_decompress_gives(codec: Compression) -> None:
+    for data in (b"", TEXT, LARGE):
+        assert bytes(decompress_transient(codec, compress(codec, data))) == data
+
+
+def test_transient_zstd_reuses_one_buffer_per_thread() -> None:
+    first = decompress_transient(Compression.ZSTD, compress(Compression.ZSTD, LARGE))
+    assert bytes(first) == LARGE
+    smaller = LARGE[: 3 << 20][::-1]
+    second = decompress_transient(Compression.ZSTD, compress(Compression.ZSTD, smaller))
+    assert bytes(second) == smaller
+    assert second.obj is first.obj  # the same buffer, not a new 3 MiB allocation
+    assert second.nbytes == len(smaller)  # and only what this frame wrote
+
+
+def test_transient_zstd_checks_like_decompress() -> None:
+    frame = compress(Compression.ZSTD, LARGE)
+    with pytest.raises(DecompressionBombError):
+        decompress_transient(Compression.ZSTD, frame, max_size=len(LARGE) - 1)
+    corrupt = bytearray(frame)
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    with pytest.raises(DecompressionError):
+        decompress_transient(Compression.ZSTD, bytes(corrupt))
+    with pytest.raises(DecompressionError):
+        decompress_transient(Compression.ZSTD, frame[:-10])
+    # A frame without a declared size takes the streaming decoder, which bounds it.
+    unsized = zstandard.ZstdCompressor(write_content_size=False).compress(LARGE)
+    assert bytes(decompress_transient(Compression.ZSTD, unsized)) == LARGE
+    with pytest.raises(DecompressionBombError):
+        decompress_transient(Compression.ZSTD, unsized, max_size=1 << 20)
 
 
 @pytest.mark.parametrize("codec", [Compression.GZIP, Compression.LZ4, Compression.ZSTD], ids=lambda c: c.name)
