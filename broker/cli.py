@@ -31,8 +31,36 @@ _M_MMAP_THRESHOLD = -3
 _LEVELS = ("debug", "info", "warning", "error")
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter with the terminal width found without shutil: argparse builds a formatter
+    for every argument it is given, and shutil (with bz2 and lzma) would add 0.6 MB to every broker."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position, _terminal_columns() - 2 if width is None else width)
+
+
+def _terminal_columns() -> int:
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class _Parser(argparse.ArgumentParser):
+    """The parser of ``moldau`` and its subcommands (argparse makes subparsers of the parent's class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="moldau", description="Moldau: a Kafka-wire-compatible broker in Python.")
     parser.add_argument("--version", action="version", version=f"moldau {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -158,6 +186,10 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(str(exc), EXIT_USAGE)
 
+    from storage.interface import is_postgres_url
+
+    if config.storage_url is None or not is_postgres_url(config.storage_url):
+        _import_without_openssl()
     from broker.log import configure_logging
 
     configure_logging(args.log_level, args.log_format)
@@ -183,6 +215,33 @@ def _serve(args: argparse.Namespace) -> int:
         # From here the process only exits; the interpreter's shutdown resets Python-level handlers to
         # the default (a late signal would kill it), but keeps an ignored signal ignored.
         signals.ignore()
+
+
+# Modules whose import would load OpenSSL only for features `moldau serve` without TLS never uses.
+_OPENSSL_FREE_IMPORTS = ("asyncio", "construct")
+_OPENSSL_MODULES = ("ssl", "_hashlib")
+
+
+def _import_without_openssl() -> None:
+    """Import asyncio and construct as on a Python without OpenSSL, for the process ``moldau serve`` owns.
+
+    Loading OpenSSL costs about 3.5 MB of memory and some milliseconds of start-up, and neither module
+    needs it here: asyncio imports ssl only for its own TLS transports (the broker does its TLS itself, in
+    broker.security.tls, which imports ssl when a listener needs it; the PostgreSQL driver, which does use
+    asyncio's TLS, has its storage URLs skip this), and construct imports hashlib only for checksum fields
+    the codec does not use. asyncio supports running without ssl and says so if asked for TLS. The
+    hashlib that construct got is dropped from the module cache, so the next `import hashlib` (SCRAM,
+    cluster leadership) gets one backed by OpenSSL."""
+    if any(name in sys.modules for name in (*_OPENSSL_FREE_IMPORTS, *_OPENSSL_MODULES, "hashlib")):
+        return
+    for name in _OPENSSL_MODULES:
+        sys.modules[name] = None  # type: ignore[assignment]  # `import` raises ImportError meanwhile
+    try:
+        for name in _OPENSSL_FREE_IMPORTS:
+            __import__(name)
+    finally:
+        for name in (*_OPENSSL_MODULES, "hashlib"):
+            sys.modules.pop(name, None)
 
 
 class StopSignals:

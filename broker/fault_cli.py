@@ -78,7 +78,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     connection_options(fault, with_defaults=True)
     fault.set_defaults(fault_parser=fault)
     actions = fault.add_subparsers(dest="fault_action", metavar="ACTION")
-    shared = argparse.ArgumentParser(add_help=False)
+    shared = type(fault)(add_help=False)  # moldau's parser class, whatever it is
     connection_options(shared, with_defaults=False)
 
     def action(name: str, help_text: str) -> argparse.ArgumentParser:

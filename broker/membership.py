@@ -31,7 +31,6 @@ coordinates everything.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -86,6 +85,8 @@ class Node:
 def rank(topic: str, partition: int, node_id: int) -> bytes:
     """The rendezvous weight of a node for a partition: the partition's leader is the live node with the
     highest."""
+    import hashlib  # here: it loads OpenSSL, which a single broker without TLS never needs
+
     return hashlib.blake2b(f"{topic}\0{partition}\0{node_id}".encode(), digest_size=8).digest()
 
 

@@ -65,7 +65,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     connection_options(scram, with_defaults=True)  # --bootstrap, --json, --timeout, as moldau fault has them
     scram.set_defaults(scram_parser=scram)
     actions = scram.add_subparsers(dest="scram_action", metavar="ACTION")
-    shared = argparse.ArgumentParser(add_help=False)
+    shared = type(scram)(add_help=False)  # moldau's parser class, whatever it is
     connection_options(shared, with_defaults=False)
 
     def action(name: str, help_text: str) -> argparse.ArgumentParser:

@@ -502,7 +502,10 @@ def _bind(host: str, port: int) -> list[socket.socket]:
     first socket picks it and the rest follow. Addresses that cannot be bound (IPv6 disabled, say) are
     skipped as long as one works.
     """
-    infos = socket.getaddrinfo(host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    # An ASCII host goes as bytes: a str is encoded with the idna codec, whose import (stringprep,
+    # unicodedata) costs the broker half a megabyte for names that are ASCII anyway.
+    name = (host.encode("ascii") if host.isascii() else host) if host else None
+    infos = socket.getaddrinfo(name, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
     # IPv4 first so the reported address is the familiar one; duplicates dropped.
     infos = sorted(dict.fromkeys(infos), key=lambda i: i[0] != socket.AF_INET)
     sockets: list[socket.socket] = []

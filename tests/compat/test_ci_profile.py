@@ -14,6 +14,9 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.compat.clients import unique
 from tests.compat.conftest import REPO
@@ -84,3 +87,41 @@ def test_dev_profile_prints_nothing_on_stdout(tmp_path: Path) -> None:
     finally:
         code, rest = stop(proc)
     assert (code, rest) == (0, "")
+
+
+def _openssl_mapped(pid: int) -> list[str]:
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return sorted({line.rsplit("/", 1)[-1] for line in maps.splitlines() if "libssl" in line or "libcrypto" in line})
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/PID/maps")
+def test_a_broker_without_tls_serves_clients_without_loading_openssl(tmp_path: Path) -> None:
+    """``moldau serve`` imports asyncio and construct without OpenSSL (3.5 MB of a CI broker's memory):
+    a broker without TLS or SCRAM never loads it. (TLS listeners and SCRAM, which load it when they are
+    configured, are served by brokers started the same way in test_security_clients.)"""
+    from confluent_kafka import Consumer, Producer
+
+    proc = serve(tmp_path, "--profile", "ci", "--listen", "127.0.0.1:0")
+    try:
+        bootstrap = read_line(proc, WAIT_S).strip()
+        topic = unique("no-openssl")
+        delivered: list[object] = []
+        producer = Producer({"bootstrap.servers": bootstrap, "message.timeout.ms": 10000})
+        producer.produce(topic, b"hello", on_delivery=lambda err, _msg: delivered.append(err))
+        assert producer.flush(WAIT_S) == 0 and delivered == [None], delivered
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("no-openssl-g"),
+                             "auto.offset.reset": "earliest"})
+        try:
+            consumer.subscribe([topic])
+
+            def record() -> Any:
+                message = consumer.poll(0.5)
+                return message if message is not None and message.error() is None else None
+
+            assert wait_until(record, WAIT_S, "the record back").value() == b"hello"
+        finally:
+            consumer.close()
+        assert _openssl_mapped(proc.pid) == []
+    finally:
+        code, _ = stop(proc)
+    assert code == 0, (tmp_path / "stderr.log").read_text()
