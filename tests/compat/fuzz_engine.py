@@ -355,6 +355,8 @@ class Campaign:
         self._tmp = tempfile.TemporaryDirectory(prefix="moldau-fuzz-")
         self.broker: BrokerProcess | None = None
         self.maker: CaseMaker | None = None
+        self.baseline_rss = self.rss_last = self.rss_peak = 0.0  # MiB; the baseline is taken once warmed up
+        self.rss_samples: list[float] = []  # at every tenth of the campaign, to show whether RSS stays flat
         self.probe_topic = f"fuzz-probe-{settings.seed}"
 
     # --- broker lifetime
@@ -374,7 +376,8 @@ class Campaign:
         error = self.round_trip.run()
         if error:
             raise AssertionError(f"the first round trip failed before any fuzzing: {error}")
-        self.baseline_rss = rss_mb(self.broker.proc.pid)
+        self.baseline_rss = self.rss_last = rss_mb(self.broker.proc.pid)
+        self.rss_peak = max(self.rss_peak, self.rss_last)
         if self.maker is None:
             served = self._served()
             self.maker = CaseMaker(golden_seeds() + synthesized_seeds(served), served, self.s.seed)
@@ -539,6 +542,8 @@ class Campaign:
         broker = self.broker
         assert broker is not None
         rss = rss_mb(broker.proc.pid)
+        self.rss_last = rss
+        self.rss_peak = max(self.rss_peak, rss)
         if rss > RSS_HARD_LIMIT_MB:
             broker.proc.kill()
         if rss - self.baseline_rss > self.s.rss_bound_mb:
@@ -591,6 +596,7 @@ class Campaign:
         for w in workers:
             w.start()
         deadline = time.monotonic() + self.s.seconds
+        next_sample = time.monotonic()
         last_probe = last_trip = last_leak = 0
         try:
             while time.monotonic() < deadline:
@@ -598,6 +604,9 @@ class Campaign:
                 self.check_logs()
                 sent = self.frames_sent
                 healthy = self.check_rss()
+                if time.monotonic() >= next_sample:
+                    self.rss_samples.append(self.rss_last)
+                    next_sample += self.s.seconds / 10
                 if healthy and sent - last_probe >= self.s.probe_every:
                     last_probe = sent
                     healthy = self.check_alive(f"after {sent} frames")
@@ -635,7 +644,9 @@ class Campaign:
 
     def summary(self) -> str:
         return (f"seed {self.s.seed}: {self.cases_run} connections, {self.frames_sent} frames, "
-                f"{len(self.findings)} distinct findings")
+                f"{len(self.findings)} distinct findings; broker RSS {self.baseline_rss:.0f} MiB after the "
+                f"first round trip, peak {self.rss_peak:.0f} MiB, last {self.rss_last:.0f} MiB; at each tenth of the "
+                f"run: {', '.join(f'{rss:.0f}' for rss in self.rss_samples)} MiB")
 
 
 # ---------------------------------------------------------------- replay
