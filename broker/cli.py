@@ -59,12 +59,26 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
+COMMANDS = ("serve", "fault", "scram")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``moldau`` parser; with ``command``, one with only that command, which is all `main` needs
+    once the command line starts with it (the fault and scram parsers cost ``serve`` milliseconds)."""
     parser = _Parser(
         prog="moldau", description="Moldau: a Kafka-wire-compatible broker in Python.")
     parser.add_argument("--version", action="version", version=f"moldau {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    if command in (None, "serve"):
+        _add_serve(commands)
+    if command in (None, "fault"):
+        fault_cli.add_parser(commands)
+    if command in (None, "scram"):
+        scram_cli.add_parser(commands)
+    return parser
 
+
+def _add_serve(commands: Any) -> None:
     serve = commands.add_parser(
         "serve", help="run a broker", description="Run a broker until SIGINT or SIGTERM.",
         epilog="Settings use Kafka's names (num.partitions, socket.request.max.bytes, ...). Precedence, "
@@ -102,9 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", choices=_LEVELS, default="info", help="(default info)")
     serve.add_argument("--log-format", choices=("console", "json"), default=None,
                        help="(default console when stderr is a terminal, json otherwise)")
-    fault_cli.add_parser(commands)
-    scram_cli.add_parser(commands)
-    return parser
 
 
 def _fix_mmap_threshold() -> None:
@@ -122,8 +133,9 @@ def _fix_mmap_threshold() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(arguments[0] if arguments and arguments[0] in COMMANDS else None)
+    args = parser.parse_args(arguments)
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
