@@ -305,11 +305,10 @@ async def clean_log(log: FileLog, now: int) -> CleanResult | None:
     settings = CleanerSettings.of(log.config)
     if not settings.compact or log.closed or log.offline is not None:
         return None
-    engine = log.engine
     segments = log.segments
     if len(segments) < 2:
         return None
-    checkpoint = engine.cleaner_offset(log)
+    checkpoint = log.cleaner_offset
     start, end = log.log_start_offset, log.log_end_offset
     first_dirty = checkpoint if checkpoint is not None and start <= checkpoint <= end else start
     truncations = log.truncations
@@ -322,7 +321,7 @@ async def clean_log(log: FileLog, now: int) -> CleanResult | None:
         plan = await log.run_io(_plan_blocking, log, segments, first_dirty, settings, now, stable)
         if not plan.due:
             return None
-        fs = engine.fs
+        fs = log.fs
         txns = _Transactions(await log.run_io(_aborted_blocking, log, segments), producers)
         key_map, end_index = await _drive(log, _build_map(fs, segments, plan, first_dirty, txns))
         end_offset = segments[end_index].base_offset
@@ -344,7 +343,7 @@ async def clean_log(log: FileLog, now: int) -> CleanResult | None:
         raise StorageError(f"cannot compact {log.directory}: corrupt data: {exc}", path=log.directory) from None
     except OSError as exc:
         raise storage_error("cannot compact", log.directory, exc) from None
-    await engine.persist_cleaner_offset(log, end_offset)
+    await log.persist_cleaner_offset(end_offset)
     result = done.result(first_dirty, end_offset, plan)
     log.logger.info("storage.log.cleaned", first_dirty_offset=first_dirty, end_offset=end_offset,
                   dirty_ratio=round(plan.ratio, 3), forced=plan.forced, segments_replaced=result.segments_replaced,
@@ -386,7 +385,7 @@ def _consume(future: asyncio.Future[Any]) -> None:
 
 async def _swap_in(log: FileLog, group: list[LogSegment], new: LogSegment, truncations: int) -> None:
     """Commit the rewritten group and put it in place through the log's segment-replacement API."""
-    fs, directory = log.engine.fs, log.directory
+    fs, directory = log.fs, log.directory
     swapped = await log.replace_segments(
         group, new, truncations=truncations, commit=functools.partial(_commit_blocking, fs, directory, new),
         finish=functools.partial(_finish_swap_blocking, fs, directory, group, new),

@@ -63,7 +63,7 @@ from storage.file.io_lanes import DEFAULT_WRITE_THREADS, ENGINE_LANE, IoLanes
 from storage.file.log import FileLog, directory_name, parse_directory_name
 from storage.file.open_files import DEFAULT_MAX_OPEN_SEGMENT_FILES, OpenFiles
 from storage.file.recovery import load_log
-from storage.interface import StorageEngine
+from storage.interface import StorageEngine, wall_clock_ms
 
 try:
     import fcntl
@@ -80,10 +80,6 @@ PROBE_FILE = ".moldau-probe.tmp"
 DELETE_SUFFIX = "-delete"
 # Topics, ids, partition counts and config overrides, as the broker's cluster state saves them.
 METADATA_FILE = "cluster-metadata.json"
-
-
-def wall_clock_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class FileEngine(StorageEngine):

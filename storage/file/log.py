@@ -47,7 +47,7 @@ from protocol.records import (
 from storage.aborted_txns import in_fetch_order
 from storage.file.cleaner import CleanResult, clean_log
 from storage.file.config import LONG_MAX, LogConfig
-from storage.file.fs import StorageError, fsync_path, read_at, storage_error, write_all
+from storage.file.fs import FileSystem, StorageError, fsync_path, read_at, storage_error, write_all
 from storage.file.index import INT32_MAX
 from storage.file.producer_snapshot import delete_snapshots, encode_snapshot, stray_snapshots, write_snapshot
 from storage.file.producer_state import ProducerState, truncated_state
@@ -223,8 +223,18 @@ class FileLog(PartitionLog):
         return self._truncations
 
     @property
-    def engine(self) -> FileEngine:
-        return self._engine
+    def fs(self) -> FileSystem:
+        """The file system the log's files live on (the engine's, a fault seam in tests)."""
+        return self._engine.fs
+
+    @property
+    def cleaner_offset(self) -> int | None:
+        """Where the log's cleaned part ends (Kafka's cleaner-offset-checkpoint entry), if known."""
+        return self._engine.cleaner_offset(self)
+
+    async def persist_cleaner_offset(self, offset: int) -> None:
+        """Record, in the engine's cleaner-offset checkpoint, that the log is clean below `offset`."""
+        await self._engine.persist_cleaner_offset(self, offset)
 
     @property
     def logger(self) -> Any:
