@@ -307,8 +307,27 @@ def _log_ignored_signal(signum: int) -> None:
                                 reason="already stopping")
 
 
+# asyncio's message when accept() fails for want of descriptors or memory. It retries a second later, and
+# every attempt logs once per connection waiting in the backlog: a flood while the condition lasts.
+_ACCEPT_OUT_OF_RESOURCES = "socket.accept() out of system resource"
+
+
+def _loop_exception(throttle: Any, loop: Any, context: dict[str, Any]) -> None:
+    """The event loop's exception handler in ``moldau serve``: failed accepts are logged through the
+    broker's log throttle (once per window, with a count), everything else as asyncio would."""
+    if context.get("message") == _ACCEPT_OUT_OF_RESOURCES:
+        exc = context.get("exception")
+        throttle.error("listener.accept_failed", "-", reason=str(exc) if exc is not None else "unknown",
+                       hint="the broker is out of file descriptors or memory: raise its descriptor limit "
+                            "(ulimit -n) or bound connections with max.connections; accepting resumes by "
+                            "itself once some are free")
+        return
+    loop.default_exception_handler(context)
+
+
 async def _run(config: Any, signals: StopSignals, *, print_bootstrap: bool = False) -> int:
     import asyncio
+    import functools
 
     import structlog
 
@@ -317,9 +336,11 @@ async def _run(config: Any, signals: StopSignals, *, print_bootstrap: bool = Fal
 
     log = structlog.get_logger()
     stop = asyncio.Event()
-    signals.attach(asyncio.get_running_loop(), stop)
+    loop = asyncio.get_running_loop()
+    signals.attach(loop, stop)
 
     broker = Broker(config)
+    loop.set_exception_handler(functools.partial(_loop_exception, broker.log_throttle))
     try:
         await broker.start()
     except ConfigError as exc:

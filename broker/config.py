@@ -301,10 +301,10 @@ class BrokerConfig:
     # file storage: open descriptors
     log_max_open_segment_files: int = _setting(
         "log.max.open.segment.files", DEFAULT_MAX_OPEN_SEGMENT_FILES,
-        "File storage: the most descriptors of inactive segment (.log) files kept open; the least "
-        "recently used idle one is closed beyond it and reopened on its next use. The active segment "
-        "of each partition stays open besides, so the broker needs about partitions + this + "
-        "connections descriptors (ulimit -n). Kafka keeps every segment open instead.", minimum=1)
+        "File storage: the most descriptors of segment (.log) files kept open, active segments "
+        "included; the least recently used idle one is closed beyond it and reopened on its next use, "
+        "so the broker needs about this + connections descriptors (ulimit -n) however many partitions "
+        "it has. Kafka keeps every segment open instead.", minimum=1)
 
     # produce limits (issue 12)
     message_max_decompressed_bytes: int = _setting(

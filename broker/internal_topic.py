@@ -47,6 +47,9 @@ class InternalTopic:
             return topic
         if self._creating is None or self._creating.done():
             self._creating = asyncio.ensure_future(self._create())
+            # Its failure is each waiting writer's to report; when every one of them was cancelled (their
+            # clients went away), nobody is left to, and asyncio would log it as never retrieved.
+            self._creating.add_done_callback(_retrieve)
         return await asyncio.shield(self._creating)
 
     async def _create(self) -> Any:
@@ -67,6 +70,11 @@ class InternalTopic:
         """Whether ``key`` lives in partition ``index`` of the existing topic."""
         topic = self.cluster.get(self.name)
         return topic is not None and bool(topic.partitions) and partition_for(key, len(topic.partitions)) == index
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 async def replay_partition(partition: Any, on_record: Callable[[RecordBatch, Any], None],

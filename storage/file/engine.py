@@ -95,7 +95,7 @@ class FileEngine(StorageEngine):
         self.fs = fs or FileSystem()
         self.clock = clock or wall_clock_ms
         self.checkpoint_interval_ms = checkpoint_interval_ms
-        # Descriptors of inactive segments kept open, least recently used closed first (open_files).
+        # Descriptors of segments kept open, least recently used closed first (open_files).
         self.open_files = OpenFiles(max_open_segment_files)
         self._log = structlog.get_logger().bind(data_dir=self.path)
         self._lock_fd = self._prepare_data_dir()

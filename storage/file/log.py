@@ -111,7 +111,6 @@ class FileLog(PartitionLog):
         self._engine = engine
         self._fs = engine.fs
         self._segments = segments  # replaced, never mutated: threads hold snapshots
-        segments[-1].hold_open(True)  # the active segment's descriptor stays open (storage.file.open_files)
         self._bases = [s.base_offset for s in segments]
         self._start = log_start_offset
         self._start_position = start_position  # where the batch holding the log start offset begins
@@ -368,7 +367,6 @@ class FileLog(PartitionLog):
         jitter = random.randrange(jitter_limit) if jitter_limit > 0 else 0
         new = LogSegment(self._fs, self.directory, self._end, created_ms=now, modified_ms=now,
                          roll_jitter_ms=jitter, files=old.files)
-        new.hold_open(True)
         # Kafka's snapshot at the roll: the producer state at the new segment's base offset.
         snapshot = encode_snapshot(self._txns.entries())
         snapshots = sorted({*self._snapshots, new.base_offset})
@@ -416,7 +414,6 @@ class FileLog(PartitionLog):
             new.create_files()
         except OSError as exc:
             raise storage_error("cannot create segment", new.log_path, exc) from None
-        old.hold_open(False)  # closed now: its descriptor counts against the cap (may close others')
         return self._write_snapshot_blocking(new.base_offset, snapshot, stray)
 
     def _write_snapshot_blocking(self, offset: int, snapshot: bytes, stray: list[int]) -> bool:
@@ -714,7 +711,6 @@ class FileLog(PartitionLog):
             self._txns, self._snapshots = state.tracker, state.snapshots
             self._segments = segments[:keep]
             self._bases = self._bases[:keep]
-            self._segments[-1].hold_open(True)  # the active segment again, if later ones were cut
             self._start_position = min(self._start_position, self._segments[0].size)
             self._end = offset
             self._durable = min(self._durable, offset)

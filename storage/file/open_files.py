@@ -2,18 +2,21 @@
 
 Kafka keeps every segment's files open and relies on the operating system's limit (``ulimit -n``);
 a broker with many partitions or a long retention then needs a high limit, and running out fails
-every request that opens a file. Here each engine keeps at most ``log.max.open.segment.files`` (a
-broker setting and a ``file://`` URL option; default `DEFAULT_MAX_OPEN_SEGMENT_FILES`) descriptors of *inactive* segments open: touching one more closes
-the least recently used that no thread is using at that moment, and a closed one is opened again on
-its next use (`LogSegment.opened`).
+every request that opens a file, and every partition's next fsync with it. Here each engine keeps at
+most ``log.max.open.segment.files`` (a broker setting and a ``file://`` URL option; default
+`DEFAULT_MAX_OPEN_SEGMENT_FILES`) ``.log`` descriptors open, active segments included: touching one more
+closes the least recently used that no thread is using at that moment, and a closed one is opened again
+on its next use (`LogSegment.opened`). Writes are positional (pwrite), so an active segment reopened for
+its next append goes on where it was; the partitions being written stay the most recently used, and
+only a broker writing to more partitions than the cap at once pays an ``open`` per append for some.
 
 What is not counted, and why:
 
-* The active segment of each open log (and a segment the cleaner is rewriting, whose file still has a
-  temporary name) is *held* open: appends and fsyncs go to it constantly, and reopening it would cost
-  an ``open`` per append. So the engine has at most (open logs + the cap) ``.log`` descriptors, plus
-  for a moment the segments in use by a reader or the fsync thread when the cap is reached (one per
-  thread at most: a read pins one segment at a time), closed as soon as their user releases them.
+* A segment the cleaner is rewriting, whose file still has a temporary name, is *held* open until the
+  swap gives it its name: it could not be reopened before. There is at most one per cleaner thread.
+  Beyond the cap there are for a moment the segments in use by a reader, writer or the fsync thread
+  when the cap is reached (one per thread at most: an operation pins one segment at a time), closed as
+  soon as their user releases them.
 * Index files are read whole when a segment is loaded and written with short-lived descriptors, so
   they hold none between uses.
 
@@ -46,7 +49,7 @@ class Closable(Protocol):
 
 
 class OpenFiles:
-    """The inactive segments with an open descriptor, least recently used first, at most `cap` of them."""
+    """The segments with an open descriptor, least recently used first, at most `cap` of them."""
 
     def __init__(self, cap: int = DEFAULT_MAX_OPEN_SEGMENT_FILES) -> None:
         if cap < 1:
@@ -57,7 +60,7 @@ class OpenFiles:
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        """Inactive segments whose descriptor is open now."""
+        """Segments whose descriptor is open now and counts against the cap."""
         return len(self._lru)
 
     def touch(self, segment: Closable) -> None:

@@ -9,7 +9,7 @@ Threads: the event loop owns the in-memory state of the active segment (`account
 append); blocking methods (names say so in their docstrings) run on the engine's I/O threads. File
 descriptors are opened lazily and pinned while in use (`opened`), so a segment deleted by retention
 or truncation keeps its descriptor until the last reader or fsync using it is done. The engine's
-`OpenFiles` closes idle descriptors of inactive segments beyond its cap; they reopen on next use.
+`OpenFiles` closes idle descriptors beyond its cap, active segments' too; they reopen on next use.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ class LogSegment:
                  files: OpenFiles | None = None) -> None:
         self.fs = fs
         self.files = files  # the engine's cap on open descriptors (None: never closed before retire)
-        self.held_open = False  # kept open outside the cap (the active segment); see OpenFiles
+        self.held_open = False  # kept open outside the cap (the cleaner's rewrite); see OpenFiles
         self.directory = directory
         self.base_offset = base_offset
         name = segment_name(base_offset)
@@ -215,7 +215,8 @@ class LogSegment:
             return True
 
     def hold_open(self, held: bool) -> None:
-        """Keep the descriptor open outside the cap (the active segment), or count it again."""
+        """Keep the descriptor open outside the cap (a cleaner's rewrite under its temporary name), or count
+        it again."""
         if self.files is None:
             self.held_open = held
         else:

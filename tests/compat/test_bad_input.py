@@ -7,9 +7,14 @@ that the broker logged an event naming the problem, and that a fresh client is s
 
 from __future__ import annotations
 
+import os
+import resource
+import socket
 import struct
 from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from protocol import codec, messages
 from tests.compat.conftest import BrokerProcess, KafkaSocket
@@ -144,3 +149,31 @@ def test_confluent_client_works_after_bad_input(broker: BrokerProcess, raw_socke
         _send_and_expect_close(broker, raw_socket, data)
     metadata = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=10)
     assert list(metadata.brokers) == [1]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts the broker's descriptors in /proc")
+def test_running_out_of_descriptors_logs_throttled_errors_and_accepting_resumes(start_broker, raw_socket) -> None:
+    """With its descriptors used up, accept() fails; asyncio retries every second and logged each failure
+    once per connection waiting (a fuzz campaign saw 400,000 lines). The broker logs it as
+    listener.accept_failed through its log throttle, and accepts again once descriptors are free."""
+    proc = start_broker("--set", "log.throttle.window.ms=1000")
+    pid = proc.proc.pid
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (len(os.listdir(f"/proc/{pid}/fd")), hard))
+    waiting = []
+    try:
+        waiting = [socket.create_connection((proc.host, proc.port), timeout=5) for _ in range(20)]
+        record = _logged(proc, "listener.accept_failed")
+        assert record["level"] == "error" and "Too many open files" in record["reason"], record
+        # The failures went on (one per waiting connection and retry) and were counted, not logged.
+        summary = proc.wait_for_log(lambda r: r.get("event") == "log.suppressed"
+                                    and r.get("suppressed_event") == "listener.accept_failed", 10.0,
+                                    "the throttle's summary of the repeated accept failures")
+        assert summary["suppressed"] >= 20, summary
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+        for sock in waiting:
+            sock.close()
+    _assert_still_serves(proc, raw_socket)
+    assert not [r for r in proc.records if "out of system resource" in str(r.get("event"))]
+    assert sum(r.get("event") == "listener.accept_failed" for r in proc.records) <= 3
