@@ -13,7 +13,7 @@ only a broker writing to more partitions than the cap at once pays an ``open`` p
 What is not counted, and why:
 
 * A segment the cleaner is rewriting, whose file still has a temporary name, is *held* open until the
-  swap gives it its name: it could not be reopened before. There is at most one per cleaner thread.
+  swap gives it its name: it could not be reopened before. There is at most one per log being cleaned.
   Beyond the cap there are for a moment the segments in use by a reader, writer or the fsync thread
   when the cap is reached (one per thread at most: an operation pins one segment at a time), closed as
   soon as their user releases them.
