@@ -143,7 +143,10 @@ class PostgresCluster:
         rows = await conn.fetch(
             "SELECT node_id, rack, endpoints FROM moldau_brokers b WHERE lease_expires_at > now() AND EXISTS ("
             "SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 "
-            "AND l.objid = b.node_id + $2 AND l.objsubid = 2) ORDER BY node_id", LOCK_CLASS, BROKER_LOCK_OFFSET)
+            "AND l.objid = b.node_id + $2 AND l.objsubid = 2 "
+            # pg_locks lists every database's locks: another cluster's broker with this node id is not this one.
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())) "
+            "ORDER BY node_id", LOCK_CLASS, BROKER_LOCK_OFFSET)
         return [RegisteredBroker(r["node_id"], r["rack"],
                                  {name: (a[0], int(a[1])) for name, a in json.loads(r["endpoints"]).items()})
                 for r in rows]

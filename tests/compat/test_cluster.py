@@ -17,9 +17,11 @@ second. Checked with confluent-kafka, kafka-python and Apache Kafka's Java clien
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,36 @@ class Cluster:
             return all(ids == want for ids in seen.values()) or Pending(seen)
 
         wait_until(formed, CLUSTER_TIMEOUT_S, f"every broker to list exactly {sorted(want)}")
+
+
+class _ClientTrace(logging.Handler):
+    """A librdkafka client's log lines, of which a failure message shows the last ones."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.lines: deque[str] = deque(maxlen=300)
+        self.logger = logging.getLogger(f"librdkafka.{name}")
+        self.logger.setLevel(logging.DEBUG)
+        self.logger.propagate = False
+        self.logger.addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines)
+
+
+def _cluster_story(c: Cluster) -> str:
+    """What the brokers logged about membership, coordination and groups, and every warning: a failed
+    cluster test's message carries it, since the failure may not come back when the test is run alone."""
+    lines = []
+    for b in c.brokers:
+        for r in b.records:
+            event = str(r.get("event", ""))
+            if event.startswith(("cluster.", "groups.", "group.")) or r.get("level") in ("warning", "error", "critical"):
+                lines.append(f"node {b.ready['node_id']}: {json.dumps(r)}")
+    return "\n".join(lines[-200:])
 
 
 @pytest.fixture
@@ -458,9 +490,12 @@ def test_a_groups_committed_offsets_outlive_its_coordinator(cluster: Callable[..
         producer.produce(topic, f"new-{i}".encode(), partition=i % 6)
     assert producer.flush(30) == 0
 
+    trace = _ClientTrace(group)
     member = Consumer({"bootstrap.servers": c.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
-                       "enable.auto.commit": False, **FAST_CLIENT})
+                       "enable.auto.commit": False, **FAST_CLIENT, "log_level": 7, "debug": "cgrp,fetch",
+                       "logger": trace.logger})
     got: list[bytes] = []
+    errors: list[str] = []
     try:
         member.subscribe([topic])
         deadline = time.monotonic() + READ_TIMEOUT_S
@@ -468,8 +503,12 @@ def test_a_groups_committed_offsets_outlive_its_coordinator(cluster: Callable[..
             msg = member.poll(0.2)
             if msg is not None and not msg.error():
                 got.append(msg.value())
+            elif msg is not None:
+                errors.append(str(msg.error()))
         extra = member.poll(1.0)  # nothing more: the old records stay behind the committed offsets
     finally:
         member.close()
-    assert sorted(got) == sorted(f"new-{i}".encode() for i in range(60)), f"after failover read {got[:5]}..."
+    assert sorted(got) == sorted(f"new-{i}".encode() for i in range(60)), (
+        f"after failover (coordinator {coordinator} killed) read {len(got)}: {got[:5]}...; consumer errors "
+        f"{errors[:10]}; the consumer's last debug lines:\n{trace}\nbroker logs:\n{_cluster_story(c)}")
     assert extra is None or extra.error() is not None, f"read {extra.value()!r} past the committed offsets"

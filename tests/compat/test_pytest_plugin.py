@@ -294,6 +294,7 @@ def test_moldau_bootstrap_uses_a_running_broker_and_starts_none(tmp_path: Path,
     assert (result.returncode, outcome(result)) == (0, {"passed": SUITE_TESTS}), explain(result)
     tests = seen(project)
     assert {(t["kind"], t["bootstrap"]) for t in tests.values()} == {("ExternalBroker", server.bootstrap)}
+    assert server.stop() == 0, "the server stops cleanly (and every line it logged has been read)"
     created = [r["topic"] for r in server.records if r.get("event") == "topic.created"]
     assert sum(name.startswith("test_produce_and_consume-") for name in created) == 1, created
 

@@ -250,6 +250,8 @@ def test_metadata_repeating_one_name_is_answered_once(start_broker, raw_socket: 
     response = send_then_check_others_served(proc, raw_socket, METADATA, 9, m.MetadataRequest(
         topics=topics, allow_auto_topic_creation=True))
     assert [(t.name, t.error_code) for t in response.topics] == [(name, 0)]
+    # The log is read by another thread; once the broker has stopped, every line it wrote has been read.
+    assert proc.stop() == 0
     created = [r for r in proc.records if r.get("event") == "topic.created" and r.get("topic") == name]
     assert len(created) == 1
 

@@ -166,3 +166,32 @@ def test_url_options_and_redaction() -> None:
     assert redacted_url("postgresql://u@h/d") == "postgresql://u@h/d"
     with pytest.raises(ValueError, match="bad option"):
         PostgresEngine.from_url("postgresql://u:pw@h/d?pool_size=many")
+
+
+def test_a_dead_brokers_node_id_is_free_though_another_database_uses_it(postgres_server: PostgresServer) -> None:
+    """Two clusters in two databases of one server, each with a node 1: when one cluster's node 1 dies
+    (its sessions end without a goodbye), that cluster no longer lists it and a new broker may take the
+    id at once, whatever the other cluster's node 1 holds (advisory locks are per database)."""
+    first_url, second_url = postgres_server.create_database(), postgres_server.create_database()
+    mine, theirs = {"PLAINTEXT": ("127.0.0.1", 1111)}, {"PLAINTEXT": ("127.0.0.1", 2222)}
+
+    async def go() -> None:
+        other = PostgresEngine.from_url(first_url)
+        await other.cluster.register(1, mine, None, lease_ms=60_000)
+        dying = PostgresEngine.from_url(second_url)
+        await dying.cluster.register(1, mine, None, lease_ms=60_000)
+        name = second_url.rsplit("/", 1)[1]
+        admin = await asyncpg.connect(postgres_server.url("postgres"))
+        try:  # a crash: the database sees every session of the dying broker end, and no row deleted
+            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
+        finally:
+            await admin.close()
+        successor = PostgresEngine.from_url(second_url)
+        assert await successor.cluster.live() == []
+        assert await successor.cluster.register(1, theirs, None, lease_ms=60_000) == 1
+        assert [b.endpoints for b in await successor.cluster.live()] == [theirs]
+        assert [b.endpoints for b in await other.cluster.live()] == [mine]
+        for engine in (successor, other):
+            await engine.close()
+        await dying.close()
+    run(go())
