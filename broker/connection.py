@@ -55,7 +55,7 @@ from broker.handlers import API_VERSIONS, CloseConnection, ConnectionInfo, RawFr
 from protocol import codec
 from protocol.error_responses import error_response
 from protocol.errors import ErrorCode
-from protocol.framing import FrameDecoder, FrameSizeError
+from protocol.framing import FrameDecoder, FrameSizeError, GatheredFrame
 
 if TYPE_CHECKING:
     import ssl
@@ -147,11 +147,14 @@ class Connection(asyncio.Protocol):
         self._memory = broker.request_memory
         self._throttle = broker.log_throttle
         self._idle_s = config.connections_max_idle_ms / 1000 if config.connections_max_idle_ms >= 0 else None
-        self._decoder = FrameDecoder(config.socket_request_max_bytes)
+        # Large frames are put together off the event loop (_assemble): that copy would stall every client.
+        self._decoder = FrameDecoder(config.socket_request_max_bytes, defer_assembly=True)
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._pending: deque[_Slot] = deque()
-        self._backlog: deque[bytes] = deque()
+        self._backlog: deque[bytearray | GatheredFrame] = deque()
+        self._assembling = False  # the large frame at the backlog's head is being put together
+        self._assembly_charge = 0  # charged meanwhile: its pieces and the copy coexist
         self._queued_bytes = 0  # charged to the broker's request memory: frames queued, in flight, arriving
         self._partial_charge = 0  # the part of it for the frame being received
         self._partial_admitted = False  # that frame is charged its announced size and may be read whole
@@ -460,7 +463,11 @@ class Connection(asyncio.Protocol):
                     # pipelines large requests cannot hold the event loop for all of them at once.
                     self._loop.call_soon(self._pump)
                     break
-                frame = self._backlog.popleft()
+                frame = self._backlog[0]
+                if type(frame) is GatheredFrame:
+                    self._assemble(frame)
+                    break
+                self._backlog.popleft()
                 dispatched += len(frame)
                 self._dispatch(frame)
                 self._flush()
@@ -471,6 +478,34 @@ class Connection(asyncio.Protocol):
         finally:
             self._pumping = False
         self.update_reading()
+
+    def _assemble(self, frame: GatheredFrame) -> None:
+        """Have the large frame at the backlog's head copied together on a worker thread (the copy runs
+        without the interpreter lock); nothing after it is dispatched until it is done."""
+        if self._assembling:
+            return
+        self._assembling = True
+        self._assembly_charge = len(frame)
+        self._charge(self._assembly_charge)
+        future = self._loop.run_in_executor(None, frame.assemble)
+        future.add_done_callback(lambda done: self._assembled(frame, done))
+
+    def _assembled(self, frame: GatheredFrame, future: asyncio.Future[bytearray]) -> None:
+        self._assembling = False
+        self._charge(-self._assembly_charge)
+        self._assembly_charge = 0
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if self._closing or not self._backlog or self._backlog[0] is not frame:
+            return
+        if exc is not None:
+            log.error("request.assembly_failed", peer=self.info.peer, size=len(frame),
+                      error=f"{type(exc).__name__}: {exc}")
+            self.close("request could not be assembled")
+            return
+        self._backlog[0] = future.result()
+        self._pump()
 
     def _authenticating(self) -> bool:
         """A SASL exchange is under way with a request of it unanswered: the next frame waits, since what it
@@ -775,6 +810,7 @@ class Connection(asyncio.Protocol):
                 slot.task.cancel()
         self._pending.clear()
         self._backlog.clear()
+        self._assembly_charge = 0  # part of _queued_bytes, given back below
         self._partial_charge = 0
         self._partial_admitted = False
         self._memory.forget(self)

@@ -353,6 +353,50 @@ def test_a_connection_with_many_large_requests_queued_yields_to_other_connection
 
 
 
+def test_a_large_request_arriving_in_pieces_is_answered_in_order_with_the_requests_behind_it() -> None:
+    """A request over 1 MiB is gathered as it arrives and put together off the event loop; the small
+    requests pipelined after it on the same connection wait for it and are answered after it, another
+    connection is served meanwhile, and every byte charged to the request memory is given back."""
+    script = Script()
+
+    async def test(broker: Broker) -> None:
+        reader, writer = await connect(broker)
+        stream = big_request(1, "big-1") + request(2, "small-2") + big_request(3, "big-3") + request(4, "small-4")
+        for pos in range(0, len(stream), 64 * 1024):
+            writer.write(stream[pos : pos + 64 * 1024])
+            await writer.drain()
+            assert await served(broker, corr=1000 + pos // (64 * 1024))
+        assert [await read_response(reader) for _ in range(4)] == [
+            (1, "big-1"), (2, "small-2"), (3, "big-3"), (4, "small-4")]
+        assert [c for c in script.calls if not c.startswith("ping-")] == ["big-1", "small-2", "big-3", "small-4"]
+        writer.close()
+        await eventually(lambda: broker.request_memory.used == 0, "the request memory to be given back")
+
+    asyncio.run(with_broker(script, test))
+
+
+def test_a_connection_closed_while_its_large_request_is_put_together_gives_back_its_memory() -> None:
+    """The copy finishes on a worker thread after the connection is gone: nothing is dispatched, and the
+    request memory charged for the frame and its copy returns to zero."""
+    script = Script()
+
+    async def test(broker: Broker) -> None:
+        from broker.connection import Connection
+
+        conn = Connection(broker, broker.listeners[0])
+        conn.connection_made(FakeTransport(40003))
+        frame = big_request(5, "big-5")
+        for pos in range(0, len(frame), 256 * 1024):
+            conn.data_received(frame[pos : pos + 256 * 1024])  # complete: its assembly is under way
+        assert broker.request_memory.used >= 2 * len(frame)  # the frame, and its copy being made
+        conn.close("test over")
+        conn.connection_lost(None)
+        await eventually(lambda: broker.request_memory.used == 0, "the request memory to be given back")
+        assert not [c for c in script.calls if c.startswith("big-")]
+
+    asyncio.run(with_broker(script, test))
+
+
 @pytest.mark.parametrize("api_key", [18])
 def test_api_versions_is_computed_from_the_registry(api_key: int) -> None:
     """ApiVersions advertises exactly the registry's APIs and ranges, nothing unserved."""

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol.framing import INT32_MAX, FrameDecoder, FrameSizeError, frame_prefix
+from protocol.framing import INT32_MAX, FrameDecoder, FrameSizeError, GatheredFrame, frame_prefix
 
 KAFKA_DEFAULT_MAX = 104_857_600  # socket.request.max.bytes default
 
@@ -61,17 +61,19 @@ def test_large_frame_in_small_chunks() -> None:
     assert decoder.buffered_bytes == 0
 
 
-def test_large_frames_between_small_ones_in_uneven_chunks() -> None:
-    payloads = [b"a", b"x" * 3_000_001, b"bc", b"y" * 1_000_003, b"d"]
+@pytest.mark.parametrize("defer", [False, True], ids=["assembled", "deferred"])
+def test_large_frames_between_small_ones_in_uneven_chunks(defer: bool) -> None:
+    payloads = [b"a", b"x" * 3_000_001, b"bc", b"y" * 1_000_003, b"d", b"z" * (1 << 20)]
     stream = framed(*payloads)
-    decoder = FrameDecoder(KAFKA_DEFAULT_MAX)
-    out: list[bytes] = []
+    decoder = FrameDecoder(KAFKA_DEFAULT_MAX, defer_assembly=defer)
+    out: list[bytearray | GatheredFrame] = []
     pos, step = 0, 1
     while pos < len(stream):
-        out += decoder.feed(stream[pos : pos + step])
+        out += decoder.feed(memoryview(stream)[pos : pos + step])  # views: pieces must be copies
         pos += step
         step = step * 3 % 65_521 + 1  # varied chunk sizes, some tiny, some tens of KiB
-    assert out == payloads
+    assert [type(f) is GatheredFrame for f in out] == [defer and len(p) >= 1 << 20 for p in payloads]
+    assert [f.assemble() if isinstance(f, GatheredFrame) else f for f in out] == payloads
 
 
 def test_accepts_bytearray_and_memoryview_and_returns_independent_writable_frames() -> None:
@@ -229,23 +231,44 @@ def test_any_chunking_reaches_the_bad_size(payloads: list[bytes], bad_size: int,
     assert out == payloads[: len(out)], "frames before the error must be the stream's own, in order"
 
 
-def test_a_large_frame_is_handed_over_without_a_copy_of_it() -> None:
+def test_a_large_frame_is_gathered_from_its_chunks_and_assembled_with_one_copy() -> None:
     """A 16 MiB frame arriving in 256 KiB chunks, followed in its last chunk by a small frame and part
-    of another: all come out intact, and assembling the large one never holds two copies of it (peak
-    traced memory well under twice its size)."""
+    of another: with defer_assembly the large one comes back as its pieces (feeding copies none of the
+    chunks it keeps whole), and assembling it makes exactly one copy; everything comes out intact."""
     big = bytes(range(256)) * (16 * 4096)
     small = b"small frame"
     stream = frame_prefix(len(big)) + big + frame_prefix(len(small)) + small + frame_prefix(100) + b"part"
-    decoder = FrameDecoder(32 << 20)
-    got: list[bytearray] = []
+    chunks = [stream[pos : pos + 256 * 1024] for pos in range(0, len(stream), 256 * 1024)]
+    decoder = FrameDecoder(32 << 20, defer_assembly=True)
+    got: list[bytearray | GatheredFrame] = []
     tracemalloc.start()
     try:
-        for pos in range(0, len(stream), 256 * 1024):
-            got += decoder.feed(stream[pos : pos + 256 * 1024])
-        _, peak = tracemalloc.get_traced_memory()
+        for chunk in chunks:
+            got += decoder.feed(chunk)
+        _, gathering_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        gathered = got[0]
+        assert isinstance(gathered, GatheredFrame) and len(gathered) == len(big)
+        assembled = gathered.assemble()
+        _, assembling_peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert [bytes(f) for f in got] == [big, small]
+    assert gathering_peak < 1 << 20, f"gathering allocated {gathering_peak} bytes at peak"
+    assert assembling_peak < 1.1 * len(big), f"assembling allocated {assembling_peak} bytes at peak"
+    assert type(assembled) is bytearray and assembled == big
+    assert got[1:] == [bytearray(small)]
     assert decoder.buffered_bytes == 8 and decoder.pending_frame_size == 100
-    assert peak < 1.5 * len(big), f"peak {peak} bytes while assembling a {len(big)}-byte frame"
     assert decoder.feed(b"x" * 96) == [bytearray(b"part" + b"x" * 96)]
+
+
+def test_a_large_frames_size_and_bytes_so_far_are_reported_while_it_is_gathered() -> None:
+    """The connection charges the frame being received by these: the announced size once the prefix is
+    in, and until then the bytes held (the prefix included)."""
+    decoder = FrameDecoder(8 << 20)
+    stream = framed(b"z" * (2 << 20))
+    assert decoder.feed(stream[:3]) == [] and decoder.pending_frame_size is None and decoder.buffered_bytes == 3
+    assert decoder.feed(stream[3:1000]) == []
+    assert (decoder.pending_frame_size, decoder.buffered_bytes) == (2 << 20, 1000)
+    assert decoder.feed(stream[1000:-1]) == [] and decoder.buffered_bytes == len(stream) - 1
+    assert decoder.feed(stream[-1:]) == [bytearray(b"z" * (2 << 20))]
+    assert (decoder.pending_frame_size, decoder.buffered_bytes) == (None, 0)
