@@ -151,11 +151,12 @@ class FrameDecoder:
 
     def _gather(self, data: BytesLike) -> list[bytearray | GatheredFrame]:
         needed = self._large_size - self._gathered
-        if len(data) <= needed:
+        size = data.nbytes if isinstance(data, memoryview) else len(data)
+        if size <= needed:
             # Kept as given: a bytes chunk from the transport is never written to or reused.
             self._parts.append(data if isinstance(data, bytes) else bytes(data))
-            self._gathered += len(data)
-            if len(data) < needed:
+            self._gathered += size
+            if size < needed:
                 return []
             rest: BytesLike = b""
         else:

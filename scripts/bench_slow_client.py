@@ -252,9 +252,13 @@ def main() -> int:
             ratio99 = med["p99 loaded"] / med["p99 unloaded"]
             print(f"  ratio loaded/unloaded: p50 {ratio50:.1f}x, p99 {ratio99:.1f}x "
                   f"({'within' if ratio99 <= 2 else 'ABOVE'} the 2x target)")
+            per_run = [loaded / unloaded for loaded, unloaded in zip(rows["p99 loaded"], rows["p99 unloaded"])]
+            print(f"  p99 ratio of each run: {', '.join(f'{r:.1f}x' for r in per_run)}")
             if not args.no_reference:
                 print(f"  same traffic into the sink: p99 {med['p99 sink'] / med['p99 unloaded']:.1f}x unloaded; "
                       f"the broker's loaded p99 is {med['p99 loaded'] / med['p99 sink']:.1f}x the sink's")
+                versus = [loaded / sink for loaded, sink in zip(rows["p99 loaded"], rows["p99 sink"])]
+                print(f"  broker/sink p99 of each run: {', '.join(f'{r:.1f}x' for r in versus)}")
     finally:
         broker.stop()
     return 0

@@ -89,6 +89,11 @@ def test_accepts_bytearray_and_memoryview_and_returns_independent_writable_frame
 def test_accepts_a_memoryview_with_a_non_byte_format() -> None:
     words = array.array("I", framed(b"1234"))  # 8 bytes: two 4-byte items
     assert FrameDecoder(64).feed(memoryview(words)) == [b"1234"]
+    large = array.array("I", framed(b"w" * (1 << 20)) + b"\0\0\0\1")  # a large frame, and 4 bytes of the next
+    decoder = FrameDecoder(2 << 20)
+    assert decoder.feed(memoryview(large)[:2]) == []  # the prefix and 4 bytes of the large frame
+    assert decoder.feed(memoryview(large)[2:]) == [b"w" * (1 << 20)]
+    assert decoder.pending_frame_size == 1
 
 
 def test_empty_feed_returns_nothing() -> None:
