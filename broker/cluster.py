@@ -176,7 +176,7 @@ class ClusterState:
         async with self.mutation():
             parsed = self.check_new_topic(name, partitions, rf, configs)
             topic = Topic(name, topic_id or uuid.uuid4(), parsed)
-            await self._add_partitions(topic, partitions)
+            await self._add_partitions(topic, partitions, fresh=True)
             self.topics[name] = topic
             self.by_id[topic.topic_id] = topic
             try:
@@ -213,14 +213,22 @@ class ClusterState:
         finally:
             del self._creating[name]
 
-    async def _add_partitions(self, topic: Topic, total: int) -> None:
+    async def _add_partitions(self, topic: Topic, total: int, *, fresh: bool = False) -> None:
+        """Open the logs of partitions ``len(topic.partitions)`` to ``total``; ``fresh``: they are being
+        created now (not loaded or learnt from another broker), so whatever a log of theirs holds is stale."""
         # A lookup per use, so that altered configs (segment.bytes, retention.ms...) apply at once.
         def config(name: str, t: Topic = topic) -> Any:
             return self.config_value(t, name)
 
         # Added in one step once every log is open, so that nobody sees a partial partition count.
         added = []
+        leftover = set(self.engine.partitions()) if fresh else set()
         for index in range(len(topic.partitions), total):
+            if (topic.name, index) in leftover:
+                # A log of an earlier topic of this name whose removal failed or was cut short by a crash:
+                # a new partition starts empty, never with a deleted topic's records.
+                log.warning("storage.leftover_log_removed", topic=topic.name, partition=index)
+                await self.engine.delete_log(topic.name, index)
             plog = await self.engine.open_log(topic.name, index, config)
             added.append(Partition(topic, index, plog))
         topic.partitions.extend(added)
@@ -366,7 +374,7 @@ class ClusterState:
             raise KafkaError(ErrorCode.INVALID_PARTITIONS, f"Topic already has {current} partitions.")
         self.check_partitions_to_create(total - current)
         if not validate_only:
-            await self._add_partitions(topic, total)
+            await self._add_partitions(topic, total, fresh=True)
             await self.persist()
             log.info("topic.partitions_added", topic=name, partitions=total)
         return topic

@@ -78,6 +78,9 @@ URL_OPTIONS = {"log.flush.offset.checkpoint.interval.ms": "checkpoint_interval_m
                "log.max.open.segment.files": "max_open_segment_files"}
 PROBE_FILE = ".moldau-probe.tmp"
 DELETE_SUFFIX = "-delete"
+# The longest file name most file systems take (NAME_MAX): a doomed directory's name is cut to fit, as a
+# 249-character topic's "<topic>-<partition>.<id>-delete" would not (Kafka cuts it the same way).
+MAX_FILE_NAME_BYTES = 255
 # Topics, ids, partition counts and config overrides, as the broker's cluster state saves them.
 METADATA_FILE = "cluster-metadata.json"
 
@@ -335,13 +338,16 @@ class FileEngine(StorageEngine):
         try:
             await self.run_io(self._delete_directory, directory)
         except OSError as exc:
+            self._on_disk.add(key)  # still there: listed, so that a new topic of this name removes it first
             raise storage_error("cannot delete", directory, exc) from None
         await self.checkpoint()
 
     def _delete_directory(self, directory: str) -> None:
         if not exists(self.fs, directory):
             return
-        doomed = f"{directory}.{uuid.uuid4().hex}{DELETE_SUFFIX}"
+        suffix = f".{uuid.uuid4().hex}{DELETE_SUFFIX}"
+        name = os.path.basename(directory)[: MAX_FILE_NAME_BYTES - len(suffix)]  # topic names are ASCII
+        doomed = self._file(name + suffix)
         self.fs.replace(directory, doomed)
         fsync_path(self.fs, self.path)
         remove_tree(self.fs, doomed)

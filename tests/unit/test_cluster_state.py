@@ -2,7 +2,8 @@
 partitions or not at all, and creations, partition additions and deletions run one at a time (found by
 the network fuzzer on the file engine, whose logs take a while to open: a group commit saw
 ``__consumer_offsets`` with no partitions yet, and a topic created while its namesake was being deleted
-opened files the deletion then removed)."""
+opened files the deletion then removed; and a topic re-created after its namesake's data removal failed
+opened the old records)."""
 
 from __future__ import annotations
 
@@ -109,3 +110,35 @@ def _batch() -> bytearray:
     from protocol.records import Record, build_batch
 
     return build_batch([Record(0, 1000, b"k", b"v")])
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["same-broker", "after-a-restart"])
+def test_a_new_topic_never_opens_the_records_of_a_deleted_namesake(tmp_path: Any, restart: bool) -> None:
+    """A topic's deletion saves the metadata first, then removes the data: when the removal fails (or a
+    crash comes in between) the directory stays behind. A new topic of that name removes it and starts
+    empty, as the fuzzer found it did not: a re-created topic came back with 3,003 old records."""
+    from storage.file import FaultInjectingFileSystem, FileEngine
+    from storage.file.fs import StorageError
+    from tests.unit.test_file_engine import batch
+
+    async def go() -> None:
+        fs = FaultInjectingFileSystem()
+        engine = FileEngine(tmp_path, fs=fs)
+        cluster = cluster_on(engine)
+        await cluster.create_topic("t", 2)
+        for index in (0, 1):
+            await cluster.partition("t", index).log.append(batch(3))
+        fs.inject("replace", path_contains="-delete", times=None)
+        with pytest.raises(StorageError):
+            await cluster.delete_topic("t")
+        fs.clear_faults()
+        assert cluster.get("t") is None
+        if restart:
+            await engine.close()
+            engine = FileEngine(tmp_path)
+            cluster = cluster_on(engine)
+            await cluster.load()
+        await cluster.create_topic("t", 2)
+        assert [cluster.partition("t", i).log.log_end_offset for i in (0, 1)] == [0, 0]
+        await engine.close()
+    asyncio.run(go())

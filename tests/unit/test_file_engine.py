@@ -25,6 +25,7 @@ from protocol.errors import ErrorCode, KafkaError
 from protocol.records import Record, RecordBatch, build_batch, iter_batches, iter_records
 from storage.file import FaultInjectingFileSystem, FileEngine, FileLog
 from storage.file.checkpoint import parse_checkpoint
+from storage.file.fs import StorageError
 from storage.file.index import CorruptIndexError, OffsetIndex, TimeIndex, needs_entry
 from storage.file.io_lanes import IoLanes
 from storage.interface import OffsetOutOfRange, open_engine
@@ -725,5 +726,44 @@ def test_a_cancelled_append_still_records_what_it_wrote(tmp_path: Path) -> None:
         fs.delays.clear()
         assert (await log.append(batch(1))).base_offset == 2
         assert offsets_of((await log.read(0, 1 << 20)).chunks) == [0, 1, 2]
+        await engine.close()
+    run(go())
+
+
+def test_a_partition_of_the_longest_topic_name_is_deleted(tmp_path: Path) -> None:
+    """A 249-character topic (the longest Kafka allows): its directory's doomed name is cut to the file
+    system's 255-byte limit, so the rename that deletion starts with succeeds (found by the fuzzer: it
+    failed with ENAMETOOLONG and left the data behind for the next topic of that name)."""
+    name = "a" * 249
+
+    async def go() -> None:
+        engine = FileEngine(tmp_path)
+        log = await engine.open_log(name, 9999)
+        await log.append(batch(3))
+        await engine.delete_log(name, 9999)
+        assert engine.partitions() == []
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith("aaa")] == []
+        fresh = await engine.open_log(name, 9999)
+        assert fresh.log_end_offset == 0
+        await engine.close()
+    run(go())
+
+
+def test_a_partition_whose_deletion_failed_stays_listed(tmp_path: Path) -> None:
+    """The broker removes a listed log before it creates a partition of that name: one whose deletion
+    failed must stay listed, or a new topic of the same name would open the deleted one's records."""
+    fs = FaultInjectingFileSystem()
+
+    async def go() -> None:
+        engine = FileEngine(tmp_path, fs=fs)
+        log = await engine.open_log("t", 0)
+        await log.append(batch(3))
+        fs.inject("replace", path_contains="-delete")
+        with pytest.raises(StorageError, match="cannot delete"):
+            await engine.delete_log("t", 0)
+        assert engine.partitions() == [("t", 0)]
+        await engine.delete_log("t", 0)  # the fault was for one call: this time it goes
+        assert engine.partitions() == []
+        assert (await engine.open_log("t", 0)).log_end_offset == 0
         await engine.close()
     run(go())
