@@ -395,10 +395,12 @@ class ClusterState:
         # The topic is gone from the saved metadata before its data goes: a crash in between leaves
         # orphan partition directories, never a topic without its data.
         await self.persist()
-        for partition in topic.partitions:
-            await self.engine.delete_log(name, partition.index)
-            self.producers.forget((topic.topic_id, partition.index))
-            self.waiters.wake(name, partition.index)
+        try:
+            await self.engine.delete_logs([(name, partition.index) for partition in topic.partitions])
+        finally:  # the topic is gone whether or not its data could be removed
+            for partition in topic.partitions:
+                self.producers.forget((topic.topic_id, partition.index))
+                self.waiters.wake(name, partition.index)
         log.info("topic.deleted", topic=name, topic_id=str(topic.topic_id))
         return topic
 

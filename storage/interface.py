@@ -240,6 +240,12 @@ class StorageEngine(abc.ABC):
     async def delete_log(self, topic: str, partition: int) -> None:
         """Delete a partition's log and its data; unknown partitions are ignored."""
 
+    async def delete_logs(self, partitions: list[tuple[str, int]]) -> None:
+        """Delete several partitions' logs (a whole topic): engines with per-deletion bookkeeping do it
+        once for all of them. On an error, the partitions not yet deleted stay listed."""
+        for topic, partition in partitions:
+            await self.delete_log(topic, partition)
+
     @abc.abstractmethod
     def partitions(self) -> list[tuple[str, int]]:
         """Every (topic, partition) the engine holds a log for."""

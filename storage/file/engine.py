@@ -85,6 +85,14 @@ MAX_FILE_NAME_BYTES = 255
 METADATA_FILE = "cluster-metadata.json"
 
 
+class _DeletionFailed(Exception):
+    """A partition directory could not be renamed for deletion; it and those after it remain."""
+
+    def __init__(self, directory: str, error: OSError, remaining: list[str]) -> None:
+        super().__init__(directory)
+        self.directory, self.error, self.remaining = directory, error, set(remaining)
+
+
 class FileEngine(StorageEngine):
     """Partition logs in a data directory, laid out as Kafka lays out a log directory."""
 
@@ -323,34 +331,55 @@ class FileEngine(StorageEngine):
 
     async def delete_log(self, topic: str, partition: int) -> None:
         """Delete a partition: its directory is renamed ``<dir>.<id>-delete`` (atomic), then removed."""
-        key = (topic, partition)
-        pending = self._opening.get(key)
-        if pending is not None:
-            await asyncio.wait((pending,))  # let the open finish (or fail) before deleting under it
-        log = self._logs.pop(key, None)
-        if log is not None:
-            await log.abandon()
-        directory = self._file(directory_name(topic, partition))
-        self._on_disk.discard(key)
-        self._recovery_points.pop(key, None)
-        self._log_start_offsets.pop(key, None)
-        self._cleaner_offsets.pop(key, None)  # a stale entry is harmless: the cleaner validates it
+        await self.delete_logs([(topic, partition)])
+
+    async def delete_logs(self, partitions: list[tuple[str, int]]) -> None:
+        """Delete partitions as `delete_log` does, with one sync of the data directory and one checkpoint
+        for all of them: a topic of 10,000 partitions went in minutes when each rewrote the checkpoints."""
+        directories: list[tuple[PartitionKey, str]] = []
+        for key in partitions:
+            pending = self._opening.get(key)
+            if pending is not None:
+                await asyncio.wait((pending,))  # let the open finish (or fail) before deleting under it
+            log = self._logs.pop(key, None)
+            if log is not None:
+                await log.abandon()
+            self._on_disk.discard(key)
+            self._recovery_points.pop(key, None)
+            self._log_start_offsets.pop(key, None)
+            self._cleaner_offsets.pop(key, None)  # a stale entry is harmless: the cleaner validates it
+            directories.append((key, self._file(directory_name(*key))))
         try:
-            await self.run_io(self._delete_directory, directory)
-        except OSError as exc:
-            self._on_disk.add(key)  # still there: listed, so that a new topic of this name removes it first
-            raise storage_error("cannot delete", directory, exc) from None
+            await self.run_io(self._delete_directories, [directory for _, directory in directories])
+        except _DeletionFailed as failed:
+            # Still there: listed, so that a new topic of the same name removes them first.
+            self._on_disk.update(key for key, directory in directories if directory in failed.remaining)
+            raise storage_error("cannot delete", failed.directory, failed.error) from None
+        except OSError as exc:  # renamed, so gone from the topic's name: start-up removes what is left
+            raise storage_error("cannot finish deleting partitions in", self.path, exc) from None
         await self.checkpoint()
 
-    def _delete_directory(self, directory: str) -> None:
-        if not exists(self.fs, directory):
-            return
-        suffix = f".{uuid.uuid4().hex}{DELETE_SUFFIX}"
-        name = os.path.basename(directory)[: MAX_FILE_NAME_BYTES - len(suffix)]  # topic names are ASCII
-        doomed = self._file(name + suffix)
-        self.fs.replace(directory, doomed)
-        fsync_path(self.fs, self.path)
-        remove_tree(self.fs, doomed)
+    def _delete_directories(self, directories: list[str]) -> None:
+        """Rename each directory to a doomed name, make the renames durable with one sync, then remove
+        the doomed trees (a crash leaves them for start-up to remove)."""
+        doomed: list[str] = []
+        try:
+            for i, directory in enumerate(directories):
+                try:
+                    if not exists(self.fs, directory):
+                        continue
+                    suffix = f".{uuid.uuid4().hex}{DELETE_SUFFIX}"
+                    name = os.path.basename(directory)[: MAX_FILE_NAME_BYTES - len(suffix)]  # topic names are ASCII
+                    target = self._file(name + suffix)
+                    self.fs.replace(directory, target)
+                except OSError as exc:
+                    raise _DeletionFailed(directory, exc, directories[i:]) from None
+                doomed.append(target)
+        finally:
+            if doomed:
+                fsync_path(self.fs, self.path)
+        for target in doomed:
+            remove_tree(self.fs, target)
 
     def partitions(self) -> list[tuple[str, int]]:
         """Every partition with a log: open ones and those found in the data directory."""

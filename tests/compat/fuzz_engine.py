@@ -300,10 +300,13 @@ class RoundTrip:
         self.count += 1
         value = f"round-trip-{self.count}-{uuid.uuid4().hex}".encode()
         batch = bytes(build_batch([Record(0, int(time.time() * 1000), b"k", value)]))
+        step, started = "metadata", time.monotonic()  # a failure names the step it happened in
         try:
             self.ensure_topics()
+            step = "connect"
             sock = KafkaSocket(self.host, self.port, timeout=ROUND_TRIP_TIMEOUT_S)
             try:
+                step = "produce"
                 produce = messages.ProduceRequest
                 answer = _request(sock, PRODUCE, 9, 1, produce(acks=-1, timeout_ms=5000, topic_data=[
                     produce.TopicProduceData(name=self.topic, partition_data=[
@@ -311,6 +314,7 @@ class RoundTrip:
                 result = answer.responses[0].partition_responses[0]
                 if result.error_code:
                     return f"produce answered error {result.error_code}"
+                step = "fetch"
                 fetch = messages.FetchRequest
                 got = _request(sock, FETCH, 12, 2, fetch(
                     replica_id=-1, max_wait_ms=0, min_bytes=1, max_bytes=1 << 20, isolation_level=0,
@@ -325,7 +329,7 @@ class RoundTrip:
             finally:
                 sock.close()
         except (OSError, ConnectionError, codec.DecodeError, AssertionError, IndexError) as exc:
-            return f"{type(exc).__name__}: {exc}"
+            return f"{type(exc).__name__}: {exc} (in the {step} step, {time.monotonic() - started:.1f} s into the trip)"
         return None
 
 
