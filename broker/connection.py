@@ -365,10 +365,14 @@ class Connection(asyncio.Protocol):
 
     def _send_plain(self, parts: list[Any]) -> None:
         assert self._transport is not None
+        if self._transport.is_closing():
+            return  # the peer is gone (connection_lost is on its way): asyncio logs writes after that
         self._transport.writelines(parts)
 
     def _send_tls(self, parts: list[Any]) -> None:
         assert self._transport is not None and self._tls is not None
+        if self._transport.is_closing():
+            return
         self._transport.write(self._tls.encrypt(parts))
 
     def pause_writing(self) -> None:
