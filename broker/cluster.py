@@ -27,6 +27,7 @@ import structlog
 
 from broker.fetch_waiters import FetchWaiters
 from broker.producer_state import ProducerRegistry
+from broker.tasks import retrieve_outcome, to_completion
 from broker.topic_config import TopicConfigs, validate_overrides
 from protocol.errors import ErrorCode, KafkaError
 from storage.interface import PartitionLog, StorageEngine
@@ -170,7 +171,12 @@ class ClusterState:
                            replication_factor: int | None = None,
                            configs: Mapping[str, Any] | None = None,
                            topic_id: uuid.UUID | None = None) -> Topic:
-        """Create a topic (partitions default to ``num.partitions``); raises KafkaError on any rule broken."""
+        """Create a topic (partitions default to ``num.partitions``); raises KafkaError on any rule broken.
+        Once begun it finishes, whether or not the caller is still waiting (as every metadata change here)."""
+        return await to_completion(self._create_topic(name, num_partitions, replication_factor, configs, topic_id))
+
+    async def _create_topic(self, name: str, num_partitions: int | None, replication_factor: int | None,
+                            configs: Mapping[str, Any] | None, topic_id: uuid.UUID | None) -> Topic:
         partitions = self.config.num_partitions if num_partitions in (None, -1) else num_partitions
         rf = self.config.default_replication_factor if replication_factor in (None, -1) else replication_factor
         async with self.mutation():
@@ -198,20 +204,13 @@ class ClusterState:
         if not self.config.auto_create_topics_enable or name in INTERNAL_TOPICS:
             return None
         pending = self._creating.get(name)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Topic] = asyncio.get_running_loop().create_future()
-        self._creating[name] = future
-        try:
-            topic = await self.create_topic(name)
-            future.set_result(topic)
-            return topic
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters re-raise it themselves
-            raise
-        finally:
-            del self._creating[name]
+        if pending is None:
+            # A task of its own: the creation carries on for the others when the first asker goes away.
+            pending = asyncio.ensure_future(self.create_topic(name))
+            self._creating[name] = pending
+            pending.add_done_callback(lambda _: self._creating.pop(name, None))
+            pending.add_done_callback(retrieve_outcome)
+        return await asyncio.shield(pending)
 
     async def _add_partitions(self, topic: Topic, total: int, *, fresh: bool = False) -> None:
         """Open the logs of partitions ``len(topic.partitions)`` to ``total``; ``fresh``: they are being
@@ -358,6 +357,9 @@ class ClusterState:
         await self.engine.save_metadata(json.dumps(data, indent=1, sort_keys=True).encode())
 
     async def create_partitions(self, name: str, total: int, validate_only: bool = False) -> Topic:
+        return await to_completion(self._create_partitions_locked(name, total, validate_only))
+
+    async def _create_partitions_locked(self, name: str, total: int, validate_only: bool) -> Topic:
         async with self.mutation():
             return await self._create_partitions(name, total, validate_only)
 
@@ -380,6 +382,9 @@ class ClusterState:
         return topic
 
     async def delete_topic(self, name: str) -> Topic:
+        return await to_completion(self._delete_topic_locked(name))
+
+    async def _delete_topic_locked(self, name: str) -> Topic:
         async with self.mutation():
             return await self._delete_topic(name)
 

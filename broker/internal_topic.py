@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from broker.groups.persistence import partition_for
+from broker.tasks import retrieve_outcome
 from protocol.errors import ErrorCode, KafkaError
 from protocol.records import RecordBatch, iter_batches, iter_records
 
@@ -49,7 +50,7 @@ class InternalTopic:
             self._creating = asyncio.ensure_future(self._create())
             # Its failure is each waiting writer's to report; when every one of them was cancelled (their
             # clients went away), nobody is left to, and asyncio would log it as never retrieved.
-            self._creating.add_done_callback(_retrieve)
+            self._creating.add_done_callback(retrieve_outcome)
         return await asyncio.shield(self._creating)
 
     async def _create(self) -> Any:
@@ -70,11 +71,6 @@ class InternalTopic:
         """Whether ``key`` lives in partition ``index`` of the existing topic."""
         topic = self.cluster.get(self.name)
         return topic is not None and bool(topic.partitions) and partition_for(key, len(topic.partitions)) == index
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 async def replay_partition(partition: Any, on_record: Callable[[RecordBatch, Any], None],

@@ -52,6 +52,7 @@ from broker.config import SOURCE_STATIC as CONFIG_SOURCE_STATIC
 from broker.config import BrokerConfig, Setting
 from broker.handlers import RequestContext
 from broker.security.acls import CLUSTER_RESOURCE_NAME, AclOperation, ResourceType
+from broker.tasks import to_completion
 from broker.topic_config import (
     BY_NAME,
     DEFINITIONS,
@@ -395,7 +396,12 @@ def _alter_incremental(ctx: RequestContext, resource: Any, validate_only: bool) 
 
 
 async def _alter_all(ctx: RequestContext, body: Any, response: Any, alter: Any, api: str) -> Any:
-    # One metadata change (on shared storage: applied to the latest metadata, under the cluster's lock).
+    # One metadata change (on shared storage: applied to the latest metadata, under the cluster's lock),
+    # saved even if the client goes away meanwhile: its configs are already applied in memory.
+    return await to_completion(_alter_locked(ctx, body, response, alter, api))
+
+
+async def _alter_locked(ctx: RequestContext, body: Any, response: Any, alter: Any, api: str) -> Any:
     async with ctx.broker.cluster.mutation():
         return await _alter_each(ctx, body, response, alter, api)
 
