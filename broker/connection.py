@@ -694,6 +694,10 @@ class Connection(asyncio.Protocol):
 
     def _handler_done(self, slot: _Slot, task: asyncio.Future[Any]) -> None:
         if task.cancelled():
+            if not self._closing:
+                # Only closing cancels handlers: this one let a CancelledError out of something it awaited
+                # (a bug). Answered with an error, or the client and every answer behind it would wait forever.
+                self._handler_failed(slot, asyncio.CancelledError(f"{codec.api_name(slot.api_key)} handler cancelled"))
             return
         # Retrieved even when closing: an exception never retrieved is logged by asyncio as an error.
         exc = task.exception()

@@ -155,11 +155,12 @@ def test_metadata_changes_finish_when_the_requests_asking_for_them_are_cancelled
         await wait_until_async(lambda: engine.opening == 1, WAIT_S, "the first log open under way")
         creating.cancel()
         auto = asyncio.create_task(cluster.auto_create("auto"))
-        await asyncio.sleep(0)  # let the auto-creation start, then its only asker goes away
+        other = asyncio.create_task(cluster.auto_create("auto"))
+        await asyncio.sleep(0)  # let the auto-creation start, then its first asker goes away
         auto.cancel()
         engine.opens.set()
-        await wait_until_async(lambda: cluster.get("t") is not None and cluster.get("auto") is not None,
-                               WAIT_S, "both topics created")
+        assert (await asyncio.wait_for(other, WAIT_S)).name == "auto"  # not the first asker's cancellation
+        await wait_until_async(lambda: cluster.get("t") is not None, WAIT_S, "t created")
         assert len(cluster.get("t").partitions) == 3 and engine.partitions() == [
             ("auto", 0), ("t", 0), ("t", 1), ("t", 2)]
 

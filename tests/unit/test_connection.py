@@ -38,7 +38,7 @@ def echo(name: str) -> Any:
 
 class Script:
     """A Metadata handler driven by the topic name: 'block:tag' (until ``release(tag)`` or
-    ``release_all``), 'none', 'fail', 'close', 'garbage', else echo."""
+    ``release_all``), 'none', 'fail', 'cancelled', 'close', 'garbage', else echo."""
 
     def __init__(self) -> None:
         self.calls: list[str] = []
@@ -67,6 +67,8 @@ class Script:
             return None
         elif command == "fail":
             raise RuntimeError("scripted handler failure")
+        elif command == "cancelled":
+            raise asyncio.CancelledError  # as from awaiting something another request's cancellation broke
         elif command == "close":
             raise CloseConnection("scripted close")
         elif command == "garbage":
@@ -181,6 +183,23 @@ def test_a_failing_handler_gets_unknown_server_error_and_the_connection_stays_us
         assert await read_response(reader) == (2, "after")
         writer.write(request(3, "still-usable"))
         assert await read_response(reader) == (3, "still-usable")
+        writer.close()
+
+    asyncio.run(with_broker(script, test))
+
+
+def test_a_handler_that_lets_a_cancellation_out_is_answered_with_unknown_server_error() -> None:
+    """Only closing a connection cancels its handlers; a handler that ends cancelled otherwise (it awaited
+    a shared step that another request's cancellation broke) is answered with an error, and the answers
+    behind it follow: the fuzzer's probe once waited forever for such an answer."""
+    script = Script()
+
+    async def test(broker: Broker) -> None:
+        reader, writer = await connect(broker)
+        writer.write(request(1, "cancelled") + request(2, "after"))
+        corr, body = await read_body(reader)
+        assert (corr, body.topics[0].error_code) == (1, UNKNOWN)
+        assert await read_response(reader) == (2, "after")
         writer.close()
 
     asyncio.run(with_broker(script, test))
