@@ -221,13 +221,16 @@ class ClusterState:
 
         # Added in one step once every log is open, so that nobody sees a partial partition count.
         added = []
-        leftover = set(self.engine.partitions()) if fresh else set()
-        for index in range(len(topic.partitions), total):
-            if (topic.name, index) in leftover:
-                # A log of an earlier topic of this name whose removal failed or was cut short by a crash:
+        new = range(len(topic.partitions), total)
+        if fresh:
+            listed = set(self.engine.partitions())
+            stale = [(topic.name, index) for index in new if (topic.name, index) in listed]
+            if stale:
+                # Logs of an earlier topic of this name whose removal failed or was cut short by a crash:
                 # a new partition starts empty, never with a deleted topic's records.
-                log.warning("storage.leftover_log_removed", topic=topic.name, partition=index)
-                await self.engine.delete_log(topic.name, index)
+                log.warning("storage.leftover_logs_removed", topic=topic.name, partitions=len(stale))
+                await self.engine.delete_logs(stale)
+        for index in new:
             plog = await self.engine.open_log(topic.name, index, config)
             added.append(Partition(topic, index, plog))
         topic.partitions.extend(added)
