@@ -41,6 +41,7 @@ from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 from protocol.errors import ErrorCode
+from protocol.primitives import INT32_MAX
 
 INVALID_SESSION_ID = 0
 INITIAL_EPOCH = 0
@@ -57,7 +58,7 @@ def next_epoch(epoch: int) -> int:
     """Kafka's FetchMetadata.nextEpoch: wraps from INT32_MAX to 1 (0 means "new session")."""
     if epoch < 0:
         return FINAL_EPOCH
-    if epoch == 2**31 - 1:
+    if epoch == INT32_MAX:
         return 1
     return epoch + 1
 
@@ -324,7 +325,7 @@ class FetchSessionCache:
 
     def _new_session_id(self) -> int:
         while True:
-            session_id = self._rng.randint(1, 2**31 - 1)
+            session_id = self._rng.randint(1, INT32_MAX)
             if session_id not in self._sessions:
                 return session_id
 

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 
 from broker.config import BrokerConfig
 from protocol.errors import ErrorCode, KafkaError
+from protocol.primitives import INT64_MAX
 from protocol.records import (
     HEADER_SIZE,
     LOG_OVERHEAD,
@@ -70,7 +71,6 @@ from protocol.records import (
 from protocol.records.batch import MAGIC, MAGIC_OFFSET
 from protocol.records.record import check_record_count
 
-LONG_MAX = 2**63 - 1
 # Kafka's smallest legal batch length field: a v0 message (LegacyRecord.RECORD_OVERHEAD_V0).
 LEGACY_MIN_LENGTH = 14
 # Bytes needed to read a batch's magic: base offset, length, leader epoch, magic.
@@ -109,7 +109,7 @@ class TopicRules:
     max_message_bytes: int = 1048588
     segment_bytes: int = 1073741824
     log_append_time: bool = False
-    timestamp_before_max_ms: int = LONG_MAX
+    timestamp_before_max_ms: int = INT64_MAX
     timestamp_after_max_ms: int = 3600000
     compacted: bool = False
 
@@ -264,7 +264,7 @@ def _header_settles_timestamps(batch: RecordBatch, rules: TopicRules, now_ms: in
     check covers all records), or no lower bound and a max timestamp within the upper one."""
     if rules.log_append_time or batch.timestamp_type == TimestampType.LOG_APPEND_TIME:
         return True
-    return rules.timestamp_before_max_ms >= LONG_MAX and batch.max_timestamp <= now_ms + rules.timestamp_after_max_ms
+    return rules.timestamp_before_max_ms >= INT64_MAX and batch.max_timestamp <= now_ms + rules.timestamp_after_max_ms
 
 
 def _validate_batch_header(batch: RecordBatch, tp: str) -> None:
@@ -309,7 +309,7 @@ def _check_header_log_append_time(batch: RecordBatch, rules: TopicRules, now_ms:
 
 
 def _timestamp_range(rules: TopicRules, now_ms: int) -> tuple[int | None, int]:
-    lo = now_ms - rules.timestamp_before_max_ms if rules.timestamp_before_max_ms < LONG_MAX else None
+    lo = now_ms - rules.timestamp_before_max_ms if rules.timestamp_before_max_ms < INT64_MAX else None
     return lo, now_ms + rules.timestamp_after_max_ms
 
 

@@ -48,9 +48,9 @@ import structlog
 
 from broker.config import BrokerConfig
 from protocol.errors import ErrorCode, KafkaError
+from protocol.primitives import INT32_MAX
 from protocol.records import iter_batches
 
-INT32_MAX = 2**31 - 1
 NO_PRODUCER_EPOCH = -1
 NO_SEQUENCE = -1
 NUM_BATCHES_TO_RETAIN = 5

@@ -68,6 +68,7 @@ import structlog
 
 from broker.documents import Document, as_document
 from protocol.errors import ErrorCode, KafkaError
+from protocol.primitives import INT32_MAX
 from storage.file.fs import FileSystem
 
 log = structlog.get_logger()
@@ -98,13 +99,13 @@ _USER_CLIENT_KEYS = {PRODUCER_BYTE_RATE: _LONG, CONSUMER_BYTE_RATE: _LONG, REQUE
                      CONTROLLER_MUTATION_RATE: _DOUBLE}
 _IP_KEYS = {CONNECTION_CREATION_RATE: _INT}
 # Java compares the double against Long.MAX_VALUE / Integer.MAX_VALUE converted to double.
-_INTEGRAL_LIMITS = {_LONG: ("a LONG", float(2**63)), _INT: ("an INT", float(2**31 - 1))}
+_INTEGRAL_LIMITS = {_LONG: ("a LONG", float(2**63)), _INT: ("an INT", float(INT32_MAX))}
 _FRACTION_TOLERANCE = 1e-6
 
 # Keys `record` accounts, with the factor from the configured value to a per-second bound in the unit
 # recorded: bytes for the byte rates, handler milliseconds for request_percentage (100% = 1000 ms/s).
 _RATE_SCALE = {PRODUCER_BYTE_RATE: 1.0, CONSUMER_BYTE_RATE: 1.0, REQUEST_PERCENTAGE: 10.0}
-_MAX_THROTTLE_MS = 2**31 - 1  # throttle_time_ms is an int32 on the wire
+_MAX_THROTTLE_MS = INT32_MAX  # throttle_time_ms is an int32 on the wire
 # Idle metrics dropped per record call: bounded work per request, still faster than one new key per call.
 _EXPIRE_PER_CALL = 8
 _STORE_VERSION = 1

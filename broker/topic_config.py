@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocol.errors import ErrorCode, KafkaError
-
-LONG_MAX = 2**63 - 1
-INT_MAX = 2**31 - 1
+from protocol.primitives import INT32_MAX, INT64_MAX
 
 # DescribeConfigs ConfigSource values (Kafka's numbering).
 SOURCE_TOPIC = 1  # TOPIC_CONFIG
@@ -58,19 +56,19 @@ DEFINITIONS: tuple[TopicConfigDef, ...] = (
        "How long tombstones stay readable in a compacted topic.", "log.cleaner.delete.retention.ms", minimum=0),
     _d("file.delete.delay.ms", TYPE_LONG, 60000, "Delay before deleting a file from the file system.",
        "log.segment.delete.delay.ms", minimum=0),
-    _d("flush.messages", TYPE_LONG, LONG_MAX, "Force an fsync after this many messages.",
+    _d("flush.messages", TYPE_LONG, INT64_MAX, "Force an fsync after this many messages.",
        "log.flush.interval.messages", minimum=1),
-    _d("flush.ms", TYPE_LONG, LONG_MAX, "Force an fsync after this much time.", "log.flush.interval.ms",
+    _d("flush.ms", TYPE_LONG, INT64_MAX, "Force an fsync after this much time.", "log.flush.interval.ms",
        minimum=0),
     _d("index.interval.bytes", TYPE_INT, 4096, "Bytes between offset index entries.",
        "log.index.interval.bytes", minimum=0),
-    _d("max.compaction.lag.ms", TYPE_LONG, LONG_MAX, "Longest time a record stays uncompacted.",
+    _d("max.compaction.lag.ms", TYPE_LONG, INT64_MAX, "Longest time a record stays uncompacted.",
        "log.cleaner.max.compaction.lag.ms", minimum=1),
     _d("max.message.bytes", TYPE_INT, 1048588, "Largest record batch size allowed in this topic.",
        "message.max.bytes", minimum=0),
     _d("message.timestamp.after.max.ms", TYPE_LONG, 3600000,
        "How far in the future a CreateTime timestamp may be.", "log.message.timestamp.after.max.ms", minimum=0),
-    _d("message.timestamp.before.max.ms", TYPE_LONG, LONG_MAX,
+    _d("message.timestamp.before.max.ms", TYPE_LONG, INT64_MAX,
        "How far in the past a CreateTime timestamp may be.", "log.message.timestamp.before.max.ms", minimum=0),
     _d("message.timestamp.type", TYPE_STRING, "CreateTime",
        "CreateTime keeps the producer's timestamps; LogAppendTime stamps the broker's time.",
@@ -116,7 +114,7 @@ def parse_value(d: TopicConfigDef, raw: Any) -> Any:
                 raise ValueError("expected true or false")
         elif d.type in (TYPE_INT, TYPE_LONG, TYPE_SHORT):
             value = int(text)
-            limit = INT_MAX if d.type == TYPE_INT else LONG_MAX
+            limit = INT32_MAX if d.type == TYPE_INT else INT64_MAX
             if not -limit - 1 <= value <= limit:
                 raise ValueError("out of range")
         elif d.type == TYPE_DOUBLE:

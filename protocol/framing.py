@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import struct
 
+from protocol.primitives import INT32_MAX
+
 SIZE_PREFIX = struct.Struct(">i")
 PREFIX_BYTES = SIZE_PREFIX.size
-INT32_MAX = (1 << 31) - 1
 DEFAULT_LIMIT_NAME = "socket.request.max.bytes"
 
 BytesLike = bytes | bytearray | memoryview

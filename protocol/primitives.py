@@ -25,6 +25,10 @@ UINT32 = struct.Struct(">I")
 INT64 = struct.Struct(">q")
 FLOAT64 = struct.Struct(">d")
 
+# The ranges of Kafka's INT32 and INT64 (Java's Integer and Long): the one home of these bounds.
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
 
 class WireError(ValueError):
     """Malformed bytes: a length past the end, an over-long varint, invalid UTF-8, a bad marker."""

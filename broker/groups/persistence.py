@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from broker.groups.offsets import NO_LEADER_EPOCH, OffsetAndMetadata
 from protocol import codec, messages
+from protocol.primitives import INT32_MIN
 from protocol.records import Record, build_batch
 
 OFFSET_COMMIT_KEY_VERSION = 1
@@ -32,7 +33,6 @@ OFFSET_COMMIT_VALUE_VERSION_WITH_EXPIRY = 1
 GROUP_METADATA_KEY_VERSION = 2
 GROUP_METADATA_VALUE_VERSION = 3
 
-_INT_MIN = -(2**31)
 
 
 def java_string_hash(text: str) -> int:
@@ -47,7 +47,7 @@ def java_string_hash(text: str) -> int:
 def partition_for(group_id: str, partitions: int) -> int:
     """The ``__consumer_offsets`` partition of a group: ``Utils.abs(groupId.hashCode()) % partitions``."""
     h = java_string_hash(group_id)
-    return (0 if h == _INT_MIN else abs(h)) % partitions
+    return (0 if h == INT32_MIN else abs(h)) % partitions
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,7 @@ from broker.groups.offsets import OffsetAndMetadata, TopicPartition, expired_par
 from broker.groups.persistence import GroupMetadataSnapshot, GroupRecord, MemberMetadataSnapshot, OffsetRecord
 from protocol import codec
 from protocol.errors import ErrorCode
+from protocol.primitives import INT32_MAX
 
 
 class GroupState(enum.Enum):
@@ -101,7 +102,6 @@ CLASSIC_GROUP_TYPE = "classic"
 UNKNOWN_MEMBER_ID = ""
 NO_GENERATION = -1
 NEW_MEMBER_JOIN_TIMEOUT_MS = 300_000  # Kafka's classic new-member join timeout (5 minutes)
-INT32_MAX = 2**31 - 1
 
 # Timer keys: ("join", group), ("sync", group), ("heartbeat", group, member).
 TimerKey = tuple[str, ...]

@@ -35,9 +35,9 @@ from broker.security.acls import (
 )
 from protocol import messages
 from protocol.errors import ErrorCode, KafkaError
-from protocol.primitives import ZERO_UUID
+from protocol.primitives import INT32_MIN, ZERO_UUID
 
-AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
+AUTHORIZED_OPERATIONS_OMITTED = INT32_MIN  # Kafka's "not requested" sentinel
 NO_LEADER = -1
 
 # The operations each resource supports (AclEntry.supportedOperations): what Kafka reports when there is

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from protocol.primitives import INT64_MAX
+
 MAX_TOKEN_CHARS = 64 * 1024
-_INT64_MAX = 2**63 - 1
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
@@ -124,7 +125,7 @@ def _check_times(claims: dict[str, Any], now_ms: float, skew_ms: int) -> int:
         if exp <= iat:
             raise TokenInvalid("the token's expiration time is not after its issued-at time")
     # An absurd exp would overflow the int64 session lifetime Kafka's SaslAuthenticate carries.
-    return int(min(exp_ms, _INT64_MAX))
+    return int(min(exp_ms, INT64_MAX))
 
 
 class UnsecuredJwsValidator:

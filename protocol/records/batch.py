@@ -16,9 +16,10 @@ import struct
 from collections.abc import Iterator
 from enum import IntEnum
 
+from protocol.primitives import INT32_MAX
 from protocol.records.checksum import crc32c
 from protocol.records.errors import CorruptRecordError, TruncatedBatchError, UnsupportedMagicError
-from protocol.records.varint import INT32_MAX, Buffer
+from protocol.records.varint import Buffer
 
 HEADER = struct.Struct(">qiibIhiqqqhii")
 HEADER_SIZE = HEADER.size

@@ -6,14 +6,13 @@ other than -1 (null), and lengths that run past the buffer, all before slicing a
 
 from __future__ import annotations
 
+from protocol.primitives import INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN
 from protocol.records.errors import CorruptRecordError
 
 Buffer = bytes | bytearray | memoryview
 
 VARINT_MAX_BYTES = 5
 VARLONG_MAX_BYTES = 10
-INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
-INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def read_varint(buf: Buffer, pos: int) -> tuple[int, int]:

@@ -89,6 +89,7 @@ from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from protocol.primitives import INT32_MAX, INT64_MAX
 from protocol.records import Compression, Record, RecordBatch, RecordBatchError, compress, iter_records
 from protocol.records.batch import (
     COMPRESSION_MASK,
@@ -105,7 +106,7 @@ from protocol.records.control import ControlType, control_type
 from protocol.records.errors import CorruptRecordError
 from protocol.records.record import encode_record
 from storage.aborted_txns import AbortedTxnList
-from storage.file.config import LONG_MAX, LogConfig
+from storage.file.config import LogConfig
 from storage.file.fs import (
     READ_WRITE,
     FileSystem,
@@ -116,7 +117,7 @@ from storage.file.fs import (
     write_all,
     write_file,
 )
-from storage.file.index import INT32_MAX, OffsetIndex, TimeIndex
+from storage.file.index import OffsetIndex, TimeIndex
 from storage.file.segment import LogSegment, SegmentGone, scan_batches
 from storage.interface import AbortedTxn, ProducerSnapshotEntry
 
@@ -133,7 +134,7 @@ SWAP_SUFFIX = ".swap"
 CLEANER_DEFAULTS: dict[str, Any] = {
     "min.cleanable.dirty.ratio": 0.5,
     "min.compaction.lag.ms": 0,
-    "max.compaction.lag.ms": LONG_MAX,
+    "max.compaction.lag.ms": INT64_MAX,
     "delete.retention.ms": 86_400_000,  # 1 day
 }
 
@@ -419,7 +420,7 @@ def _plan_blocking(log: FileLog, segments: list[LogSegment], first_dirty: int, s
         dirty_bytes = sum(s.size for s in segments[dirty_from:uncleanable])
         total = clean_bytes + dirty_bytes
         ratio = dirty_bytes / total if total else 0.0
-        earliest = LONG_MAX
+        earliest = INT64_MAX
         for segment in segments[dirty_from:active]:
             segment.load_first_batch_timestamp()
             first = segment.first_batch_timestamp
@@ -615,7 +616,7 @@ def _filter_marker(batch: RecordBatch, txns: _Transactions, now: int, delete_ret
         return None, batch.max_timestamp
     horizon = batch.delete_horizon_ms
     if horizon is None:
-        return _encode(batch, list(iter_records(batch)), min(now + delete_retention_ms, LONG_MAX))
+        return _encode(batch, list(iter_records(batch)), min(now + delete_retention_ms, INT64_MAX))
     if now < horizon or last or txns.holds_producer_state(batch):
         return None, batch.max_timestamp
     stats.markers_removed += 1
@@ -662,7 +663,7 @@ def _filter_batch(batch: RecordBatch, key_map: dict[bytes, int], txns: _Transact
     if len(kept) == len(records) and not set_horizon:
         return None, batch.max_timestamp
     if set_horizon:
-        horizon = min(now + delete_retention_ms, LONG_MAX)
+        horizon = min(now + delete_retention_ms, INT64_MAX)
     return _encode(batch, kept, horizon)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-LONG_MAX = 2**63 - 1
+from protocol.primitives import INT64_MAX
 
 DEFAULTS: dict[str, Any] = {
     "segment.bytes": 1073741824,  # 1 GiB
@@ -22,8 +22,8 @@ DEFAULTS: dict[str, Any] = {
     "retention.ms": 604800000,  # 7 days; -1 keeps everything
     "retention.bytes": -1,  # unlimited
     "cleanup.policy": "delete",
-    "flush.messages": LONG_MAX,  # never forced by count
-    "flush.ms": LONG_MAX,  # never forced by time
+    "flush.messages": INT64_MAX,  # never forced by count
+    "flush.ms": INT64_MAX,  # never forced by time
 }
 
 TopicConfigSource = Mapping[str, Any] | Callable[[str], Any] | None

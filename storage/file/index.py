@@ -32,7 +32,8 @@ import sys
 from array import array
 from itertools import islice
 
-INT32_MAX = 2**31 - 1
+from protocol.primitives import INT32_MAX
+
 _LITTLE = sys.byteorder == "little"
 _TIME_ENTRY = struct.Struct(">qi")
 

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from protocol.errors import ErrorCode, KafkaError
+from protocol.primitives import INT32_MAX, INT64_MAX
 from protocol.records import (
     RecordBatch,
     RecordBatchError,
@@ -46,9 +47,8 @@ from protocol.records import (
 )
 from storage.aborted_txns import in_fetch_order
 from storage.file.cleaner import CleanResult, clean_log
-from storage.file.config import LONG_MAX, LogConfig
+from storage.file.config import LogConfig
 from storage.file.fs import FileSystem, StorageError, fsync_path, read_at, storage_error, write_all
-from storage.file.index import INT32_MAX
 from storage.file.producer_snapshot import delete_snapshots, encode_snapshot, stray_snapshots, write_snapshot
 from storage.file.producer_state import ProducerState, truncated_state
 from storage.file.retention import (
@@ -450,7 +450,7 @@ class FileLog(PartitionLog):
 
     def _after_append(self, config: LogConfig) -> None:
         flush_ms = config.flush_ms
-        if flush_ms >= LONG_MAX or self._flush_timer is not None or self._end <= self._durable:
+        if flush_ms >= INT64_MAX or self._flush_timer is not None or self._end <= self._durable:
             return
         loop = asyncio.get_running_loop()
         self._flush_timer = loop.call_later(flush_ms / 1000, self._flush_timer_fired)

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
+from protocol.primitives import INT32_MAX
 from protocol.records.batch import HEADER, HEADER_SIZE, LOG_OVERHEAD, MAGIC, MIN_BATCH_LENGTH, compute_crc
 from protocol.records.errors import (
     CorruptRecordError,
@@ -37,7 +38,7 @@ from storage.file.fs import (
     write_all,
     write_file,
 )
-from storage.file.index import INT32_MAX, CorruptIndexError, OffsetIndex, TimeIndex, needs_entry
+from storage.file.index import CorruptIndexError, OffsetIndex, TimeIndex, needs_entry
 from storage.file.open_files import OpenFiles
 from storage.file.txn_index import TXN_INDEX_SUFFIX, TxnIndex
 

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol.framing import INT32_MAX, FrameDecoder, FrameSizeError, GatheredFrame, frame_prefix
+from protocol.framing import FrameDecoder, FrameSizeError, GatheredFrame, frame_prefix
+from protocol.primitives import INT32_MAX
 
 KAFKA_DEFAULT_MAX = 104_857_600  # socket.request.max.bytes default
 

@@ -7,8 +7,9 @@ import struct
 
 import pytest
 
-from broker.produce_validation import LONG_MAX, BatchRejected, TopicRules, frame_batch, validate_batch
+from broker.produce_validation import BatchRejected, TopicRules, frame_batch, validate_batch
 from protocol.errors import ErrorCode
+from protocol.primitives import INT64_MAX
 from protocol.records import Compression, Record, TimestampType, build_batch, write_crc
 
 NOW = 1_700_000_000_000
@@ -254,5 +255,5 @@ def test_batch_above_segment_bytes_is_record_list_too_large() -> None:
 
 
 def test_long_max_before_bound_means_unbounded() -> None:
-    """LONG_MAX is Kafka's 'no limit' value for message.timestamp.before.max.ms."""
-    assert TopicRules().timestamp_before_max_ms == LONG_MAX
+    """INT64_MAX is Kafka's 'no limit' value for message.timestamp.before.max.ms."""
+    assert TopicRules().timestamp_before_max_ms == INT64_MAX

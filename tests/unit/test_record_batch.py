@@ -20,6 +20,7 @@ from kafka.record.legacy_records import LegacyRecordBatchBuilder
 from kafka.record.memory_records import MemoryRecords as KafkaPythonMemoryRecords
 from kafka.record.util import encode_varint as kafka_python_encode_varint
 
+from protocol.primitives import INT32_MAX
 from protocol.records import (
     HEADER_SIZE,
     Compression,
@@ -51,7 +52,6 @@ from protocol.records.varint import (
 )
 
 CODECS = list(Compression)
-INT32_MAX = 2**31 - 1
 T0 = 1_700_000_000_000
 # Facts from the v2 format: field offsets in the 61-byte header.
 CRC_START = 21
