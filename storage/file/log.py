@@ -46,7 +46,8 @@ from protocol.records import (
     set_log_append_time,
 )
 from storage.aborted_txns import in_fetch_order
-from storage.file.cleaner import CleanResult, clean_log
+from storage.compaction import CleanResult
+from storage.file.cleaner import clean_log
 from storage.file.config import LogConfig
 from storage.file.fs import FileSystem, StorageError, fsync_path, read_at, storage_error, write_all
 from storage.file.producer_snapshot import delete_snapshots, encode_snapshot, stray_snapshots, write_snapshot

@@ -24,9 +24,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol.records import Compression, Record, RecordBatch, TimestampType, build_batch, iter_batches
+from storage.compaction import CleanResult
 from storage.file import FileEngine, FileLog, FileSystem, StorageError, cleaner
 from storage.file.checkpoint import CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_CHECKPOINT, parse_checkpoint
-from storage.file.cleaner import CLEANER_OFFSET_CHECKPOINT, CleanResult
+from storage.file.cleaner import CLEANER_OFFSET_CHECKPOINT
 from tests.unit.test_file_engine import expected_indexes, file_batches, records_of, run, segment_files
 from tests.waiting import wait_until_async
 
