@@ -97,6 +97,15 @@ class AbortedTxnList:
         """A copy without the entries whose marker is below `offset` (the log start moved)."""
         return AbortedTxnList(self._data[self._first_ending_at_or_after(offset) * ENTRY_SIZE:])
 
+    def without_markers_at(self, offsets: set[int]) -> AbortedTxnList:
+        """A copy without the entries whose marker offset is in `offsets` (markers compaction removed)."""
+        data = self._data
+        kept = bytearray()
+        for at in range(0, len(data), ENTRY_SIZE):
+            if _LAST_OFFSET.unpack_from(data, at + _LAST_OFFSET_AT)[0] not in offsets:
+                kept += data[at:at + ENTRY_SIZE]
+        return AbortedTxnList(kept)
+
     def collect(self, start_offset: int, end_offset: int, into: list[AbortedTxn]) -> bool:
         """Add to `into` the entries with last_offset >= start_offset and first_offset < end_offset;
         True when the search is complete (no later entry, here or in a later list, can match)."""

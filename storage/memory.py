@@ -26,6 +26,13 @@ below the log start go when it moves). Batches dropped from the head are fed to 
 the state at the first batch kept, so that a truncation rebuilds the state exactly as it was after
 the last batch it keeps (Kafka's snapshot-and-replay, with the dropped prefix as the snapshot).
 
+Compaction (`MemoryLog.clean`, called with retention for topics whose ``cleanup.policy`` includes
+compact) applies Kafka's rules (`storage.compaction`) as the file engine does, so a compacted topic
+reads the same on both engines. For it alone the log keeps segments as Kafka rolls them (a new one when
+the active one would pass ``segment.bytes`` or is ``segment.ms`` old): the active segment is never
+cleaned, and each cleaned segment keeps its last batch, emptied when nothing in it stays. Batches are
+rewritten in place of the old ones; the round yields to the event loop every ``CLEAN_STEP_BYTES``.
+
 ``memory.max.bytes`` bounds the batch bytes of every log together (``__consumer_offsets`` included,
 whose writers answer COORDINATOR_NOT_AVAILABLE when refused): an append that would pass it raises
 `MemoryLimitExceeded`, KAFKA_STORAGE_ERROR for that partition, which Kafka clients retry, instead of
@@ -34,6 +41,7 @@ growing until the process is killed. Default -1: unbounded.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 from collections.abc import Callable, Sequence
 from typing import Any, overload
@@ -43,6 +51,20 @@ import structlog
 from protocol.errors import ErrorCode, KafkaError
 from protocol.records import RecordBatch, iter_batches, set_base_offset, set_log_append_time
 from storage.aborted_txns import AbortedTxnList
+from storage.compaction import (
+    MAP_MEMORY_BYTES,
+    CleanedTransactions,
+    CleanerSettings,
+    CleanPlan,
+    CleanResult,
+    CleanStats,
+    SegmentSummary,
+    add_keys,
+    filter_batch,
+    filter_marker,
+    plan_cleaning,
+)
+from storage.file.config import LogConfig
 from storage.interface import (
     MEMORY_MAX_BYTES_SETTING,
     UNBOUNDED,
@@ -61,6 +83,8 @@ from storage.transactions import TransactionTracker
 
 log = structlog.get_logger()
 
+# A compaction round gives the event loop back after reading about this many batch bytes.
+CLEAN_STEP_BYTES = 64 * 1024
 # A stored batch of at least this size that is nearly its whole frame is kept as a view of the frame.
 VIEW_MIN_BYTES = 256 * 1024
 VIEW_MAX_WASTE_FRACTION = 16  # the frame's other bytes may be up to 1/16 of the batch
@@ -113,6 +137,7 @@ class MemoryLog(TransactionState, PartitionLog):
         self.topic = topic
         self.partition = partition
         self._config = config
+        self._settings = LogConfig(config)  # a live view: topic config changes apply on the next read
         self._budget = budget if budget is not None else MemoryBudget()
         self._clock = clock
         # One entry per stored batch in each column, ascending by offset.
@@ -128,6 +153,15 @@ class MemoryLog(TransactionState, PartitionLog):
         self._txns = TransactionTracker()
         self._txns_before = TransactionTracker()  # fed the batches dropped from the head
         self._aborted = AbortedTxnList()
+        # Segments, as Kafka rolls them (segment.bytes, segment.ms), only for compaction: the base offset
+        # each began at, and the active one's bytes and start time.
+        self._segment_bases: list[int] = []
+        self._active_bytes = 0
+        self._active_since = 0
+        self._active_first_ts = -1
+        self._cleaner_offset: int | None = None
+        self._cleaning = False
+        self._changes = 0  # head drops, truncations and close: a compaction round under way stops
 
     @property
     def log_start_offset(self) -> int:
@@ -167,24 +201,43 @@ class MemoryLog(TransactionState, PartitionLog):
             next_offset = last + 1
         # Commit only after every batch was framed correctly and the bound takes them all, so a bad
         # batch or a full engine appends nothing; the copies are made only then.
-        self._budget.reserve(self.topic, self.partition, sum(f[1] for f in framed))
-        now: int | None = None
+        if not framed:
+            return AppendResult(first, first - 1, -1 if log_append_time is None else log_append_time)
+        total = sum(f[1] for f in framed)
+        self._budget.reserve(self.topic, self.partition, total)
+        now = self._clock()
+        if self._rolls(total, max(f[4] for f in framed), now):
+            self._segment_bases.append(first)
+            self._active_bytes, self._active_since, self._active_first_ts = 0, now, framed[0][4]
+        self._active_bytes += total
         txns, aborted = self._txns, self._aborted
         for pos, size, base, last, max_ts, batch in framed:
             ended = txns.append(batch, base, max_ts)
             if ended is not None:
                 aborted.append(ended)
-            if max_ts < 0 and now is None:
-                now = self._clock()
             self._bases.append(base)
             self._lasts.append(last)
             self._max_ts.append(max_ts)
-            self._retention_ts.append(max_ts if max_ts >= 0 else now)  # type: ignore[arg-type]
+            self._retention_ts.append(max_ts if max_ts >= 0 else now)
             view = buf[pos:pos + size]
             self._data.append(view if keeps_frame(buf, size) else bytes(view))
             self._size += size
         self._end = next_offset
         return AppendResult(first, next_offset - 1, -1 if log_append_time is None else log_append_time)
+
+    def _rolls(self, size: int, max_timestamp: int, now: int) -> bool:
+        """Whether an append of `size` bytes starts a new segment: Kafka's ``shouldRoll`` for
+        segment.bytes and segment.ms (measured from the active segment's first batch timestamp when it
+        has one, else from when the segment began), as the file engine rolls."""
+        active = self._active_bytes
+        if not self._segment_bases or not active:
+            return not self._segment_bases
+        settings = self._settings
+        if active > settings.segment_bytes - size:
+            return True
+        first = self._active_first_ts
+        waited = max_timestamp - first if first >= 0 else now - self._active_since
+        return waited > settings.segment_ms
 
     def _index_of(self, offset: int) -> int:
         """Index of the first batch whose last offset is >= offset."""
@@ -198,16 +251,52 @@ class MemoryLog(TransactionState, PartitionLog):
             batch = RecordBatch(self._data[i])
             before.append(batch, batch.base_offset, self._max_ts[i])
         self._aborted = self._aborted.without_markers_below(self._start)
-        return self._drop(slice(0, count))
+        freed = self._drop(slice(0, count))
+        if self._data:
+            del self._segment_bases[:max(bisect.bisect_right(self._segment_bases, self._bases[0]) - 1, 0)]
+        self._recount_active()
+        return freed
 
     def _drop(self, section: slice) -> int:
         """Drop the batches in ``section`` of every column and release their bytes; returns them."""
+        self._changes += 1
         freed = sum(len(d) for d in self._data[section])
         for column in (self._bases, self._lasts, self._max_ts, self._retention_ts, self._data):
             del column[section]
         self._size -= freed
         self._budget.release(freed)
         return freed
+
+    def _recount_active(self) -> None:
+        """The active segment's bytes again, after batches left it (retention, truncation, close)."""
+        if not self._data:
+            self._segment_bases.clear()
+            self._active_bytes = 0
+            return
+        first = bisect.bisect_left(self._bases, self._segment_bases[-1])
+        while first == len(self._bases):  # left empty (by a truncation after a compaction)
+            self._segment_bases.pop()
+            first = bisect.bisect_left(self._bases, self._segment_bases[-1])
+        self._active_bytes = sum(len(data) for data in self._data[first:])
+        self._active_first_ts = self._max_ts[first]
+
+    @property
+    def segment_bases(self) -> tuple[int, ...]:
+        """The base offset of each segment, the last one active (compaction cleans the others)."""
+        return tuple(self._segment_bases)
+
+    def _segment_ranges(self) -> list[tuple[int, int]]:
+        """[first, end) batch indexes of each segment holding batches; segments left empty (by truncation
+        after a compaction) are forgotten."""
+        bases, ranges, kept = self._bases, [], []
+        starts = [bisect.bisect_left(bases, base) for base in self._segment_bases]
+        for k, first in enumerate(starts):
+            end = starts[k + 1] if k + 1 < len(starts) else len(bases)
+            if end > first:
+                ranges.append((first, end))
+                kept.append(self._segment_bases[k])
+        self._segment_bases = kept
+        return ranges
 
     async def read(self, offset: int, max_bytes: int, *, min_one_batch: bool = True,
                    max_offset: int | None = None) -> ReadResult:
@@ -252,6 +341,13 @@ class MemoryLog(TransactionState, PartitionLog):
             raise ValueError(f"truncation offset {offset} falls inside the batch at {self._bases[i - 1]}")
         self._drop(slice(i, None))
         self._end = offset
+        active = self._segment_bases[-1] if self._segment_bases else None
+        del self._segment_bases[bisect.bisect_left(self._segment_bases, offset):]
+        self._recount_active()
+        if self._segment_bases and self._segment_bases[-1] != active:
+            self._active_since = self._clock()
+        if self._cleaner_offset is not None and self._cleaner_offset > offset:
+            self._cleaner_offset = offset
         # Rare: rebuild the state as it was after the last batch kept.
         txns = self._txns_before.copy()
         for data, max_ts in zip(self._data, self._max_ts):
@@ -294,10 +390,131 @@ class MemoryLog(TransactionState, PartitionLog):
                  bytes=freed, reasons=sorted(set(reasons)), log_start_offset=self._start)
         return RetentionResult(deleted, self._start)
 
+    async def clean(self, now_ms: int | None = None) -> CleanResult | None:
+        """Compact the closed segments when cleanup.policy includes compact: Kafka's rules
+        (`storage.compaction`), each segment keeping its last batch. The broker's retention loop calls
+        this for compacted topics; None when the log is not due. The round gives the event loop back
+        every ``CLEAN_STEP_BYTES`` read, and stops without a change (``aborted``) if retention,
+        DeleteRecords or truncation dropped batches meanwhile; appends carry on."""
+        settings = CleanerSettings.of(self._settings)
+        if not settings.compact or self._closed or self._cleaning:
+            return None
+        ranges = self._segment_ranges()
+        if len(ranges) < 2:
+            return None
+        now = self._clock() if now_ms is None else now_ms
+        data, max_ts = self._data, self._max_ts
+        summaries = [SegmentSummary(self._segment_bases[k], sum(len(d) for d in data[a:b]), max(max_ts[a:b]),
+                                    max_ts[a]) for k, (a, b) in enumerate(ranges)]
+        checkpoint = self._cleaner_offset
+        first_dirty = checkpoint if checkpoint is not None and self._start <= checkpoint <= self._end else self._start
+        stable = min([self.high_watermark, *(first for _, first in self.ongoing_transactions().values())])
+        plan = plan_cleaning(summaries, first_dirty, settings, now, stable,
+                             lambda k: summaries[k].first_batch_timestamp)
+        if not plan.due:
+            return None
+        self._cleaning = True
+        try:
+            return await self._clean_round(ranges, summaries, plan, first_dirty, settings, now)
+        finally:
+            self._cleaning = False
+
+    async def _clean_round(self, ranges: list[tuple[int, int]], summaries: list[SegmentSummary], plan: CleanPlan,
+                           first_dirty: int, settings: CleanerSettings, now: int) -> CleanResult:
+        changes = self._changes
+        stats = CleanStats()
+        txns = CleanedTransactions(list(self._aborted), self.producer_entries())
+        budget = CLEAN_STEP_BYTES
+
+        async def step(size: int) -> bool:
+            """Count `size` bytes read; give the loop back when a step's worth is done. False: stop."""
+            nonlocal budget
+            budget -= size
+            if budget > 0:
+                return True
+            budget = CLEAN_STEP_BYTES
+            await asyncio.sleep(0)
+            return self._changes == changes
+
+        key_map: dict[bytes, int] = {}
+        used = 0
+        end_segment = plan.dirty_from
+        for k in range(plan.dirty_from, plan.uncleanable):
+            if k > plan.dirty_from and used > MAP_MEMORY_BYTES:
+                break
+            for i in range(*ranges[k]):
+                used += add_keys(RecordBatch(self._data[i]), first_dirty, txns, key_map)
+                if not await step(len(self._data[i])):
+                    return self._clean_aborted(first_dirty, plan)
+            end_segment = k + 1
+        end_offset = summaries[end_segment].base_offset
+
+        columns: tuple[list[Any], ...] = ([], [], [], [], [])
+        dropped_markers: set[int] = set()
+        for k in range(end_segment):
+            first, end = ranges[k]
+            before = sum(len(d) for d in self._data[first:end])
+            after, changed = 0, False
+            for i in range(first, end):
+                original = self._data[i]
+                batch = RecordBatch(original)
+                last = i == end - 1
+                if batch.is_control:
+                    kept = filter_marker(batch, txns, now, settings.delete_retention_ms, last, stats)
+                else:
+                    kept = filter_batch(batch, key_map, txns, now, settings.delete_retention_ms, last, stats)
+                if kept is None:
+                    changed = True
+                    if batch.is_control:
+                        dropped_markers.add(batch.base_offset)
+                else:
+                    rewritten, largest = kept
+                    if rewritten is not None:
+                        changed = True
+                    stored = original if rewritten is None else bytes(rewritten)
+                    for column, value in zip(columns, (self._bases[i], self._lasts[i], largest,
+                                                       largest if largest >= 0 else self._retention_ts[i], stored)):
+                        column.append(value)
+                    after += len(stored)
+                if not await step(len(original)):
+                    return self._clean_aborted(first_dirty, plan)
+            if changed:
+                stats.segments_replaced += 1
+                stats.segments_written += 1
+                stats.bytes_before += before
+                stats.bytes_after += after
+        if self._changes != changes or self._closed:
+            return self._clean_aborted(first_dirty, plan)
+        # No await from here on: the batches below the end offset are swapped in one go.
+        end_index = ranges[end_segment][0]
+        old = sum(len(d) for d in self._data[:end_index])
+        new = sum(len(d) for d in columns[4])
+        for column, values in zip((self._bases, self._lasts, self._max_ts, self._retention_ts, self._data), columns):
+            column[:end_index] = values
+        self._size += new - old
+        self._budget.release(old - new)
+        if dropped_markers:
+            self._aborted = self._aborted.without_markers_at(dropped_markers)
+        self._cleaner_offset = end_offset
+        result = stats.result(first_dirty, end_offset, plan)
+        log.info("storage.memory.cleaned", topic=self.topic, partition=self.partition, first_dirty_offset=first_dirty,
+                 end_offset=end_offset, dirty_ratio=round(plan.ratio, 3), forced=plan.forced,
+                 segments_rewritten=result.segments_written, bytes_before=result.bytes_before,
+                 bytes_after=result.bytes_after, records_removed=result.records_removed,
+                 tombstones_removed=result.tombstones_removed,
+                 aborted_records_removed=result.aborted_records_removed, markers_removed=result.markers_removed)
+        return result
+
+    def _clean_aborted(self, first_dirty: int, plan: CleanPlan) -> CleanResult:
+        log.info("storage.memory.clean_aborted", topic=self.topic, partition=self.partition,
+                 reason="batches were dropped during the round (retention, DeleteRecords, truncation or delete)")
+        return CleanStats().result(first_dirty, first_dirty, plan, aborted=True)
+
     async def close(self) -> None:
         """Drop every batch and refuse further appends (the partition was deleted or the engine closed)."""
         self._closed = True
         self._drop(slice(None))
+        self._recount_active()
         self._reset_transactions()
 
 
