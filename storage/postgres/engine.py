@@ -16,6 +16,9 @@ producer header columns of its batches, starting from ``head_producers``, the st
 and DeleteRecords dropped from the head (saved with each such drop, as the memory engine keeps it in
 memory and the file engine in snapshots).
 
+Compaction (`storage.postgres.compaction`) rewrites and deletes batch rows in place, under the log row's
+lock; the cleaner checkpoint is a column of ``moldau_logs``.
+
 A database that cannot be reached answers every operation with `DatabaseUnavailable`
 (KAFKA_STORAGE_ERROR, which clients retry); the pool replaces broken connections, so service resumes
 when the database returns.
@@ -88,17 +91,17 @@ _APPEND_AND_NOTIFY = _APPEND.replace(
     "SELECT n, CASE WHEN n > 0 THEN pg_notify('moldau_appends', $15::text || ':' || $3::text || ':' || $16) END "
     "FROM (SELECT count(*) AS n FROM added) AS counted")
 
-# The batches from the one holding $2 (offsets are dense, so it is the last one starting at or below
-# it) whose base offset is below $3, while their running size stays within $5 (or the first one, when
+# The batches from the one holding $2 (the last one starting at or below it; the next one when compaction
+# removed every batch up to $2) whose base offset is below $3, while their running size stays within $5 (or the first one, when
 # $6 says a read returns at least one batch).
 _READ = """
 SELECT b.data FROM (
     SELECT base_offset, sum(size) OVER (ORDER BY base_offset) AS upto,
            row_number() OVER (ORDER BY base_offset) AS n
     FROM moldau_batches
-    WHERE log_id = $1 AND base_offset < $3 AND base_offset >= (
+    WHERE log_id = $1 AND base_offset < $3 AND base_offset >= coalesce((
         SELECT base_offset FROM moldau_batches WHERE log_id = $1 AND base_offset <= $2
-        ORDER BY base_offset DESC LIMIT 1)
+        ORDER BY base_offset DESC LIMIT 1), $2)
     ORDER BY base_offset LIMIT $4) AS pick
 JOIN moldau_batches b ON b.log_id = $1 AND b.base_offset = pick.base_offset
 WHERE pick.upto <= $5 OR (pick.n = 1 AND $6)
@@ -153,6 +156,7 @@ class PostgresLog(TransactionState, PartitionLog):
         self._size = 0
         self._closed = False
         self._loaded = False  # whether the producer state was built from the database
+        self._cleaning = False
         self._txns_before = TransactionTracker()
         self._txns = TransactionTracker()
         self._aborted = AbortedTxnList()
@@ -174,6 +178,17 @@ class PostgresLog(TransactionState, PartitionLog):
     @property
     def _where(self) -> str:
         return f"{self.topic}-{self.partition}"
+
+    @property
+    def engine(self) -> PostgresEngine:
+        return self._engine
+
+    @property
+    def config(self) -> Any:
+        """The log's settings (`storage.file.config.LogConfig`), read through its source on every access."""
+        from storage.file.config import LogConfig
+
+        return LogConfig(self._config)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -329,8 +344,10 @@ class PostgresLog(TransactionState, PartitionLog):
             freed = await conn.fetchval(
                 "WITH gone AS (DELETE FROM moldau_batches WHERE log_id = $1 AND base_offset >= $2 "
                 "RETURNING size) SELECT coalesce(sum(size), 0) FROM gone", self.log_id, offset)
-            await conn.execute("UPDATE moldau_logs SET log_end = $2, size_bytes = size_bytes - $3 "
-                               "WHERE log_id = $1", self.log_id, offset, freed)
+            # A cleaner checkpoint past the new end comes down to it (Kafka's truncation does the same).
+            await conn.execute("UPDATE moldau_logs SET log_end = $2, size_bytes = size_bytes - $3, cleaner_offset = "
+                               "CASE WHEN cleaner_offset > $2 THEN $2 ELSE cleaner_offset END WHERE log_id = $1",
+                               self.log_id, offset, freed)
             self._loaded = False  # rebuild the producer state as it was after the last batch kept
             await self.refresh(conn)
 
@@ -413,6 +430,29 @@ class PostgresLog(TransactionState, PartitionLog):
                      batches=len(deleted), bytes=sum(d.size for d in deleted),
                      reasons=sorted({d.reason for d in deleted}), log_start_offset=self._start)
         return RetentionResult(deleted, self._start)
+
+    async def clean(self, now_ms: int | None = None) -> Any:
+        """Compact the log when cleanup.policy includes compact (`storage.postgres.compaction`); returns a
+        `storage.compaction.CleanResult`, or None when the log is not due. The broker's retention loop calls
+        this, on the partition's leader."""
+        from storage.compaction import CleanerSettings
+        from storage.postgres.compaction import clean_log
+
+        settings = CleanerSettings.of(self.config)
+        if not settings.compact or self._closed or self._cleaning:
+            return None
+        self._cleaning = True
+        try:
+            return await clean_log(self, settings, self._engine.clock() if now_ms is None else now_ms)
+        finally:
+            self._cleaning = False
+
+    def compacted(self, freed: int, dropped_markers: set[int]) -> None:
+        """A compaction round's page is written: `freed` bytes fewer, and the aborted transactions whose
+        ABORT markers went are forgotten with them."""
+        self._size -= freed
+        if dropped_markers:
+            self._aborted = self._aborted.without_markers_at(dropped_markers)
 
     async def _first_base(self) -> int | None:
         async with self._engine.connection() as conn:

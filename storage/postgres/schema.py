@@ -26,6 +26,9 @@ Version 2:
 ``moldau_brokers``
     one row per registered broker (`storage.postgres.cluster`): node id, incarnation, rack, advertised
     endpoints by listener (JSON), and the end of its lease.
+
+Version 3: ``moldau_logs.cleaner_offset``, the cleaner checkpoint of a compacted log (below it everything is
+clean; NULL: no round yet), as Kafka's ``cleaner-offset-checkpoint`` file holds it.
 """
 
 from __future__ import annotations
@@ -73,6 +76,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             rack text,
             endpoints text NOT NULL,
             lease_expires_at timestamptz NOT NULL)""",
+    ),
+    (  # 3: the cleaner checkpoint of compacted logs (storage.postgres.compaction)
+        "ALTER TABLE moldau_logs ADD COLUMN cleaner_offset bigint",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,4 +1,4 @@
-"""Log compaction observed through real clients, on the file and the memory engine: a compacted topic read
+"""Log compaction observed through real clients, on the file, memory and PostgreSQL engines: a compacted topic read
 from the start shows the latest value per key (at its original offset) and keeps tombstones until
 ``delete.retention.ms`` has passed."""
 
@@ -21,9 +21,10 @@ SETTLE_TIMEOUT_S = 20.0
 FAST = {"socket.connection.setup.timeout.ms": 5000, "reconnect.backoff.max.ms": 200}
 
 
-@pytest.fixture(params=["file", "memory"])
+@pytest.fixture(params=["file", "memory", "postgresql"])
 def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RestartableBroker]:
-    storage = ["--storage", "memory://"] if request.param == "memory" else []
+    storage = {"file": [], "memory": ["--storage", "memory://"],
+               "postgresql": ["--storage", request.getfixturevalue("postgres_url")]}[request.param]
     proc = RestartableBroker(tmp_path, *storage, "--set", "log.retention.check.interval.ms=200")
     yield proc
     proc.close()
