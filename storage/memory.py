@@ -28,10 +28,11 @@ the last batch it keeps (Kafka's snapshot-and-replay, with the dropped prefix as
 
 Compaction (`MemoryLog.clean`, called with retention for topics whose ``cleanup.policy`` includes
 compact) applies Kafka's rules (`storage.compaction`) as the file engine does, so a compacted topic
-reads the same on both engines. For it alone the log keeps segments as Kafka rolls them (a new one when
-the active one would pass ``segment.bytes`` or is ``segment.ms`` old): the active segment is never
-cleaned, and each cleaned segment keeps its last batch, emptied when nothing in it stays. Batches are
-rewritten in place of the old ones; the round yields to the event loop every ``CLEAN_STEP_BYTES``.
+reads the same on both engines. For it alone the log draws segments as Kafka rolls them (a new one when
+the active one would pass ``segment.bytes`` or span ``segment.ms``), when a round or a removal needs
+them rather than on the append path. The active segment is never cleaned, and each cleaned segment
+keeps its last batch, emptied when nothing in it stays. Batches are rewritten in place of the old
+ones; the round yields to the event loop every ``CLEAN_STEP_BYTES``.
 
 ``memory.max.bytes`` bounds the batch bytes of every log together (``__consumer_offsets`` included,
 whose writers answer COORDINATOR_NOT_AVAILABLE when refused): an append that would pass it raises
@@ -159,6 +160,7 @@ class MemoryLog(TransactionState, PartitionLog):
         self._active_bytes = 0
         self._active_since = 0
         self._active_first_ts = -1
+        self._segmented_to = 0  # the batches from this offset on are in no segment yet (`_segment`)
         self._cleaner_offset: int | None = None
         self._cleaning = False
         self._changes = 0  # head drops, truncations and close: a compaction round under way stops
@@ -201,43 +203,52 @@ class MemoryLog(TransactionState, PartitionLog):
             next_offset = last + 1
         # Commit only after every batch was framed correctly and the bound takes them all, so a bad
         # batch or a full engine appends nothing; the copies are made only then.
-        if not framed:
-            return AppendResult(first, first - 1, -1 if log_append_time is None else log_append_time)
-        total = sum(f[1] for f in framed)
-        self._budget.reserve(self.topic, self.partition, total)
-        now = self._clock()
-        if self._rolls(total, max(f[4] for f in framed), now):
-            self._segment_bases.append(first)
-            self._active_bytes, self._active_since, self._active_first_ts = 0, now, framed[0][4]
-        self._active_bytes += total
+        self._budget.reserve(self.topic, self.partition, sum(f[1] for f in framed))
+        now: int | None = None
         txns, aborted = self._txns, self._aborted
         for pos, size, base, last, max_ts, batch in framed:
             ended = txns.append(batch, base, max_ts)
             if ended is not None:
                 aborted.append(ended)
+            if max_ts < 0 and now is None:
+                now = self._clock()
             self._bases.append(base)
             self._lasts.append(last)
             self._max_ts.append(max_ts)
-            self._retention_ts.append(max_ts if max_ts >= 0 else now)
+            self._retention_ts.append(max_ts if max_ts >= 0 else now)  # type: ignore[arg-type]
             view = buf[pos:pos + size]
             self._data.append(view if keeps_frame(buf, size) else bytes(view))
             self._size += size
         self._end = next_offset
         return AppendResult(first, next_offset - 1, -1 if log_append_time is None else log_append_time)
 
-    def _rolls(self, size: int, max_timestamp: int, now: int) -> bool:
-        """Whether an append of `size` bytes starts a new segment: Kafka's ``shouldRoll`` for
-        segment.bytes and segment.ms (measured from the active segment's first batch timestamp when it
-        has one, else from when the segment began), as the file engine rolls."""
-        active = self._active_bytes
-        if not self._segment_bases or not active:
-            return not self._segment_bases
-        settings = self._settings
-        if active > settings.segment_bytes - size:
-            return True
-        first = self._active_first_ts
-        waited = max_timestamp - first if first >= 0 else now - self._active_since
-        return waited > settings.segment_ms
+    def _segment(self) -> None:
+        """Put the batches appended since the last call into segments, as Kafka rolls them when appending:
+        a new one when the active one would pass segment.bytes, or when its first batch's timestamp (its
+        append time when it carries none) is more than segment.ms before the new batch's. Done here, when
+        segments are needed, rather than on the append path: the same outcome, one batch at a time."""
+        first = bisect.bisect_left(self._bases, self._segmented_to)
+        if first == len(self._bases):
+            return
+        segment_bytes, segment_ms = self._settings.segment_bytes, self._settings.segment_ms
+        bases, data, max_ts, appended = self._bases, self._data, self._max_ts, self._retention_ts
+        for i in range(first, len(bases)):
+            size, timestamp = len(data[i]), max_ts[i]
+            active = self._active_bytes
+            if not self._segment_bases:
+                rolls = True
+            elif not active:
+                rolls = False
+            elif active > segment_bytes - size:
+                rolls = True
+            else:
+                since = self._active_first_ts
+                rolls = (timestamp - since if since >= 0 else appended[i] - self._active_since) > segment_ms
+            if rolls:
+                self._segment_bases.append(bases[i])
+                self._active_bytes, self._active_since, self._active_first_ts = 0, appended[i], timestamp
+            self._active_bytes += size
+        self._segmented_to = self._end
 
     def _index_of(self, offset: int) -> int:
         """Index of the first batch whose last offset is >= offset."""
@@ -246,6 +257,7 @@ class MemoryLog(TransactionState, PartitionLog):
     def _drop_head(self, count: int) -> int:
         """Drop the first ``count`` batches, feeding them to the state before the log (see the module
         docstring), and the aborted transactions whose marker is now below the log start."""
+        self._segment()
         before = self._txns_before
         for i in range(count):
             batch = RecordBatch(self._data[i])
@@ -278,11 +290,12 @@ class MemoryLog(TransactionState, PartitionLog):
             self._segment_bases.pop()
             first = bisect.bisect_left(self._bases, self._segment_bases[-1])
         self._active_bytes = sum(len(data) for data in self._data[first:])
-        self._active_first_ts = self._max_ts[first]
+        self._active_first_ts, self._active_since = self._max_ts[first], self._retention_ts[first]
 
     @property
     def segment_bases(self) -> tuple[int, ...]:
         """The base offset of each segment, the last one active (compaction cleans the others)."""
+        self._segment()
         return tuple(self._segment_bases)
 
     def _segment_ranges(self) -> list[tuple[int, int]]:
@@ -339,13 +352,11 @@ class MemoryLog(TransactionState, PartitionLog):
         i = bisect.bisect_left(self._bases, offset)
         if i > 0 and self._lasts[i - 1] >= offset:
             raise ValueError(f"truncation offset {offset} falls inside the batch at {self._bases[i - 1]}")
+        self._segment()
         self._drop(slice(i, None))
-        self._end = offset
-        active = self._segment_bases[-1] if self._segment_bases else None
+        self._end = self._segmented_to = offset
         del self._segment_bases[bisect.bisect_left(self._segment_bases, offset):]
         self._recount_active()
-        if self._segment_bases and self._segment_bases[-1] != active:
-            self._active_since = self._clock()
         if self._cleaner_offset is not None and self._cleaner_offset > offset:
             self._cleaner_offset = offset
         # Rare: rebuild the state as it was after the last batch kept.
@@ -399,6 +410,7 @@ class MemoryLog(TransactionState, PartitionLog):
         settings = CleanerSettings.of(self._settings)
         if not settings.compact or self._closed or self._cleaning:
             return None
+        self._segment()
         ranges = self._segment_ranges()
         if len(ranges) < 2:
             return None
