@@ -23,6 +23,9 @@ from urllib.parse import unquote, urlsplit
 from storage.file.open_files import DEFAULT_MAX_OPEN_SEGMENT_FILES
 from storage.interface import MEMORY_MAX_BYTES_SETTING, UNBOUNDED, is_postgres_url
 
+# Kafka's message.max.bytes default (1 MiB plus a batch's log overhead), also max.message.bytes' default.
+MESSAGE_MAX_BYTES = 1048588
+
 if TYPE_CHECKING:
     from broker.listeners import ListenerSpec
 
@@ -121,7 +124,7 @@ class BrokerConfig:
     num_partitions: int = _setting(
         "num.partitions", 1, "Partition count of auto-created topics.", minimum=1)
     message_max_bytes: int = _setting(
-        "message.max.bytes", 1048588, "The largest record batch accepted.", minimum=0)
+        "message.max.bytes", MESSAGE_MAX_BYTES, "The largest record batch accepted.", minimum=0)
     group_initial_rebalance_delay_ms: int = _setting(
         "group.initial.rebalance.delay.ms", 3000,
         "How long the coordinator waits for more members before the first rebalance of an empty group.",

@@ -53,7 +53,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from broker.config import BrokerConfig
+from broker.config import MESSAGE_MAX_BYTES, BrokerConfig
+from broker.topic_config import BY_NAME
 from protocol.errors import ErrorCode, KafkaError
 from protocol.primitives import INT64_MAX
 from protocol.records import (
@@ -70,6 +71,7 @@ from protocol.records import (
 )
 from protocol.records.batch import MAGIC, MAGIC_OFFSET
 from protocol.records.record import check_record_count
+from storage.file.config import DEFAULTS as LOG_DEFAULTS
 
 # Kafka's smallest legal batch length field: a v0 message (LegacyRecord.RECORD_OVERHEAD_V0).
 LEGACY_MIN_LENGTH = 14
@@ -106,11 +108,11 @@ class BatchRejected(KafkaError):
 class TopicRules:
     """The effective topic configs the checks depend on."""
 
-    max_message_bytes: int = 1048588
-    segment_bytes: int = 1073741824
+    max_message_bytes: int = MESSAGE_MAX_BYTES
+    segment_bytes: int = LOG_DEFAULTS["segment.bytes"]
     log_append_time: bool = False
     timestamp_before_max_ms: int = INT64_MAX
-    timestamp_after_max_ms: int = 3600000
+    timestamp_after_max_ms: int = BY_NAME["message.timestamp.after.max.ms"].default
     compacted: bool = False
 
 

@@ -12,8 +12,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from broker.config import MESSAGE_MAX_BYTES
 from protocol.errors import ErrorCode, KafkaError
 from protocol.primitives import INT32_MAX, INT64_MAX
+from storage.compaction import CLEANER_DEFAULTS
+from storage.file.config import DEFAULTS as LOG_DEFAULTS
 
 # DescribeConfigs ConfigSource values (Kafka's numbering).
 SOURCE_TOPIC = 1  # TOPIC_CONFIG
@@ -46,25 +49,25 @@ def _d(name: str, type_: int, default: Any, doc: str, synonym: str | None = None
 
 
 DEFINITIONS: tuple[TopicConfigDef, ...] = (
-    _d("cleanup.policy", TYPE_LIST, "delete",
+    _d("cleanup.policy", TYPE_LIST, LOG_DEFAULTS["cleanup.policy"],
        "delete removes old segments by time or size; compact keeps the latest record per key.",
        "log.cleanup.policy", choices=CLEANUP_POLICIES),
     _d("compression.type", TYPE_STRING, "producer",
        "Final compression of the topic's data; producer keeps what the producer sent.",
        "compression.type", choices=COMPRESSION_TYPES),
-    _d("delete.retention.ms", TYPE_LONG, 86400000,
+    _d("delete.retention.ms", TYPE_LONG, CLEANER_DEFAULTS["delete.retention.ms"],
        "How long tombstones stay readable in a compacted topic.", "log.cleaner.delete.retention.ms", minimum=0),
     _d("file.delete.delay.ms", TYPE_LONG, 60000, "Delay before deleting a file from the file system.",
        "log.segment.delete.delay.ms", minimum=0),
-    _d("flush.messages", TYPE_LONG, INT64_MAX, "Force an fsync after this many messages.",
+    _d("flush.messages", TYPE_LONG, LOG_DEFAULTS["flush.messages"], "Force an fsync after this many messages.",
        "log.flush.interval.messages", minimum=1),
-    _d("flush.ms", TYPE_LONG, INT64_MAX, "Force an fsync after this much time.", "log.flush.interval.ms",
+    _d("flush.ms", TYPE_LONG, LOG_DEFAULTS["flush.ms"], "Force an fsync after this much time.", "log.flush.interval.ms",
        minimum=0),
-    _d("index.interval.bytes", TYPE_INT, 4096, "Bytes between offset index entries.",
+    _d("index.interval.bytes", TYPE_INT, LOG_DEFAULTS["index.interval.bytes"], "Bytes between offset index entries.",
        "log.index.interval.bytes", minimum=0),
-    _d("max.compaction.lag.ms", TYPE_LONG, INT64_MAX, "Longest time a record stays uncompacted.",
+    _d("max.compaction.lag.ms", TYPE_LONG, CLEANER_DEFAULTS["max.compaction.lag.ms"], "Longest time a record stays uncompacted.",
        "log.cleaner.max.compaction.lag.ms", minimum=1),
-    _d("max.message.bytes", TYPE_INT, 1048588, "Largest record batch size allowed in this topic.",
+    _d("max.message.bytes", TYPE_INT, MESSAGE_MAX_BYTES, "Largest record batch size allowed in this topic.",
        "message.max.bytes", minimum=0),
     _d("message.timestamp.after.max.ms", TYPE_LONG, 3600000,
        "How far in the future a CreateTime timestamp may be.", "log.message.timestamp.after.max.ms", minimum=0),
@@ -73,24 +76,24 @@ DEFINITIONS: tuple[TopicConfigDef, ...] = (
     _d("message.timestamp.type", TYPE_STRING, "CreateTime",
        "CreateTime keeps the producer's timestamps; LogAppendTime stamps the broker's time.",
        "log.message.timestamp.type", choices=TIMESTAMP_TYPES),
-    _d("min.cleanable.dirty.ratio", TYPE_DOUBLE, 0.5, "Dirty share of the log that triggers compaction.",
+    _d("min.cleanable.dirty.ratio", TYPE_DOUBLE, CLEANER_DEFAULTS["min.cleanable.dirty.ratio"], "Dirty share of the log that triggers compaction.",
        "log.cleaner.min.cleanable.ratio", minimum=0),
-    _d("min.compaction.lag.ms", TYPE_LONG, 0, "Shortest time a record stays uncompacted.",
+    _d("min.compaction.lag.ms", TYPE_LONG, CLEANER_DEFAULTS["min.compaction.lag.ms"], "Shortest time a record stays uncompacted.",
        "log.cleaner.min.compaction.lag.ms", minimum=0),
     _d("min.insync.replicas", TYPE_INT, 1, "Replicas that must acknowledge an acks=all write.",
        "min.insync.replicas", minimum=1),
     _d("preallocate", TYPE_BOOLEAN, False, "Preallocate segment files.", "log.preallocate"),
-    _d("retention.bytes", TYPE_LONG, -1, "Largest size of a partition before old segments go; -1 unlimited.",
+    _d("retention.bytes", TYPE_LONG, LOG_DEFAULTS["retention.bytes"], "Largest size of a partition before old segments go; -1 unlimited.",
        "log.retention.bytes"),
-    _d("retention.ms", TYPE_LONG, 604800000, "How long records are kept; -1 forever.", "log.retention.ms",
+    _d("retention.ms", TYPE_LONG, LOG_DEFAULTS["retention.ms"], "How long records are kept; -1 forever.", "log.retention.ms",
        minimum=-1),
-    _d("segment.bytes", TYPE_INT, 1073741824, "Size of a log segment file.", "log.segment.bytes",
+    _d("segment.bytes", TYPE_INT, LOG_DEFAULTS["segment.bytes"], "Size of a log segment file.", "log.segment.bytes",
        minimum=14),
-    _d("segment.index.bytes", TYPE_INT, 10485760, "Size of an offset index file.", "log.index.size.max.bytes",
+    _d("segment.index.bytes", TYPE_INT, LOG_DEFAULTS["segment.index.bytes"], "Size of an offset index file.", "log.index.size.max.bytes",
        minimum=4),
-    _d("segment.jitter.ms", TYPE_LONG, 0, "Random jitter subtracted from segment.ms.", "log.roll.jitter.ms",
+    _d("segment.jitter.ms", TYPE_LONG, LOG_DEFAULTS["segment.jitter.ms"], "Random jitter subtracted from segment.ms.", "log.roll.jitter.ms",
        minimum=0),
-    _d("segment.ms", TYPE_LONG, 604800000, "Roll a segment after this long.", "log.roll.ms", minimum=1),
+    _d("segment.ms", TYPE_LONG, LOG_DEFAULTS["segment.ms"], "Roll a segment after this long.", "log.roll.ms", minimum=1),
     _d("unclean.leader.election.enable", TYPE_BOOLEAN, False, "Unused on a single node.",
        "unclean.leader.election.enable"),
 )

@@ -29,3 +29,19 @@ def test_the_project_code_imports_the_bounds_instead_of_restating_them() -> None
                 if RESTATED.search(line.split("#", 1)[0]):
                     restated.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not restated, "import INT32_MAX / INT64_MAX (and the MINs) from protocol.primitives:\n" + "\n".join(restated)
+
+
+def test_topic_config_defaults_are_the_storage_engines_own() -> None:
+    """The broker's topic configs (DescribeConfigs, validation) default to exactly what the storage engines
+    apply when a topic sets nothing: one value per setting, defined where it is used."""
+    from broker.config import MESSAGE_MAX_BYTES
+    from broker.produce_validation import TopicRules
+    from broker.topic_config import BY_NAME
+    from storage.compaction import CLEANER_DEFAULTS
+    from storage.file.config import DEFAULTS
+
+    for name, value in {**DEFAULTS, **CLEANER_DEFAULTS}.items():
+        assert BY_NAME[name].default == value, name
+    rules = TopicRules()
+    assert (rules.max_message_bytes, rules.segment_bytes) == (MESSAGE_MAX_BYTES, DEFAULTS["segment.bytes"])
+    assert BY_NAME["max.message.bytes"].default == MESSAGE_MAX_BYTES
