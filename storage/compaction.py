@@ -162,6 +162,13 @@ class CleanStats:
     bytes_before: int = 0
     bytes_after: int = 0
 
+    def rewrote(self, bytes_before: int, bytes_after: int) -> None:
+        """One part of the log (a segment, or a page of rows) came out changed."""
+        self.segments_replaced += 1
+        self.segments_written += 1
+        self.bytes_before += bytes_before
+        self.bytes_after += bytes_after
+
     def add(self, other: CleanStats) -> None:
         for name in self.__slots__:  # type: ignore[attr-defined]
             setattr(self, name, getattr(self, name) + getattr(other, name))
@@ -307,6 +314,14 @@ def add_keys(batch: RecordBatch, first_dirty: int, txns: CleanedTransactions, ke
                 grown += len(key) + MAP_ENTRY_OVERHEAD
             key_map[key] = record.offset
     return grown
+
+
+def filter_stored_batch(batch: RecordBatch, key_map: dict[bytes, int], txns: CleanedTransactions, now: int,
+                        delete_retention_ms: int, last: bool, stats: CleanStats) -> tuple[bytearray | None, int] | None:
+    """`filter_marker` for a control batch, `filter_batch` for any other: what a round keeps of it."""
+    if batch.is_control:
+        return filter_marker(batch, txns, now, delete_retention_ms, last, stats)
+    return filter_batch(batch, key_map, txns, now, delete_retention_ms, last, stats)
 
 
 def filter_marker(batch: RecordBatch, txns: CleanedTransactions, now: int, delete_retention_ms: int, last: bool,

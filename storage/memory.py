@@ -61,8 +61,7 @@ from storage.compaction import (
     CleanStats,
     SegmentSummary,
     add_keys,
-    filter_batch,
-    filter_marker,
+    filter_stored_batch,
     plan_cleaning,
 )
 from storage.file.config import LogConfig
@@ -471,10 +470,7 @@ class MemoryLog(TransactionState, PartitionLog):
                 original = self._data[i]
                 batch = RecordBatch(original)
                 last = i == end - 1
-                if batch.is_control:
-                    kept = filter_marker(batch, txns, now, settings.delete_retention_ms, last, stats)
-                else:
-                    kept = filter_batch(batch, key_map, txns, now, settings.delete_retention_ms, last, stats)
+                kept = filter_stored_batch(batch, key_map, txns, now, settings.delete_retention_ms, last, stats)
                 if kept is None:
                     changed = True
                     if batch.is_control:
@@ -491,10 +487,7 @@ class MemoryLog(TransactionState, PartitionLog):
                 if not await step(len(original)):
                     return self._clean_aborted(first_dirty, plan)
             if changed:
-                stats.segments_replaced += 1
-                stats.segments_written += 1
-                stats.bytes_before += before
-                stats.bytes_after += after
+                stats.rewrote(before, after)
         if self._changes != changes or self._closed:
             return self._clean_aborted(first_dirty, plan)
         # No await from here on: the batches below the end offset are swapped in one go.

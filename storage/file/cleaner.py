@@ -54,8 +54,7 @@ from storage.compaction import (
     CleanResult,
     CleanStats,
     add_keys,
-    filter_batch,
-    filter_marker,
+    filter_stored_batch,
     plan_cleaning,
 )
 from storage.file.fs import (
@@ -319,11 +318,7 @@ def _clean_group(fs: FileSystem, directory: str, group: list[LogSegment], key_ma
                 for header, buf, at in scan_batches(fs, source, 0, segment.size, with_body=True):
                     last = i == last_index and header.position + header.size == segment.size
                     batch = _checked_batch(buf, at, header.crc, segment, header.position)
-                    if batch.is_control:
-                        kept = filter_marker(batch, txns, now, settings.delete_retention_ms, last, stats)
-                    else:
-                        kept = filter_batch(batch, key_map, txns, now, settings.delete_retention_ms, last,
-                                             stats)
+                    kept = filter_stored_batch(batch, key_map, txns, now, settings.delete_retention_ms, last, stats)
                     budget -= header.size
                     if kept is None:
                         changed = True

@@ -39,8 +39,7 @@ from storage.compaction import (
     CleanResult,
     CleanStats,
     add_keys,
-    filter_batch,
-    filter_marker,
+    filter_stored_batch,
 )
 
 if TYPE_CHECKING:
@@ -185,10 +184,7 @@ async def _rewrite(plog: PostgresLog, txns: CleanedTransactions, key_map: dict[b
         for row in rows:
             batch = RecordBatch(row["data"])
             last = row["base_offset"] == last_base
-            if batch.is_control:
-                kept = filter_marker(batch, txns, now, settings.delete_retention_ms, last, stats)
-            else:
-                kept = filter_batch(batch, key_map, txns, now, settings.delete_retention_ms, last, stats)
+            kept = filter_stored_batch(batch, key_map, txns, now, settings.delete_retention_ms, last, stats)
             if kept is None:
                 dropped.append(row["base_offset"])
                 if batch.is_control:
@@ -205,10 +201,7 @@ async def _rewrite(plog: PostgresLog, txns: CleanedTransactions, key_map: dict[b
         if dropped or updates[0]:
             await _write_page(plog, rows, dropped, updates, before - after)
             plog.compacted(before - after, dropped_markers)
-            stats.segments_replaced += 1
-            stats.segments_written += 1
-            stats.bytes_before += before
-            stats.bytes_after += after
+            stats.rewrote(before, after)
 
 
 async def _write_page(plog: PostgresLog, rows: list[Any], dropped: list[int], updates: list[list[Any]],

@@ -24,7 +24,7 @@ from protocol.records.control import build_marker
 from storage.compaction import CleanResult
 from storage.file import FileEngine
 from storage.memory import CLEAN_STEP_BYTES, MemoryEngine, MemoryLog
-from tests.unit.test_file_cleaner import DAY, NOW, Rec, keyed_batch, views
+from tests.unit.test_file_cleaner import DAY, NOW, Rec, keyed_batch, views, workload
 from tests.unit.test_file_engine import records_of, run
 
 COMPACT = {"cleanup.policy": "compact", "segment.bytes": 400, "delete.retention.ms": DAY}
@@ -52,17 +52,6 @@ async def read_all(log: Any) -> list[Record]:
 async def fill(log: Any, batches: Iterable[list[Rec]], ts: int = 1000, **kwargs: Any) -> None:
     for i, items in enumerate(batches):
         await log.append(keyed_batch(items, ts + 10 * i, **kwargs))
-
-
-def workload(batches: int = 24, per_batch: int = 3, keys: int = 5) -> list[list[Rec]]:
-    out, n = [], 0
-    for _ in range(batches):
-        items = []
-        for _ in range(per_batch):
-            items.append((b"key-%d" % (n * 7 % keys), b"value-%d" % n))
-            n += 1
-        out.append(items)
-    return out
 
 
 # --- the same outcome as the file engine ------------------------------------------------------------
