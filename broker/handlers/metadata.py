@@ -14,14 +14,18 @@ Kafka behaviours implemented:
   all-topics answer and answered TOPIC_AUTHORIZATION_FAILED when named (or asked for by id); creating a
   missing topic needs CREATE on the cluster or on the topic, else TOPIC_AUTHORIZATION_FAILED;
 - auto-creation of named topics when ``auto.create.topics.enable`` is on and (v4+) the request allows
-  it; invalid names get INVALID_TOPIC_EXCEPTION. Creation is immediate here, so the new topic is
-  returned at once instead of Kafka's transient LEADER_NOT_AVAILABLE.
+  it; invalid names get INVALID_TOPIC_EXCEPTION. Creation takes milliseconds here, so the request waits
+  for it and returns the new topic at once instead of Kafka's transient LEADER_NOT_AVAILABLE; when it
+  queues behind a long topic mutation (thousands of partitions created or deleted) the request waits
+  at most ``AUTO_CREATE_WAIT_S`` and then answers LEADER_NOT_AVAILABLE, as Kafka does, while the
+  creation carries on and the client retries.
 - a partition a fault rule took offline (``broker/faults.py``) answers as Kafka does for a partition
   whose leader is gone: LEADER_NOT_AVAILABLE, leader -1, this node among the offline replicas.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from broker.cluster import validate_topic_name
@@ -37,6 +41,7 @@ from protocol import messages
 from protocol.errors import ErrorCode, KafkaError
 from protocol.primitives import INT32_MIN, ZERO_UUID
 
+AUTO_CREATE_WAIT_S = 1.0  # longest a Metadata request waits for a topic it auto-creates
 AUTHORIZED_OPERATIONS_OMITTED = INT32_MIN  # Kafka's "not requested" sentinel
 NO_LEADER = -1
 
@@ -108,7 +113,11 @@ async def _named_topic(ctx: RequestContext, name: str, auto_create: bool, includ
                 if not (ctx.authorized(AclOperation.CREATE, ResourceType.CLUSTER, CLUSTER_RESOURCE_NAME)
                         or ctx.authorized(AclOperation.CREATE, ResourceType.TOPIC, name)):
                     return _unauthorized(name)
-                topic = await cluster.auto_create(name)
+                # The creation is a task of its own (ClusterState.auto_create): a wait that gives up leaves it be.
+                topic = await asyncio.wait_for(cluster.auto_create(name), AUTO_CREATE_WAIT_S)
+        except TimeoutError:
+            return resp.MetadataResponseTopic(error_code=int(ErrorCode.LEADER_NOT_AVAILABLE), name=name,
+                                              topic_authorized_operations=topic_ops)
         except KafkaError as exc:
             return resp.MetadataResponseTopic(error_code=int(exc.code), name=name, topic_authorized_operations=topic_ops)
     if topic is None:
