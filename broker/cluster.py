@@ -27,10 +27,10 @@ import structlog
 
 from broker.fetch_waiters import FetchWaiters
 from broker.producer_state import ProducerRegistry
-from broker.tasks import retrieve_outcome, to_completion
 from broker.topic_config import TopicConfigs, validate_overrides
 from protocol.errors import ErrorCode, KafkaError
 from storage.interface import PartitionLog, StorageEngine
+from storage.tasks import retrieve_outcome, to_completion
 
 log = structlog.get_logger()
 

@@ -17,9 +17,9 @@ from typing import Any
 import structlog
 
 from broker.groups.persistence import partition_for
-from broker.tasks import retrieve_outcome
 from protocol.errors import ErrorCode, KafkaError
 from protocol.records import RecordBatch, iter_batches, iter_records
+from storage.tasks import retrieve_outcome
 
 log = structlog.get_logger()
 

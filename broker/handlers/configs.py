@@ -52,7 +52,6 @@ from broker.config import SOURCE_STATIC as CONFIG_SOURCE_STATIC
 from broker.config import BrokerConfig, Setting
 from broker.handlers import RequestContext
 from broker.security.acls import CLUSTER_RESOURCE_NAME, AclOperation, ResourceType
-from broker.tasks import to_completion
 from broker.topic_config import (
     BY_NAME,
     DEFINITIONS,
@@ -70,6 +69,7 @@ from broker.topic_config import (
 )
 from protocol import messages
 from protocol.errors import ErrorCode, KafkaError
+from storage.tasks import to_completion
 
 log = structlog.get_logger()
 

@@ -35,7 +35,6 @@ on the new segment list. The new segment serves reads through the descriptor ope
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 from collections.abc import Generator, Sequence
@@ -70,6 +69,7 @@ from storage.file.fs import (
 from storage.file.index import OffsetIndex, TimeIndex
 from storage.file.segment import LogSegment, SegmentGone, scan_batches
 from storage.interface import AbortedTxn
+from storage.tasks import retrieve_outcome
 
 if TYPE_CHECKING:
     from storage.file.log import FileLog
@@ -154,7 +154,7 @@ async def _drive(log: FileLog, steps: Generator[None, None, T]) -> T:
                 return value  # type: ignore[no-any-return]
     except BaseException:
         try:
-            log.submit_io(steps.close).add_done_callback(_consume)
+            log.submit_io(steps.close).add_done_callback(retrieve_outcome)
         except StorageError:
             pass  # the engine is closed: leftover .cleaned files go at the next start
         raise
@@ -166,11 +166,6 @@ def _advance(steps: Generator[None, None, T]) -> tuple[bool, T | None]:
     except StopIteration as stop:
         return True, stop.value
     return False, None
-
-
-def _consume(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 async def _swap_in(log: FileLog, group: list[LogSegment], new: LogSegment, truncations: int) -> None:

@@ -64,6 +64,7 @@ from storage.file.log import FileLog, directory_name, parse_directory_name
 from storage.file.open_files import DEFAULT_MAX_OPEN_SEGMENT_FILES, OpenFiles
 from storage.file.recovery import load_log
 from storage.interface import StorageEngine, wall_clock_ms
+from storage.tasks import retrieve_outcome
 
 try:
     import fcntl
@@ -135,7 +136,7 @@ class FileEngine(StorageEngine):
         self.flusher = Flusher(self._syncer, after_pass=self._after_flush_pass)
         self._logs: dict[PartitionKey, FileLog] = {}
         self._opened: set[PartitionKey] = set()  # opened (so loaded, and recovered if needed) this run
-        self._opening: dict[PartitionKey, asyncio.Future[FileLog]] = {}
+        self._opening: dict[PartitionKey, asyncio.Task[FileLog]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_checkpoint = time.monotonic()
         self._closed = False
@@ -285,21 +286,19 @@ class FileEngine(StorageEngine):
         return log
 
     async def _open_new(self, key: PartitionKey, config: LogConfig) -> FileLog:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[FileLog] = loop.create_future()
-        self._opening[key] = future
-        try:
-            log = await self._load(key, config)
-            self._logs[key] = log
-            self._opened.add(key)
-            future.set_result(log)
-            return log
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: the other waiters re-raise it themselves
-            raise
-        finally:
-            del self._opening[key]
+        # A task of its own, shared by every caller: one that goes away (cancelled) neither cuts the open
+        # short for the others nor hands them its cancellation.
+        task = asyncio.ensure_future(self._load_and_keep(key, config))
+        self._opening[key] = task
+        task.add_done_callback(lambda _: self._opening.pop(key, None))
+        task.add_done_callback(retrieve_outcome)
+        return await asyncio.shield(task)
+
+    async def _load_and_keep(self, key: PartitionKey, config: LogConfig) -> FileLog:
+        log = await self._load(key, config)
+        self._logs[key] = log
+        self._opened.add(key)
+        return log
 
     async def _load(self, key: PartitionKey, config: LogConfig) -> FileLog:
         topic, partition = key

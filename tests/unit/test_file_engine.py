@@ -216,6 +216,37 @@ def test_open_log_takes_a_config_mapping_or_a_live_callable(tmp_path: Path) -> N
     run(go())
 
 
+def test_an_open_shared_by_several_callers_survives_the_first_one_going_away(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Concurrent opens of one log share one load; the caller that started it being cancelled (its
+    request's client went away) neither cuts the load short nor hands the others its cancellation."""
+    import storage.file.engine as engine_module
+
+    loading, release = threading.Event(), threading.Event()
+    real = engine_module.load_log
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        loading.set()
+        release.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "load_log", held)
+
+    async def go() -> None:
+        engine = FileEngine(tmp_path)
+        first = asyncio.create_task(engine.open_log("t", 0))
+        await wait_until_async(loading.is_set, 10, "the load on its I/O thread")
+        second = asyncio.create_task(engine.open_log("t", 0))
+        await asyncio.sleep(0)
+        first.cancel()
+        release.set()
+        log = await asyncio.wait_for(second, 10)
+        assert first.cancelled() and log is await engine.open_log("t", 0)
+        await log.append(batch(2))
+        await engine.close()
+    run(go())
+
+
 def test_a_second_engine_on_the_same_directory_is_refused(tmp_path: Path) -> None:
     first = FileEngine(tmp_path)
     with pytest.raises(KafkaError, match="in use") as info:

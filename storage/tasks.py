@@ -1,5 +1,5 @@
-"""Small asyncio helpers the broker shares: a change that must finish whoever waits for it, and marking an
-outcome retrieved when nobody may be left to retrieve it."""
+"""Small asyncio helpers shared by the storage engines and the broker: work that must finish whoever waits
+for it, and marking an outcome retrieved when nobody may be left to retrieve it."""
 
 from __future__ import annotations
 
