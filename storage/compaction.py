@@ -186,11 +186,12 @@ class CleanedTransactions:
     producers' last batches of ``isBatchLastRecordOfProducer``).
 
     Aborted ranges are every aborted transaction the log holds (the file engine: the ``.txnindex``
-    entries of every segment of the round's snapshot): an aborted transaction's data lies in [first offset, marker offset] of its producer, and a producer's
-    ranges never overlap, so whether a batch is aborted needs no state. Whether a marker's transaction
-    is empty does: the round reads every batch below its end offset in offset order, so a marker of
-    producer P may go only if no transactional data batch of P was read since P's previous marker (the
-    batches of its transaction, removed or not by this round, all come before it)."""
+    entries of every segment of the round's snapshot): an aborted transaction's data lies in [first
+    offset, marker offset] of its producer, and a producer's ranges never overlap, so whether a batch is
+    aborted needs no state. Whether a marker's transaction is empty does: the round reads every batch
+    below its end offset in offset order, so a marker of producer P may go only if no transactional data
+    batch of P was read since P's previous marker (the batches of its transaction, removed or not by this
+    round, all come before it)."""
 
     __slots__ = ("_firsts", "_lasts", "_open", "_producers")
 

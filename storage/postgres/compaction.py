@@ -120,12 +120,14 @@ async def clean_log(plog: PostgresLog, settings: CleanerSettings, now: int) -> C
     total = clean_bytes + dirty_bytes
     ratio = dirty_bytes / total if total else 0.0
     first_timestamp = sizes["first_timestamp"]
-    forced = dirty_bytes > 0 and first_timestamp is not None and 0 < first_timestamp < now - settings.max_compaction_lag_ms
+    forced = (dirty_bytes > 0 and first_timestamp is not None
+              and 0 < first_timestamp < now - settings.max_compaction_lag_ms)
     plan = CleanPlan(0, 0, ratio, forced, forced or ratio > settings.min_cleanable_ratio)
     if not plan.due:
         return None
     txns = CleanedTransactions(await plog.aborted_transactions(0, INT64_MAX), plog.producer_entries())
-    end_offset = await _map_keys(plog, txns, dirty_base, uncleanable, first_dirty, key_map := {})
+    key_map: dict[bytes, int] = {}
+    end_offset = await _map_keys(plog, txns, dirty_base, uncleanable, first_dirty, key_map)
     stats = CleanStats()
     try:
         await _rewrite(plog, txns, key_map, end_offset, settings, now, stats)

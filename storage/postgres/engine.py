@@ -92,8 +92,8 @@ _APPEND_AND_NOTIFY = _APPEND.replace(
     "FROM (SELECT count(*) AS n FROM added) AS counted")
 
 # The batches from the one holding $2 (the last one starting at or below it; the next one when compaction
-# removed every batch up to $2) whose base offset is below $3, while their running size stays within $5 (or the first one, when
-# $6 says a read returns at least one batch).
+# removed every batch up to $2) whose base offset is below $3, while their running size stays within $5
+# (or the first one, when $6 says a read returns at least one batch).
 _READ = """
 SELECT b.data FROM (
     SELECT base_offset, sum(size) OVER (ORDER BY base_offset) AS upto,

@@ -11,7 +11,9 @@ from protocol.primitives import INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN
 ROOT = Path(__file__).resolve().parents[2]
 HOME = ROOT / "protocol" / "primitives.py"
 # 2**31 - 1, 2 ** 63 - 1, (1 << 31) - 1, -(2**63) ...: the bounds written out instead of imported.
-RESTATED = re.compile(r"2\s*\*\*\s*\(?(31|63)\)?\s*-\s*1|\(\s*1\s*<<\s*(31|63)\s*\)\s*-\s*1|-\s*\(\s*2\s*\*\*\s*(31|63)\s*\)")
+RESTATED = re.compile(r"2\s*\*\*\s*\(?(31|63)\)?\s*-\s*1"  # 2**31 - 1
+                      r"|\(\s*1\s*<<\s*(31|63)\s*\)\s*-\s*1"  # (1 << 31) - 1
+                      r"|-\s*\(\s*2\s*\*\*\s*(31|63)\s*\)")  # -(2**31)
 
 
 def test_the_bounds_are_kafkas_int32_and_int64() -> None:

@@ -24,8 +24,8 @@ Req = messages.MetadataRequest
 
 
 async def metadata(broker: FakeBroker, name: str) -> Any:
-    ctx = RequestContext(broker, ConnectionInfo(peer="unit", advertised=broker.advertised_address),  # type: ignore[arg-type]
-                         VERSION)
+    info = ConnectionInfo(peer="unit", advertised=broker.advertised_address)
+    ctx = RequestContext(broker, info, VERSION)  # type: ignore[arg-type]
     response = await handle_metadata(None, Req(topics=[Req.MetadataRequestTopic(name=name)],
                                                allow_auto_topic_creation=True), ctx)
     codec.encode_response(METADATA, VERSION, 1, response)  # answered in a shape the client can read
