@@ -3,10 +3,14 @@
 `FileLog.clean(now_ms)` runs one cleaning round, following Kafka's ``LogCleanerManager`` (which logs
 are due) and ``Cleaner`` (how a log is cleaned).
 
-What a round keeps and removes, and when a log is due, are Kafka's rules, shared with the memory
-engine in `storage.compaction`: there the *segments* are the log's segment files, a group's last batch
-is the one kept empty, and the aborted transactions come from the ``.txnindex`` entries of every
-segment of the round's snapshot (an ABORT marker's entry goes with its marker).
+What a round keeps and removes, and when a log is due, are Kafka's rules, shared with the other
+engines in `storage.compaction`. Here the *segments* are the log's segment files, and the last batch of
+each rewritten segment is kept (emptied when nothing in it stays), which also makes a ``.swap`` file say
+exactly which segments it replaces. The aborted transactions come from the ``.txnindex`` entries of every
+segment of the round's snapshot; the entries of a group move to the segment that replaces it unless
+their ABORT marker went (a recovery that rebuilds an index from a replay drops an entry whose data is
+gone sooner, which no reader can tell). Batches that lose nothing and need no horizon are copied byte
+for byte.
 
 Grouping. Adjacent segments are rewritten into one while their sizes add up to at most
 ``segment.bytes``, their indexes to ``segment.index.bytes``, and their offsets span at most 2^31-1
