@@ -60,6 +60,7 @@ from broker.groups.state import (
 )
 from broker.internal_topic import BackgroundTasks, InternalTopic, replay_partition
 from protocol.errors import ErrorCode, KafkaError
+from protocol.primitives import INT64_MAX, INT64_MIN
 from protocol.records.control import ControlType, control_type
 
 log = structlog.get_logger()
@@ -337,7 +338,9 @@ class GroupCoordinator:
             writes = self._within_metadata_limit(partitions, known, errors)
             if not writes:
                 return
-            expire = now + retention_time_ms if retention_time_ms != -1 else None
+            # Kept within int64, the record's field: a client may ask for any retention (fuzzing sent
+            # 2^63-1, which failed the commit with a traceback). Past the end of time means never.
+            expire = min(max(now + retention_time_ms, INT64_MIN), INT64_MAX) if retention_time_ms != -1 else None
             commits: list[tuple[TopicPartition, OffsetAndMetadata]] = []
             for i in writes:
                 p = partitions[i]

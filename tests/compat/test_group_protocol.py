@@ -22,6 +22,7 @@ import pytest
 
 from protocol import codec, messages
 from protocol.errors import ErrorCode
+from protocol.primitives import INT64_MAX, INT64_MIN
 from protocol.records import Record, build_batch
 from tests.compat.conftest import BrokerProcess, KafkaSocket, finish
 from tests.compat.test_produce import Client as ProduceClient
@@ -103,14 +104,15 @@ class Client(ProduceClient):
             group_id=group, generation_id=generation, member_id=member_id, group_instance_id=instance)).error_code
 
     def commit(self, group: str, offsets: dict[tuple[str, int], int], generation: int = -1, member_id: str = "",
-               version: int = 8, metadata: str = "", instance: str | None = None) -> dict[tuple[str, int], int]:
+               version: int = 8, metadata: str = "", instance: str | None = None,
+               retention_time_ms: int = -1) -> dict[tuple[str, int], int]:
         by_topic: dict[str, list[Any]] = {}
         for (topic, partition), offset in offsets.items():
             by_topic.setdefault(topic, []).append(_COMMIT.OffsetCommitRequestPartition(
                 partition_index=partition, committed_offset=offset, committed_metadata=metadata))
         answer = self.call(OFFSET_COMMIT, version, _COMMIT(
             group_id=group, generation_id_or_member_epoch=generation, member_id=member_id,
-            group_instance_id=instance,
+            group_instance_id=instance, retention_time_ms=retention_time_ms,
             topics=[_COMMIT.OffsetCommitRequestTopic(name=t, partitions=ps) for t, ps in by_topic.items()]))
         return {(t.name, p.partition_index): p.error_code for t in answer.topics for p in t.partitions}
 
@@ -422,6 +424,18 @@ def test_offset_commit_too_large_for_one_record_batch(client: Client) -> None:
     assert set(client.commit(group, offsets, metadata="m" * 4000).values()) == {E.INVALID_COMMIT_OFFSET_SIZE}
     assert client.committed(group, [(topic, 0)]) == {(topic, 0): -1}
     assert client.commit(group, {(topic, 0): 5}) == {(topic, 0): 0}
+
+
+@pytest.mark.parametrize("retention_time_ms", [INT64_MAX, INT64_MIN, 60_000])
+def test_offset_commit_with_any_retention_time_is_stored(client: Client, retention_time_ms: int) -> None:
+    """OffsetCommit v2-v4 carry retention_time_ms, an int64 the client chooses: the expiry (now plus it)
+    is kept within int64, so a boundary value is committed like any other (fuzzing found 2^63-1 failing the
+    commit with a traceback). 2^63-1 never expires; -2^63 is an expiry in the past, which the next
+    expiration pass removes."""
+    group, topic = unique("commit-retention"), unique("commit-retention-t")
+    client.create_topic(topic, 1)
+    assert client.commit(group, {(topic, 0): 7}, version=3, retention_time_ms=retention_time_ms) == {(topic, 0): 0}
+    assert client.committed(group, [(topic, 0)]) == {(topic, 0): 7}
 
 
 def test_offset_fetch_versions_and_unknown_partitions(client: Client) -> None:
