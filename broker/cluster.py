@@ -30,7 +30,7 @@ from broker.producer_state import ProducerRegistry
 from broker.topic_config import TopicConfigs, validate_overrides
 from protocol.errors import ErrorCode, KafkaError
 from storage.interface import PartitionLog, StorageEngine
-from storage.tasks import retrieve_outcome, to_completion
+from storage.tasks import shared, to_completion
 
 log = structlog.get_logger()
 
@@ -107,7 +107,7 @@ class ClusterState:
         self.by_id: dict[uuid.UUID, Topic] = {}
         self.waiters = FetchWaiters()
         self.producers = ProducerRegistry(max_entries=config.producer_state_max_entries)
-        self._creating: dict[str, asyncio.Future[Topic]] = {}
+        self._creating: dict[str, asyncio.Task[Topic]] = {}
         # Topic creations, partition additions and deletions run one at a time, as Kafka's controller
         # applies them: a topic appears with all its partitions or not at all, and a name being deleted
         # is not created again until its data is gone.
@@ -203,14 +203,8 @@ class ClusterState:
             return topic
         if not self.config.auto_create_topics_enable or name in INTERNAL_TOPICS:
             return None
-        pending = self._creating.get(name)
-        if pending is None:
-            # A task of its own: the creation carries on for the others when the first asker goes away.
-            pending = asyncio.ensure_future(self.create_topic(name))
-            self._creating[name] = pending
-            pending.add_done_callback(lambda _: self._creating.pop(name, None))
-            pending.add_done_callback(retrieve_outcome)
-        return await asyncio.shield(pending)
+        # One creation for every asker, carrying on for the others when the first goes away.
+        return await shared(self._creating, name, lambda: self._create_topic(name, None, None, None, None))
 
     async def _add_partitions(self, topic: Topic, total: int, *, fresh: bool = False) -> None:
         """Open the logs of partitions ``len(topic.partitions)`` to ``total``; ``fresh``: they are being

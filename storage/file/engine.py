@@ -64,7 +64,7 @@ from storage.file.log import FileLog, directory_name, parse_directory_name
 from storage.file.open_files import DEFAULT_MAX_OPEN_SEGMENT_FILES, OpenFiles
 from storage.file.recovery import load_log
 from storage.interface import StorageEngine, wall_clock_ms
-from storage.tasks import retrieve_outcome
+from storage.tasks import shared
 
 try:
     import fcntl
@@ -275,24 +275,15 @@ class FileEngine(StorageEngine):
         key = (topic, partition)
         log = self._logs.get(key)
         if log is None:
-            pending = self._opening.get(key)
-            if pending is not None:
-                log = await asyncio.shield(pending)
-            else:
-                log = await self._open_new(key, LogConfig(config))
+            # One open for every caller: one that goes away (cancelled) neither cuts it short for the others
+            # nor hands them its cancellation. The config of the caller that started it is the one used.
+            starting = key not in self._opening
+            log = await shared(self._opening, key, lambda: self._load_and_keep(key, LogConfig(config)))
+            if starting:
                 config = None
         if config is not None:
             log.config = LogConfig(config)
         return log
-
-    async def _open_new(self, key: PartitionKey, config: LogConfig) -> FileLog:
-        # A task of its own, shared by every caller: one that goes away (cancelled) neither cuts the open
-        # short for the others nor hands them its cancellation.
-        task = asyncio.ensure_future(self._load_and_keep(key, config))
-        self._opening[key] = task
-        task.add_done_callback(lambda _: self._opening.pop(key, None))
-        task.add_done_callback(retrieve_outcome)
-        return await asyncio.shield(task)
 
     async def _load_and_keep(self, key: PartitionKey, config: LogConfig) -> FileLog:
         log = await self._load(key, config)
