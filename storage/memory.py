@@ -154,11 +154,8 @@ class MemoryLog(TransactionState, PartitionLog):
         self._txns_before = TransactionTracker()  # fed the batches dropped from the head
         self._aborted = AbortedTxnList()
         # Segments, as Kafka rolls them (segment.bytes, segment.ms), only for compaction: the base offset
-        # each began at, and the active one's bytes and start time.
+        # each began at (the last one active).
         self._segment_bases: list[int] = []
-        self._active_bytes = 0
-        self._active_since = 0
-        self._active_first_ts = -1
         self._segmented_to = 0  # the batches from this offset on are in no segment yet (`_segment`)
         self._cleaner_offset: int | None = None
         self._cleaning = False
@@ -231,9 +228,12 @@ class MemoryLog(TransactionState, PartitionLog):
             return
         segment_bytes, segment_ms = self._settings.segment_bytes, self._settings.segment_ms
         bases, data, max_ts, appended = self._bases, self._data, self._max_ts, self._retention_ts
+        # The active segment as the batches now stand (retention, truncation or a round may have changed it):
+        # its bytes so far, and its first batch's timestamp and append time.
+        start = bisect.bisect_left(bases, self._segment_bases[-1]) if self._segment_bases else first
+        active = sum(len(d) for d in data[start:first])
         for i in range(first, len(bases)):
             size, timestamp = len(data[i]), max_ts[i]
-            active = self._active_bytes
             if not self._segment_bases:
                 rolls = True
             elif not active:
@@ -241,12 +241,12 @@ class MemoryLog(TransactionState, PartitionLog):
             elif active > segment_bytes - size:
                 rolls = True
             else:
-                since = self._active_first_ts
-                rolls = (timestamp - since if since >= 0 else appended[i] - self._active_since) > segment_ms
+                since = max_ts[start]
+                rolls = (timestamp - since if since >= 0 else appended[i] - appended[start]) > segment_ms
             if rolls:
                 self._segment_bases.append(bases[i])
-                self._active_bytes, self._active_since, self._active_first_ts = 0, appended[i], timestamp
-            self._active_bytes += size
+                start, active = i, 0
+            active += size
         self._segmented_to = self._end
 
     def _index_of(self, offset: int) -> int:
@@ -265,7 +265,7 @@ class MemoryLog(TransactionState, PartitionLog):
         freed = self._drop(slice(0, count))
         if self._data:
             del self._segment_bases[:max(bisect.bisect_right(self._segment_bases, self._bases[0]) - 1, 0)]
-        self._recount_active()
+        self._drop_empty_tail_segments()
         return freed
 
     def _drop(self, section: slice) -> int:
@@ -278,18 +278,13 @@ class MemoryLog(TransactionState, PartitionLog):
         self._budget.release(freed)
         return freed
 
-    def _recount_active(self) -> None:
-        """The active segment's bytes again, after batches left it (retention, truncation, close)."""
+    def _drop_empty_tail_segments(self) -> None:
+        """Forget the last segments once batches left them empty (retention, truncation, close)."""
         if not self._data:
             self._segment_bases.clear()
-            self._active_bytes = 0
             return
-        first = bisect.bisect_left(self._bases, self._segment_bases[-1])
-        while first == len(self._bases):  # left empty (by a truncation after a compaction)
-            self._segment_bases.pop()
-            first = bisect.bisect_left(self._bases, self._segment_bases[-1])
-        self._active_bytes = sum(len(data) for data in self._data[first:])
-        self._active_first_ts, self._active_since = self._max_ts[first], self._retention_ts[first]
+        while bisect.bisect_left(self._bases, self._segment_bases[-1]) == len(self._bases):
+            self._segment_bases.pop()  # left empty (by a truncation after a compaction)
 
     @property
     def segment_bases(self) -> tuple[int, ...]:
@@ -355,7 +350,7 @@ class MemoryLog(TransactionState, PartitionLog):
         self._drop(slice(i, None))
         self._end = self._segmented_to = offset
         del self._segment_bases[bisect.bisect_left(self._segment_bases, offset):]
-        self._recount_active()
+        self._drop_empty_tail_segments()
         if self._cleaner_offset is not None and self._cleaner_offset > offset:
             self._cleaner_offset = offset
         # Rare: rebuild the state as it was after the last batch kept.
@@ -519,7 +514,7 @@ class MemoryLog(TransactionState, PartitionLog):
         """Drop every batch and refuse further appends (the partition was deleted or the engine closed)."""
         self._closed = True
         self._drop(slice(None))
-        self._recount_active()
+        self._drop_empty_tail_segments()
         self._reset_transactions()
 
 
