@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,34 +23,20 @@ from protocol.records.control import build_marker
 from storage.compaction import CleanResult
 from storage.file import FileEngine
 from storage.memory import CLEAN_STEP_BYTES, MemoryEngine, MemoryLog
-from tests.unit.test_file_cleaner import DAY, NOW, Rec, keyed_batch, views, workload
-from tests.unit.test_file_engine import records_of, run
+from tests.unit.test_file_cleaner import DAY, NOW, Rec, fill, keyed_batch, read_all, views, workload
+from tests.unit.test_file_engine import Clock, run
 
 COMPACT = {"cleanup.policy": "compact", "segment.bytes": 400, "delete.retention.ms": DAY}
 
 
-class Clock:
-    def __init__(self, now: int = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
-
 
 async def open_memory(config: dict[str, Any] | None = None, clock: Clock | None = None) -> MemoryLog:
-    engine = MemoryEngine(clock=clock or Clock())
+    engine = MemoryEngine(clock=clock or Clock(NOW))
     log = await engine.open_log("t", 0, dict(COMPACT if config is None else config))
     assert isinstance(log, MemoryLog)
     return log
 
 
-async def read_all(log: Any) -> list[Record]:
-    return records_of((await log.read(log.log_start_offset, 1 << 24)).chunks)
-
-
-async def fill(log: Any, batches: Iterable[list[Rec]], ts: int = 1000, **kwargs: Any) -> None:
-    for i, items in enumerate(batches):
-        await log.append(keyed_batch(items, ts + 10 * i, **kwargs))
 
 
 # --- the same outcome as the file engine ------------------------------------------------------------
@@ -72,7 +57,7 @@ def test_the_memory_engine_compacts_exactly_as_the_file_engine(
               "delete.retention.ms": DAY}
 
     async def go(directory: str) -> None:
-        clock = Clock()
+        clock = Clock(NOW)
         file_engine = FileEngine(Path(directory), clock=clock)
         on_file = await file_engine.open_log("t", 0, dict(config))
         on_memory = await open_memory(config, clock)
@@ -104,7 +89,7 @@ def test_transactions_compact_as_on_the_file_engine() -> None:
     its delete horizon, then goes with its aborted-transaction entry; committed data compacts as any."""
 
     async def go(directory: str) -> None:
-        clock = Clock()
+        clock = Clock(NOW)
         file_engine = FileEngine(Path(directory), clock=clock)
         logs = [await file_engine.open_log("t", 0, dict(COMPACT)), await open_memory(COMPACT, clock)]
         try:
@@ -139,7 +124,7 @@ def _txn_batch(producer_id: int, items: list[Rec]) -> bytearray:
 
 def test_segments_roll_on_segment_bytes_and_segment_ms() -> None:
     async def go() -> None:
-        clock = Clock()
+        clock = Clock(NOW)
         log = await open_memory({"cleanup.policy": "compact", "segment.bytes": 400}, clock)
         await fill(log, workload(12))
         bases = log.segment_bases

@@ -19,19 +19,12 @@ from protocol.records.control import build_marker
 from storage.compaction import CleanResult
 from storage.interface import open_engine
 from storage.postgres import compaction as pg_compaction
-from tests.unit.test_file_cleaner import DAY, NOW, Rec, keyed_batch, latest_per_key, views
-from tests.unit.test_file_engine import records_of, run
+from tests.unit.test_file_cleaner import DAY, NOW, Rec, fill, keyed_batch, latest_per_key, read_all, views
+from tests.unit.test_file_engine import Clock, run
 
 COMPACT = {"cleanup.policy": "compact", "segment.bytes": 600, "min.cleanable.dirty.ratio": 0.01,
            "delete.retention.ms": DAY}
 
-
-class Clock:
-    def __init__(self, now: int = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
 
 
 def engine_at(url: str, clock: Clock) -> Any:
@@ -40,13 +33,6 @@ def engine_at(url: str, clock: Clock) -> Any:
     return engine
 
 
-async def read_all(log: Any) -> list[Record]:
-    return records_of((await log.read(log.log_start_offset, 1 << 24)).chunks)
-
-
-async def fill(log: Any, batches: list[list[Rec]], ts: int = 1000) -> None:
-    for i, items in enumerate(batches):
-        await log.append(keyed_batch(items, ts + 10 * i))
 
 
 def workload(batches: int = 30, keys: int = 4) -> list[list[Rec]]:
@@ -55,7 +41,7 @@ def workload(batches: int = 30, keys: int = 4) -> list[list[Rec]]:
 
 def test_a_round_keeps_the_latest_value_per_key_below_the_active_part(postgres_url: str) -> None:
     async def go() -> None:
-        clock = Clock()
+        clock = Clock(NOW)
         engine = engine_at(postgres_url, clock)
         log = await engine.open_log("t", 0, dict(COMPACT))
         await fill(log, workload())
@@ -84,7 +70,7 @@ def test_a_round_keeps_the_latest_value_per_key_below_the_active_part(postgres_u
 
 def test_a_small_log_or_a_young_one_is_all_active_and_not_cleaned(postgres_url: str) -> None:
     async def go() -> None:
-        clock = Clock()
+        clock = Clock(NOW)
         engine = engine_at(postgres_url, clock)
         small = await engine.open_log("small", 0, {**COMPACT, "segment.bytes": 1 << 30})
         await fill(small, workload())
@@ -104,7 +90,7 @@ def test_a_small_log_or_a_young_one_is_all_active_and_not_cleaned(postgres_url: 
 
 def test_tombstones_stay_delete_retention_ms_then_go(postgres_url: str) -> None:
     async def go() -> None:
-        clock = Clock()
+        clock = Clock(NOW)
         engine = engine_at(postgres_url, clock)
         log = await engine.open_log("t", 0, dict(COMPACT))
         await fill(log, [[(b"gone", b"v")], [(b"gone", None)]] + workload())
@@ -121,7 +107,7 @@ def test_tombstones_stay_delete_retention_ms_then_go(postgres_url: str) -> None:
 
 def test_aborted_transactions_go_and_their_markers_after_the_horizon(postgres_url: str) -> None:
     async def go() -> None:
-        clock = Clock()
+        clock = Clock(NOW)
         engine = engine_at(postgres_url, clock)
         log = await engine.open_log("t", 0, dict(COMPACT))
         await log.append(build_batch([Record(0, 1000, b"x", b"aborted")], producer_id=11, producer_epoch=0,
@@ -151,7 +137,7 @@ def test_aborted_transactions_go_and_their_markers_after_the_horizon(postgres_ur
 
 def test_truncation_brings_the_checkpoint_down(postgres_url: str) -> None:
     async def go() -> None:
-        clock = Clock()
+        clock = Clock(NOW)
         engine = engine_at(postgres_url, clock)
         log = await engine.open_log("t", 0, dict(COMPACT))
         await fill(log, workload())
@@ -169,7 +155,7 @@ def test_truncation_brings_the_checkpoint_down(postgres_url: str) -> None:
 
 def test_appends_by_another_broker_carry_on_through_a_round(postgres_url: str, monkeypatch: Any) -> None:
     async def go() -> None:
-        clock = Clock()
+        clock = Clock(NOW)
         engine, other = engine_at(postgres_url, clock), engine_at(postgres_url, clock)
         log = await engine.open_log("t", 0, dict(COMPACT))
         elsewhere = await other.open_log("t", 0, dict(COMPACT))
@@ -197,7 +183,7 @@ def test_appends_by_another_broker_carry_on_through_a_round(postgres_url: str, m
 def test_a_page_whose_rows_changed_under_the_round_stops_it(postgres_url: str, monkeypatch: Any,
                                                            change: str) -> None:
     async def go() -> None:
-        clock = Clock()
+        clock = Clock(NOW)
         engine, other = engine_at(postgres_url, clock), engine_at(postgres_url, clock)
         log = await engine.open_log("t", 0, dict(COMPACT))
         elsewhere = await other.open_log("t", 0, dict(COMPACT))
