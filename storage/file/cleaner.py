@@ -353,9 +353,8 @@ def _clean_group(fs: FileSystem, directory: str, group: list[LogSegment], key_ma
         # An entry lives with its ABORT marker: it moves to the new segment unless its marker went.
         aborted = AbortedTxnList()
         for segment in group:
-            for txn in segment.txn_index.load(log):
-                if txn.last_offset not in dropped_markers:
-                    aborted.append(txn)
+            aborted.extend(segment.txn_index.load(log))
+        aborted = aborted.without_markers_at(dropped_markers)
         new.txn_index.adopt(aborted, written=len(aborted) > 0)
         if len(aborted):
             new.txn_index.write_copy_blocking(new.txn_index_path + CLEANED_SUFFIX)
