@@ -375,10 +375,9 @@ class MemoryLog(TransactionState, PartitionLog):
         module docstring); returns a `storage.file.retention.RetentionResult`."""
         # Imported here: the file engine's package is slow to import, and a memory broker needs it only
         # from its first retention check on.
-        from storage.file.config import LogConfig
         from storage.file.retention import DeletedSegment, RetentionResult, SegmentInfo, select_deletable
 
-        config = LogConfig(self._config)
+        config = self._settings
         if self._closed or not self._data or not config.delete_enabled:
             return RetentionResult((), self._start)
         now = self._clock() if now_ms is None else now_ms

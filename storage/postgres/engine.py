@@ -37,6 +37,7 @@ import structlog
 from protocol.errors import ErrorCode, KafkaError
 from protocol.records import RecordBatch, iter_batches, set_base_offset, set_log_append_time
 from storage.aborted_txns import AbortedTxnList
+from storage.file.config import LogConfig
 from storage.file.producer_snapshot import decode_snapshot, encode_snapshot
 from storage.interface import (
     AppendResult,
@@ -184,10 +185,8 @@ class PostgresLog(TransactionState, PartitionLog):
         return self._engine
 
     @property
-    def config(self) -> Any:
-        """The log's settings (`storage.file.config.LogConfig`), read through its source on every access."""
-        from storage.file.config import LogConfig
-
+    def config(self) -> LogConfig:
+        """The log's settings, read through its source on every access."""
         return LogConfig(self._config)
 
     def _check_open(self) -> None:
@@ -394,10 +393,9 @@ class PostgresLog(TransactionState, PartitionLog):
         """Delete the oldest batches that ``retention.ms`` / ``retention.bytes`` no longer keep, each
         batch in the role of a Kafka segment (the memory engine's rules); returns a
         `storage.file.retention.RetentionResult`."""
-        from storage.file.config import LogConfig
         from storage.file.retention import RETENTION_BYTES, RETENTION_MS, DeletedSegment, RetentionResult
 
-        config = LogConfig(self._config)
+        config = self.config
         if self._closed or self._size == 0 or not config.delete_enabled:
             return RetentionResult((), self._start)
         now = self._engine.clock() if now_ms is None else now_ms
