@@ -286,11 +286,10 @@ class Broker:
                         continue
                     if result is not None and getattr(result, "deleted", None):
                         self.cluster.waiters.wake(topic.name, partition.index)
-                    clean = getattr(partition.log, "clean", None)  # engines without compaction lack it
-                    if clean is None or "compact" not in str(self.cluster.config_value(topic, "cleanup.policy")):
+                    if "compact" not in str(self.cluster.config_value(topic, "cleanup.policy")):
                         continue
                     try:
-                        cleaned = await clean()
+                        cleaned = await partition.log.clean()
                     except Exception:
                         log.exception("compaction.failed", topic=topic.name, partition=partition.index)
                         continue

@@ -216,6 +216,11 @@ class PartitionLog(abc.ABC):
         nothing). The broker calls it every ``log.retention.check.interval.ms``."""
         return None
 
+    async def clean(self, now_ms: int | None = None) -> Any:
+        """One compaction round when ``cleanup.policy`` includes compact (`storage.compaction`'s rules);
+        None when the log is not due. The broker calls it after retention, for compacted topics."""
+        return None
+
     async def close(self) -> None:
         """Release resources; the log is not used afterwards."""
 
